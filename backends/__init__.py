@@ -1,0 +1,26 @@
+"""Run backends: the one Run interface (base.py), its status state machine (status.py) and the
+implementations, found by name and imported only when asked for, so that local use never imports
+a cloud SDK."""
+
+import importlib
+
+from amlocal.errors import UserInputError
+
+_REGISTRY = {
+    "local": "amlocal.backends.local:LocalBackend",
+}
+
+
+def backend_names():
+    return sorted(_REGISTRY)
+
+
+def get_backend(name="local", **options):
+    """Instantiate the backend registered as `name` with the given options."""
+    try:
+        target = _REGISTRY[name]
+    except KeyError:
+        raise UserInputError(
+            f"unknown backend {name!r}: available: {', '.join(backend_names())}") from None
+    module_name, class_name = target.split(":")
+    return getattr(importlib.import_module(module_name), class_name)(**options)

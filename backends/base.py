@@ -1,0 +1,220 @@
+"""The one Run interface that every backend implements, and the run spec it takes.
+
+A backend `submit`s a `RunSpec` and returns a `RunHandle`; everything else (the CLI, the SDK-shaped
+classes, tests) talks to the handle. Backends never print: they report progress as the typed events
+below, through the `on_event` callback given to `submit`/`wait`, and the caller renders them.
+"""
+
+import abc
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from amlocal.errors import UserInputError
+
+STAGES = ("Preparing", "Scaling", "Running", "PostProcessing")
+
+DEFAULT_EXPERIMENT = "Default"
+DEFAULT_RECIPE = "chainer"
+EXECUTORS = ("docker", "process")
+
+# Azure ML's rule for experiment names.
+_EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,254}$")
+# An input name becomes the environment variable AZUREML_DATAREFERENCE_<name>.
+_INPUT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+DATAREFERENCE_PREFIX = "AZUREML_DATAREFERENCE_"
+_DATAREFERENCE_TOKEN = re.compile(r"\$\{?" + DATAREFERENCE_PREFIX + r"([A-Za-z_][A-Za-z0-9_]*)\}?")
+
+
+@dataclass(frozen=True)
+class EnvironmentSpec:
+    """What the run's image is built from: a recipe folder in docker/ plus pip packages.
+
+    `base_image` overrides the recipe's BASE_IMAGE build argument; None lets the backend choose
+    (the public default, or a locally imported base where no registry is reachable).
+    """
+
+    recipe: str = DEFAULT_RECIPE
+    pip_packages: tuple = ()
+    base_image: str | None = None
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything a backend needs to run a training script, independent of where it runs."""
+
+    source_dir: Path
+    script: str
+    arguments: tuple = ()
+    experiment: str = DEFAULT_EXPERIMENT
+    inputs: dict = field(default_factory=dict)  # name -> host path, mounted read-only
+    environment: EnvironmentSpec = EnvironmentSpec()
+    executor: str | None = None  # None: the backend picks (docker when an engine answers)
+    compute: str = "local"
+    tags: dict = field(default_factory=dict)
+
+    def validated(self):
+        """Return this spec with absolute paths, or raise UserInputError naming what is wrong.
+
+        Checks everything that can be checked without running anything, so that a bad request
+        never leaves a half-created run behind.
+        """
+        source_dir = Path(self.source_dir).expanduser()
+        if not source_dir.is_dir():
+            raise UserInputError(f"source folder not found: {self.source_dir}")
+        source_dir = source_dir.resolve()
+        script_path = (source_dir / self.script).resolve()
+        if not script_path.is_relative_to(source_dir):
+            raise UserInputError(f"script {self.script} is outside the source folder {source_dir}")
+        if not script_path.is_file():
+            raise UserInputError(f"script {self.script} not found in {source_dir}")
+        if not _EXPERIMENT_NAME.match(self.experiment):
+            raise UserInputError(
+                f"invalid experiment name {self.experiment!r}: 1-255 letters, digits, '_' or '-', "
+                "starting with a letter or digit")
+        if self.executor is not None and self.executor not in EXECUTORS:
+            raise UserInputError(f"unknown executor {self.executor!r}: use one of {', '.join(EXECUTORS)}")
+        inputs = {}
+        for name, path in self.inputs.items():
+            if not _INPUT_NAME.match(name):
+                raise UserInputError(
+                    f"invalid input name {name!r}: letters, digits and '_', not starting with a digit")
+            host_path = Path(path).expanduser()
+            if not host_path.exists():
+                raise UserInputError(f"input {name}: path does not exist: {path}")
+            inputs[name] = host_path.resolve()
+        for argument in self.arguments:
+            for referenced in _DATAREFERENCE_TOKEN.findall(argument):
+                if referenced not in inputs:
+                    raise UserInputError(
+                        f"argument {argument!r} refers to input {referenced!r}, which is not given "
+                        f"(add --input {referenced}=PATH)")
+        return RunSpec(
+            source_dir=source_dir,
+            script=script_path.relative_to(source_dir).as_posix(),
+            arguments=tuple(str(argument) for argument in self.arguments),
+            experiment=self.experiment,
+            inputs=inputs,
+            environment=EnvironmentSpec(
+                recipe=self.environment.recipe,
+                pip_packages=tuple(self.environment.pip_packages),
+                base_image=self.environment.base_image,
+            ),
+            executor=self.executor,
+            compute=self.compute,
+            tags=dict(self.tags),
+        )
+
+
+def substitute_data_references(arguments, in_run_paths):
+    """Replace `$AZUREML_DATAREFERENCE_<name>` (or `${...}`) in script arguments by in-run paths.
+
+    This is Azure ML v1's convention for `DataReference.as_mount()` values in script arguments.
+    """
+
+    def replace(match):
+        return str(in_run_paths[match.group(1)])
+
+    return [_DATAREFERENCE_TOKEN.sub(replace, argument) for argument in arguments]
+
+
+# Events a backend reports while a run advances. The CLI renders them; tests collect them.
+
+@dataclass(frozen=True)
+class StageStarted:
+    run_id: str
+    stage: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class StageFinished:
+    run_id: str
+    stage: str
+    status: str
+    duration_s: float
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class StatusChanged:
+    run_id: str
+    status: str
+
+
+@dataclass(frozen=True)
+class LogLine:
+    run_id: str
+    source: str  # "build" (image build output) or "driver" (the script's stdout/stderr)
+    line: str
+
+
+def ignore_event(event):
+    """The default event sink."""
+
+
+class RunHandle(abc.ABC):
+    """A submitted run, as every backend exposes it."""
+
+    id: str
+
+    @abc.abstractmethod
+    def get_status(self):
+        """The run's current status, one of backends.status.ALL_STATUSES."""
+
+    @abc.abstractmethod
+    def get_details(self):
+        """The run record as a JSON-ready dict: id, experiment, status, exit_code, error, stages, ..."""
+
+    @abc.abstractmethod
+    def wait(self, on_event=ignore_event, timeout=None):
+        """Block until the run reaches a terminal status; return get_details().
+
+        Raises TimeoutError when `timeout` seconds pass first.
+        """
+
+    @abc.abstractmethod
+    def stream_logs(self, follow=False):
+        """Yield the driver log's lines; with follow=True keep yielding until the run ends."""
+
+    @abc.abstractmethod
+    def cancel(self):
+        """Ask the run to stop. Returns at once; the run goes CancelRequested, then Canceled."""
+
+    @abc.abstractmethod
+    def get_metrics(self):
+        """{metric name: [values in logging order]}."""
+
+    @abc.abstractmethod
+    def get_file_names(self):
+        """Names (posix paths) of the run's files: outputs/..., logs/..., azureml-logs/..."""
+
+    @abc.abstractmethod
+    def download_file(self, name, output_file_path=None):
+        """Copy one run file to output_file_path (default: its base name in the current folder)."""
+
+    @abc.abstractmethod
+    def download_files(self, prefix=None, output_directory=None):
+        """Copy the run files under prefix into output_directory, keeping their paths; return them."""
+
+
+class Backend(abc.ABC):
+    """Where runs execute. Found by name through amlocal.backends.get_backend."""
+
+    name: str
+
+    @abc.abstractmethod
+    def submit(self, spec, on_event=ignore_event, detach=False):
+        """Start a run of `spec` and return its RunHandle.
+
+        With detach=False the run is driven by this process (it ends if this process is killed);
+        with detach=True it is handed to a process of its own and outlives the caller.
+        """
+
+    @abc.abstractmethod
+    def get_run(self, run_id):
+        """The handle of an existing run; RunNotFoundError if there is none."""
+
+    @abc.abstractmethod
+    def list_runs(self, experiment=None, limit=None):
+        """Run records (dicts, newest first)."""

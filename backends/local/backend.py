@@ -1,0 +1,301 @@
+"""The local backend: runs on this machine, history under $AMLOCAL_HOME."""
+
+import datetime
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from amlocal.backends import status as run_status
+from amlocal.backends.base import (Backend, LogLine, RunHandle, StageFinished, StageStarted,
+                                   StatusChanged, ignore_event)
+from amlocal.backends.local import engine, images
+from amlocal.backends.local.docker_executor import DockerExecutor
+from amlocal.backends.local.lifecycle import POLL_INTERVAL_S, RunDriver
+from amlocal.backends.local.process_executor import ProcessExecutor
+from amlocal.backends.local.snapshot import snapshot_files, take_snapshot
+from amlocal.backends.local.store import DRIVER_LOG, RunStore
+from amlocal.errors import UserInputError
+
+
+def _iso(timestamp):
+    if timestamp is None:
+        return None
+    return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).isoformat(
+        timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _process_alive(pid):
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, owned by someone else
+    return True
+
+
+def spec_to_json(spec):
+    data = asdict(spec)
+    data["source_dir"] = str(spec.source_dir)
+    data["inputs"] = {name: str(path) for name, path in spec.inputs.items()}
+    data["arguments"] = list(spec.arguments)
+    data["environment"]["pip_packages"] = list(spec.environment.pip_packages)
+    return data
+
+
+class LocalBackend(Backend):
+    name = "local"
+
+    def __init__(self, home=None, docker_client=None):
+        self.store = RunStore(home)
+        self._docker_client = docker_client
+
+    def _executor(self, name):
+        if name == "docker":
+            return DockerExecutor(self._docker_client)
+        return ProcessExecutor()
+
+    def _choose_executor(self, requested):
+        """docker when asked (the engine must answer) or, unasked, when an engine answers."""
+        if requested == "process":
+            return "process"
+        if requested == "docker":
+            if self._docker_client is None:
+                self._docker_client = engine.connect()
+            return "docker"
+        if self._docker_client is not None or engine.engine_answers():
+            return "docker"
+        return "process"
+
+    def submit(self, spec, on_event=ignore_event, detach=False):
+        spec = spec.validated()
+        executor_name = self._choose_executor(spec.executor)
+        if executor_name == "docker":
+            images.recipe_dir(spec.environment.recipe)
+        elif spec.environment.pip_packages:
+            raise UserInputError("--pip needs the docker executor: the process executor runs the "
+                                 "Python amlocal runs in; install the packages there instead")
+        files = snapshot_files(spec.source_dir)
+        run_id = self.store.create_run(
+            experiment=spec.experiment, executor=executor_name, compute=spec.compute,
+            spec=spec_to_json(spec),
+            fill_snapshot=lambda folder: take_snapshot(spec.source_dir, folder, files))
+        if detach:
+            supervisor = subprocess.Popen(
+                [sys.executable, "-m", "amlocal.backends.local.supervisor",
+                 "--home", str(self.store.home), run_id],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=open(self.store.run_dir(run_id) / "azureml-logs" / "55_supervisor_log.txt", "ab"),
+                start_new_session=True)
+            self.store.update_run(run_id, driver_pid=supervisor.pid)
+            return LocalRunHandle(self, run_id)
+        self.store.update_run(run_id, driver_pid=os.getpid())
+        driver = RunDriver(self.store, run_id, self._executor(executor_name), on_event)
+        thread = threading.Thread(target=driver.drive, name=f"amlocal-run-{run_id}")
+        thread.start()
+        return LocalRunHandle(self, run_id, driver_thread=thread)
+
+    def drive(self, run_id, on_event=ignore_event):
+        """Drive an existing NotStarted run in this process (what a detached supervisor does)."""
+        record = self.store.get_run(run_id)
+        self.store.update_run(run_id, driver_pid=os.getpid())
+        return RunDriver(self.store, run_id, self._executor(record["executor"]), on_event).drive()
+
+    def get_run(self, run_id):
+        self.store.get_status(run_id)
+        return LocalRunHandle(self, run_id)
+
+    def list_runs(self, experiment=None, limit=None):
+        return [self.get_run(record["id"]).get_details()
+                for record in self.store.list_runs(experiment, limit)]
+
+
+class LocalRunHandle(RunHandle):
+    def __init__(self, backend, run_id, driver_thread=None):
+        self.backend = backend
+        self.store = backend.store
+        self.id = run_id
+        self._driver_thread = driver_thread
+
+    def __repr__(self):
+        return f"LocalRunHandle({self.id!r})"
+
+    @property
+    def run_dir(self):
+        return self.store.run_dir(self.id)
+
+    def get_status(self):
+        self._reconcile()
+        return self.store.get_status(self.id)
+
+    def _driven_here(self):
+        return self._driver_thread is not None and self._driver_thread.is_alive()
+
+    def _reconcile(self):
+        """Tell the truth about a run whose driving process died before the run ended."""
+        record = self.store.get_run(self.id)
+        if run_status.is_terminal(record["status"]) or self._driven_here():
+            return
+        if record["driver_pid"] == os.getpid() or _process_alive(record["driver_pid"]):
+            return
+        if record["executor"] == "docker":
+            try:
+                DockerExecutor().remove_leftovers(self.id)
+            except Exception:  # the engine may be gone too; the record must still be fixed
+                pass
+        if record["status"] == run_status.CANCEL_REQUESTED:
+            self.store.try_set_status(self.id, run_status.CANCELED, error="Canceled by request")
+        else:
+            self.store.try_set_status(
+                self.id, run_status.FAILED,
+                error=f"the amlocal process driving this run (pid {record['driver_pid']}) "
+                      "exited before the run ended")
+
+    def get_details(self):
+        self._reconcile()
+        record = self.store.get_run(self.id)
+        spec = record["spec"]
+        ended = record["ended_at"]
+        return {
+            "id": record["id"],
+            "number": record["number"],
+            "experiment": record["experiment"],
+            "status": record["status"],
+            "backend": record["backend"],
+            "executor": record["executor"],
+            "compute": record["compute"],
+            "script": spec["script"],
+            "arguments": spec["arguments"],
+            "source_dir": spec["source_dir"],
+            "inputs": spec["inputs"],
+            "environment": spec["environment"],
+            "image": record["image"],
+            "exit_code": record["exit_code"],
+            "error": record["error"],
+            "created_at": _iso(record["created_at"]),
+            "started_at": _iso(record["started_at"]),
+            "ended_at": _iso(ended),
+            "duration_s": round(ended - record["created_at"], 3) if ended else None,
+            "stages": [
+                {**stage, "started_at": _iso(stage["started_at"]), "ended_at": _iso(stage["ended_at"])}
+                for stage in record["stages"]
+            ],
+            "tags": record["tags"],
+            "properties": record["properties"],
+            "run_dir": str(self.run_dir),
+        }
+
+    def wait(self, on_event=ignore_event, timeout=None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if self._driver_thread is not None:
+            # Driven here: its events already went to submit's on_event. Join in short steps so
+            # that Ctrl-C reaches the caller.
+            while self._driver_thread.is_alive():
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"run {self.id} still {self.get_status()} after {timeout} s")
+                self._driver_thread.join(POLL_INTERVAL_S)
+            return self.get_details()
+        for event in self.follow():
+            on_event(event)
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"run {self.id} still {self.get_status()} after {timeout} s")
+        return self.get_details()
+
+    def follow(self, poll_interval=POLL_INTERVAL_S):
+        """Events of a run driven elsewhere, read back from the run history until it ends."""
+        seen_stages = {}
+        status = None
+        log_offset = 0
+        log_path = self.run_dir / DRIVER_LOG
+        while True:
+            record = self.store.get_run(self.id)
+            for stage in record["stages"]:
+                before = seen_stages.get(stage["name"])
+                if stage["status"] != "NotStarted" and before in (None, "NotStarted"):
+                    yield StageStarted(self.id, stage["name"], stage["detail"])
+                if stage["ended_at"] is not None and before not in ("Completed", "Failed", "Canceled"):
+                    yield StageFinished(self.id, stage["name"], stage["status"],
+                                        stage["duration_s"] or 0.0, stage["detail"])
+                seen_stages[stage["name"]] = stage["status"]
+            log_offset, lines = _read_new_lines(log_path, log_offset)
+            for line in lines:
+                yield LogLine(self.id, "driver", line)
+            if record["status"] != status:
+                status = record["status"]
+                yield StatusChanged(self.id, status)
+            if run_status.is_terminal(status):
+                log_offset, lines = _read_new_lines(log_path, log_offset, final=True)
+                for line in lines:
+                    yield LogLine(self.id, "driver", line)
+                return
+            time.sleep(poll_interval)
+            self._reconcile()
+
+    def stream_logs(self, follow=False):
+        if not follow:
+            path = self.run_dir / DRIVER_LOG
+            if path.exists():
+                yield from path.read_text(errors="replace").splitlines()
+            return
+        for event in self.follow():
+            if isinstance(event, LogLine):
+                yield event.line
+
+    def cancel(self):
+        self.store.get_status(self.id)
+        if run_status.is_terminal(self.store.get_status(self.id)):
+            return
+        self.store.try_set_status(self.id, run_status.CANCEL_REQUESTED)
+        self._reconcile()
+
+    def get_metrics(self):
+        return self.store.get_metrics(self.id)
+
+    def get_file_names(self):
+        return self.store.file_names(self.id)
+
+    def download_file(self, name, output_file_path=None):
+        source = self.store.file_path(self.id, name)
+        target = Path(output_file_path) if output_file_path else Path.cwd() / Path(name).name
+        if target.is_dir():
+            target = target / Path(name).name
+        _copy_atomically(source, target)
+        return target
+
+    def download_files(self, prefix=None, output_directory=None):
+        names = [name for name in self.get_file_names() if not prefix or name.startswith(prefix)]
+        root = Path(output_directory) if output_directory else Path.cwd()
+        return [self.download_file(name, root / name) for name in names]
+
+
+def _read_new_lines(path, offset, final=False):
+    """Complete lines appended to `path` since `offset` (and a trailing partial one if final)."""
+    if not path.exists():
+        return offset, []
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        data = handle.read()
+    if not final:
+        data = data[:data.rfind(b"\n") + 1]
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    return offset + len(data), lines
+
+
+def _copy_atomically(source, target):
+    target.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    os.close(descriptor)
+    try:
+        shutil.copyfile(source, temporary)
+        os.replace(temporary, target)
+    except BaseException:
+        os.unlink(temporary)
+        raise

@@ -1,0 +1,73 @@
+"""The docker executor: the environment image is built (or found), the script runs in a container."""
+
+import os
+import docker.errors
+
+from amlocal.backends.local import engine, images
+from amlocal.backends.local.jobs import Job, Prepared
+from amlocal.backends.local.run_settings import CONTAINER_LABEL, container_settings
+from amlocal.backends.local.snapshot import copy_working_directory
+
+
+class DockerJob(Job):
+    def __init__(self, container, on_line):
+        self.container = container
+        super().__init__(
+            output_chunks=container.logs(stream=True, follow=True),
+            wait_for_exit=lambda: container.wait()["StatusCode"],
+            on_line=on_line,
+        )
+
+    def stop(self, grace_s):
+        try:
+            self.container.stop(timeout=int(grace_s))  # SIGTERM, then SIGKILL after grace_s
+        except docker.errors.NotFound:
+            pass
+
+    def cleanup(self):
+        try:
+            self.container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+
+
+class DockerExecutor:
+    name = "docker"
+
+    def __init__(self, client=None):
+        self._client = client
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = engine.connect()
+        return self._client
+
+    def prepare(self, record, on_line, should_cancel):
+        environment = record["spec"]["environment"]
+        prepared = images.ensure_image(
+            self.client, environment["recipe"], tuple(environment["pip_packages"]),
+            environment["base_image"], on_line=on_line, should_cancel=should_cancel)
+        how = "found in cache" if prepared.cached else "built"
+        return Prepared(image=prepared.tag, detail=f"image {prepared.tag} {how} (base {prepared.base_image})")
+
+    def start(self, record, run_dir, runtime_dir, prepared, on_line):
+        spec = record["spec"]
+        working_dir = run_dir / "wd"
+        copy_working_directory(run_dir / "snapshot", working_dir)
+        settings = container_settings(
+            run_id=record["id"], experiment=record["experiment"], image=prepared.image,
+            script=spec["script"], arguments=spec["arguments"], inputs=spec["inputs"],
+            run_dir=run_dir, working_dir=working_dir, runtime_dir=runtime_dir,
+            user=f"{os.getuid()}:{os.getgid()}")
+        settings["mounts"] = [docker.types.Mount(
+            target=mount["Target"], source=mount["Source"], type="bind",
+            read_only=mount["ReadOnly"]) for mount in settings["mounts"]]
+        container = self.client.containers.create(**settings)
+        container.start()
+        return DockerJob(container, on_line)
+
+    def remove_leftovers(self, run_id):
+        """Remove a run's container when the process that drove it is gone."""
+        for container in self.client.containers.list(all=True, filters={"label": f"{CONTAINER_LABEL}={run_id}"}):
+            container.remove(force=True)

@@ -1,0 +1,33 @@
+"""The one place that connects to the Docker engine."""
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from amlocal.errors import EngineUnavailableError
+
+START_HINT = (
+    "start one (e.g. `sudo systemctl start docker`, or `sudo dockerd &` where there is no "
+    "systemd) or run without Docker with --executor process")
+
+
+def connect(timeout=60):
+    """A docker-py client for the engine named by DOCKER_HOST (default: the local socket).
+
+    Raises EngineUnavailableError, with what to do about it, when the engine does not answer.
+    """
+    try:
+        client = docker.from_env(timeout=timeout)
+        client.ping()
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise EngineUnavailableError(f"Docker engine does not answer ({reason}): {START_HINT}") from None
+    return client
+
+
+def engine_answers():
+    try:
+        connect(timeout=5).close()
+    except EngineUnavailableError:
+        return False
+    return True

@@ -1,0 +1,73 @@
+"""The process executor: the script runs as a subprocess of the current Python, from a snapshot copy.
+
+For hosts without Docker (a GPU box without the NVIDIA container runtime, CI without an engine).
+There is no image: Preparing checks the interpreter, and the run uses whatever is installed in it.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from amlocal.backends.local.jobs import Job, Prepared
+from amlocal.backends.local.run_settings import process_settings
+from amlocal.backends.local.snapshot import copy_working_directory
+from amlocal.errors import UserInputError
+
+
+class ProcessJob(Job):
+    def __init__(self, process, on_line):
+        self.process = process
+        super().__init__(
+            output_chunks=iter(lambda: process.stdout.read1(65536), b""),
+            wait_for_exit=process.wait,
+            on_line=on_line,
+        )
+
+    def stop(self, grace_s):
+        # The script runs in a session of its own, so its children are stopped with it.
+        self._signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while self.process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.process.poll() is None:
+            self._signal(signal.SIGKILL)
+
+    def _signal(self, signum):
+        try:
+            os.killpg(self.process.pid, signum)
+        except ProcessLookupError:
+            pass
+
+
+class ProcessExecutor:
+    name = "process"
+
+    def __init__(self, python=None):
+        self.python = python or sys.executable
+
+    def prepare(self, record, on_line, should_cancel):
+        packages = record["spec"]["environment"]["pip_packages"]
+        if packages:
+            raise UserInputError(
+                "--pip needs the docker executor (the process executor uses the Python it runs "
+                f"in: install {' '.join(packages)} there yourself)")
+        version = ".".join(map(str, sys.version_info[:3]))
+        return Prepared(image=None, detail=f"no image: Python {version} at {self.python}")
+
+    def start(self, record, run_dir, runtime_dir, prepared, on_line):
+        spec = record["spec"]
+        working_dir = run_dir / "wd"
+        copy_working_directory(run_dir / "snapshot", working_dir)
+        for mapped in ("outputs", "logs"):
+            (working_dir / mapped).symlink_to(run_dir / mapped, target_is_directory=True)
+        settings = process_settings(
+            run_id=record["id"], experiment=record["experiment"], python=self.python,
+            script=spec["script"], arguments=spec["arguments"], inputs=spec["inputs"],
+            run_dir=run_dir, working_dir=working_dir, runtime_dir=runtime_dir,
+            base_environment=os.environ)
+        process = subprocess.Popen(settings["args"], cwd=settings["cwd"], env=settings["env"],
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        return ProcessJob(process, on_line)

@@ -1,0 +1,145 @@
+"""Pure builders: from a run's record to what an executor starts. No Docker, no I/O.
+
+Inside a container the run sees this layout (the process executor uses host paths instead):
+
+    /amlocal/wd                 working directory: a fresh copy of the source snapshot
+    /amlocal/wd/outputs         the run's ./outputs, mapped into the run history
+    /amlocal/wd/logs            the run's ./logs, mapped into the run history
+    /amlocal/inputs/<name>      named inputs, read-only
+    /amlocal/runtime            the run-side Run API (sitecustomize + amlocal_run), read-only
+    /amlocal/telemetry          where the script's Run API appends what it logs
+"""
+
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from amlocal.backends.base import DATAREFERENCE_PREFIX, substitute_data_references
+from amlocal.backends.local.store import TELEMETRY_FILE
+
+IN_RUN_ROOT = PurePosixPath("/amlocal")
+IN_RUN_WORKDIR = IN_RUN_ROOT / "wd"
+IN_RUN_RUNTIME = IN_RUN_ROOT / "runtime"
+IN_RUN_TELEMETRY = IN_RUN_ROOT / "telemetry"
+IN_RUN_INPUTS = IN_RUN_ROOT / "inputs"
+WORKSPACE_NAME = "local"
+CONTAINER_LABEL = "amlocal.run_id"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where a run's parts are, as seen by the script (in-run) for one executor."""
+
+    workdir: str
+    outputs: str
+    logs: str
+    runtime: str
+    telemetry_dir: str
+    inputs: dict  # name -> path
+
+
+def run_environment(run_id, experiment, paths, extra=None):
+    """The environment variables a script sees in a run, named as Azure ML v1 names them."""
+    environment = {
+        "AZUREML_RUN_ID": run_id,
+        "AZUREML_ARM_PROJECT_NAME": experiment,
+        "AZUREML_ARM_WORKSPACE_NAME": WORKSPACE_NAME,
+        # azureml-core sets this to the relative ./outputs before a script starts.
+        "AZUREML_OUTPUT_DIRECTORY": "./outputs",
+        "AMLOCAL_TELEMETRY_FILE": f"{paths.telemetry_dir}/{TELEMETRY_FILE}",
+        "PYTHONPATH": paths.runtime,
+        "PYTHONUNBUFFERED": "1",
+    }
+    for name, path in paths.inputs.items():
+        environment[DATAREFERENCE_PREFIX + name] = str(path)
+    environment.update(extra or {})
+    return environment
+
+
+def script_command(python, script, arguments, paths):
+    """argv for the script: the interpreter, the script, its arguments with inputs resolved."""
+    return [python, script, *substitute_data_references(arguments, paths.inputs)]
+
+
+def container_paths(input_names):
+    return RunPaths(
+        workdir=str(IN_RUN_WORKDIR),
+        outputs=str(IN_RUN_WORKDIR / "outputs"),
+        logs=str(IN_RUN_WORKDIR / "logs"),
+        runtime=str(IN_RUN_RUNTIME),
+        telemetry_dir=str(IN_RUN_TELEMETRY),
+        inputs={name: str(IN_RUN_INPUTS / name) for name in sorted(input_names)},
+    )
+
+
+def container_settings(*, run_id, experiment, image, script, arguments, inputs, run_dir,
+                       working_dir, runtime_dir, user=None):
+    """Keyword arguments for docker-py's `containers.create` for one run.
+
+    `inputs` maps input names to host paths; `run_dir` is the run's folder in the run history;
+    `working_dir` the host copy of the snapshot the run works in; `user` a "uid:gid" string so
+    files the run writes into the run history belong to the submitting user.
+    Mounts are plain dicts in the Docker Engine API's shape (docker.types.Mount is such a dict).
+    """
+    paths = container_paths(inputs)
+
+    def bind(source, target, read_only):
+        return {"Type": "bind", "Source": str(source), "Target": str(target),
+                "ReadOnly": read_only}
+
+    mounts = [
+        bind(working_dir, paths.workdir, False),
+        bind(f"{run_dir}/outputs", paths.outputs, False),
+        bind(f"{run_dir}/logs", paths.logs, False),
+        bind(f"{run_dir}/telemetry", paths.telemetry_dir, False),
+        bind(runtime_dir, paths.runtime, True),
+    ]
+    mounts += [bind(inputs[name], paths.inputs[name], True) for name in sorted(inputs)]
+    # A container running as the host user has no home of its own; libraries that cache under
+    # $HOME (matplotlib, chainer's dataset root) need one that is writable.
+    environment = run_environment(run_id, experiment, paths, extra={"HOME": "/tmp"})
+    settings = {
+        "image": image,
+        "command": script_command("python", script, arguments, paths),
+        "working_dir": paths.workdir,
+        "environment": environment,
+        "mounts": mounts,
+        # Trainers get no network, as on a locked-down compute node; inputs come as mounts.
+        "network_mode": "none",
+        # An init process as PID 1 forwards SIGTERM to the script (a Python PID 1 would ignore
+        # it, and every cancel would wait for the SIGKILL) and reaps its children.
+        "init": True,
+        "labels": {CONTAINER_LABEL: run_id},
+        "name": f"amlocal-{run_id}",
+        "detach": True,
+    }
+    if user:
+        settings["user"] = user
+    return settings
+
+
+def process_settings(*, run_id, experiment, python, script, arguments, inputs, run_dir,
+                     working_dir, runtime_dir, base_environment):
+    """argv, cwd and environment for running a script as a host subprocess (process executor).
+
+    The run sees host paths: its working directory is a copy of the snapshot whose outputs/ and
+    logs/ are links into the run history, and inputs are passed by their host paths (read-only
+    is not enforced here: there is no mount namespace).
+    """
+    paths = RunPaths(
+        workdir=str(working_dir),
+        outputs=f"{working_dir}/outputs",
+        logs=f"{working_dir}/logs",
+        runtime=str(runtime_dir),
+        telemetry_dir=f"{run_dir}/telemetry",
+        inputs={name: str(inputs[name]) for name in sorted(inputs)},
+    )
+    environment = dict(base_environment)
+    inherited_path = environment.get("PYTHONPATH")
+    environment.update(run_environment(run_id, experiment, paths))
+    if inherited_path:
+        environment["PYTHONPATH"] = f"{paths.runtime}:{inherited_path}"
+    return {
+        "args": script_command(python, script, arguments, paths),
+        "cwd": paths.workdir,
+        "env": environment,
+    }

@@ -1,0 +1,403 @@
+"""The local run history: SQLite for records, stages and metrics, folders for files.
+
+Layout under $AMLOCAL_HOME (default ~/.amlocal):
+
+    amlocal.db                      runs, stages, status history, metrics
+    runs/<run id>/snapshot/         the source folder as submitted (read-only by convention)
+    runs/<run id>/outputs/          ./outputs of the run       } the run's files, as
+    runs/<run id>/logs/             ./logs of the run          } get_file_names()
+    runs/<run id>/azureml-logs/     image build and driver log } lists them
+    runs/<run id>/telemetry/        events the script logged, read into the database
+
+Every process opens its own short-lived connections; WAL mode and a busy timeout let concurrent
+runs and readers share the file. Status changes go through `set_status`, which asks the state
+machine (backends.status) and writes with a compare-and-set inside one IMMEDIATE transaction.
+"""
+
+import json
+import os
+import secrets
+import shutil
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from amlocal.backends import status as run_status
+from amlocal.backends.base import STAGES
+from amlocal.errors import IllegalTransitionError, RunNotFoundError, UserInputError
+
+SCHEMA_VERSION = 1
+FILE_FOLDERS = ("outputs", "logs", "azureml-logs")
+TELEMETRY_FILE = "events.jsonl"
+BUILD_LOG = "azureml-logs/20_image_build_log.txt"
+DRIVER_LOG = "azureml-logs/70_driver_log.txt"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    number INTEGER NOT NULL,
+    experiment TEXT NOT NULL,
+    status TEXT NOT NULL,
+    backend TEXT NOT NULL,
+    executor TEXT NOT NULL,
+    compute TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    image TEXT,
+    exit_code INTEGER,
+    error TEXT,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    ended_at REAL,
+    driver_pid INTEGER,
+    container_id TEXT,
+    telemetry_offset INTEGER NOT NULL DEFAULT 0,
+    tags TEXT NOT NULL DEFAULT '{}',
+    properties TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS runs_by_experiment ON runs (experiment, created_at);
+CREATE TABLE IF NOT EXISTS stages (
+    run_id TEXT NOT NULL REFERENCES runs (id),
+    name TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    started_at REAL,
+    ended_at REAL,
+    detail TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (run_id, name)
+);
+CREATE TABLE IF NOT EXISTS status_history (
+    run_id TEXT NOT NULL REFERENCES runs (id),
+    status TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id TEXT NOT NULL REFERENCES runs (id),
+    name TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    metric_type TEXT NOT NULL,
+    value TEXT NOT NULL,
+    step INTEGER,
+    description TEXT NOT NULL DEFAULT '',
+    logged_at REAL NOT NULL,
+    PRIMARY KEY (run_id, name, position)
+);
+"""
+
+# Columns that executors may set besides status (which only set_status writes).
+_UPDATABLE = {"image", "driver_pid", "container_id", "error", "exit_code"}
+
+
+def default_home():
+    return Path(os.environ.get("AMLOCAL_HOME") or Path.home() / ".amlocal").expanduser()
+
+
+def new_run_id(experiment):
+    """Azure ML's local run id shape: <experiment>_<unix seconds>_<8 hex digits>."""
+    return f"{experiment}_{int(time.time())}_{secrets.token_hex(4)}"
+
+
+class RunStore:
+    """The run history at `home`. Cheap to create; safe to use from many processes at once."""
+
+    def __init__(self, home=None):
+        self.home = Path(home) if home is not None else default_home()
+        self.runs_dir = self.home / "runs"
+        self.db_path = self.home / "amlocal.db"
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+        try:
+            # WAL lets readers (runs list, logs -f) proceed while a run writes; it is a property
+            # of the database file, so setting it once here is enough.
+            conn.execute("PRAGMA journal_mode=WAL")
+            if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA
+                                   + f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+        finally:
+            conn.close()
+
+    @contextmanager
+    def _transaction(self):
+        """A connection inside one IMMEDIATE transaction, committed on success."""
+        conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+    @contextmanager
+    def _reading(self):
+        conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+        try:
+            conn.row_factory = sqlite3.Row
+            yield conn
+        finally:
+            conn.close()
+
+    # -- creating runs ------------------------------------------------------------------------
+
+    def create_run(self, *, experiment, executor, compute, spec, fill_snapshot, backend="local"):
+        """Create a run in NotStarted with its snapshot; return its id.
+
+        `fill_snapshot(folder)` writes the source snapshot. The run folder is assembled under a
+        temporary name and renamed into place before the record is inserted, so a failure at any
+        point leaves neither a folder nor a record.
+        """
+        run_id = new_run_id(experiment)
+        staging = self.runs_dir / f".creating-{run_id}"
+        final = self.runs_dir / run_id
+        try:
+            staging.mkdir()
+            fill_snapshot(staging / "snapshot")
+            for folder in FILE_FOLDERS + ("telemetry",):
+                (staging / folder).mkdir(exist_ok=True)
+            os.rename(staging, final)
+            now = time.time()
+            with self._transaction() as conn:
+                number = conn.execute(
+                    "SELECT COALESCE(MAX(number), 0) + 1 FROM runs WHERE experiment = ?",
+                    (experiment,)).fetchone()[0]
+                conn.execute(
+                    "INSERT INTO runs (id, number, experiment, status, backend, executor, compute, "
+                    "spec, created_at, tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (run_id, number, experiment, run_status.NOT_STARTED, backend, executor, compute,
+                     json.dumps(spec), now, json.dumps(spec.get("tags", {}))))
+                conn.executemany(
+                    "INSERT INTO stages (run_id, name, position, status) VALUES (?, ?, ?, ?)",
+                    [(run_id, name, position, run_status.NOT_STARTED)
+                     for position, name in enumerate(STAGES)])
+                conn.execute("INSERT INTO status_history (run_id, status, at) VALUES (?, ?, ?)",
+                             (run_id, run_status.NOT_STARTED, now))
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(final, ignore_errors=True)
+            raise
+        return run_id
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def run_dir(self, run_id):
+        return self.runs_dir / run_id
+
+    def get_run(self, run_id):
+        """The run's record as a dict (with `stages`), or RunNotFoundError."""
+        with self._reading() as conn:
+            row = conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise RunNotFoundError(f"no run with id {run_id!r} in {self.home}")
+            stages = conn.execute(
+                "SELECT name, status, started_at, ended_at, detail FROM stages "
+                "WHERE run_id = ? ORDER BY position", (run_id,)).fetchall()
+        return _record(row, stages)
+
+    def get_status(self, run_id):
+        with self._reading() as conn:
+            row = conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise RunNotFoundError(f"no run with id {run_id!r} in {self.home}")
+        return row["status"]
+
+    def list_runs(self, experiment=None, limit=None):
+        query = "SELECT * FROM runs"
+        params = []
+        if experiment:
+            query += " WHERE experiment = ?"
+            params.append(experiment)
+        query += " ORDER BY created_at DESC, id DESC"
+        if limit:
+            query += " LIMIT ?"
+            params.append(int(limit))
+        with self._reading() as conn:
+            rows = conn.execute(query, params).fetchall()
+            stages = {}
+            for stage in conn.execute(
+                    "SELECT run_id, name, status, started_at, ended_at, detail FROM stages "
+                    "ORDER BY run_id, position"):
+                stages.setdefault(stage["run_id"], []).append(stage)
+        return [_record(row, stages.get(row["id"], [])) for row in rows]
+
+    def status_history(self, run_id):
+        with self._reading() as conn:
+            return [(row["status"], row["at"]) for row in conn.execute(
+                "SELECT status, at FROM status_history WHERE run_id = ? ORDER BY rowid", (run_id,))]
+
+    def get_metrics(self, run_id):
+        """{name: [values in logging order]} (a log_list entry is one value that is a list)."""
+        self.get_status(run_id)  # raises for an unknown run
+        metrics = {}
+        with self._reading() as conn:
+            for row in conn.execute(
+                    "SELECT name, value FROM metrics WHERE run_id = ? ORDER BY name, position",
+                    (run_id,)):
+                metrics.setdefault(row["name"], []).append(json.loads(row["value"]))
+        return metrics
+
+    # -- changing runs ------------------------------------------------------------------------
+
+    def set_status(self, run_id, new_status, **fields):
+        """Move the run to `new_status` if the state machine allows it from its current status.
+
+        Raises IllegalTransitionError otherwise (for example when another process canceled the
+        run in the meantime). Terminal statuses stamp ended_at; Running stamps started_at.
+        """
+        unknown = set(fields) - _UPDATABLE
+        if unknown:
+            raise ValueError(f"not updatable: {sorted(unknown)}")
+        now = time.time()
+        with self._transaction() as conn:
+            row = conn.execute("SELECT status, started_at FROM runs WHERE id = ?",
+                               (run_id,)).fetchone()
+            if row is None:
+                raise RunNotFoundError(f"no run with id {run_id!r} in {self.home}")
+            run_status.check_transition(row["status"], new_status)
+            fields = dict(fields, status=new_status)
+            if new_status == run_status.RUNNING and row["started_at"] is None:
+                fields["started_at"] = now
+            if run_status.is_terminal(new_status):
+                fields["ended_at"] = now
+            assignments = ", ".join(f"{column} = ?" for column in fields)
+            conn.execute(f"UPDATE runs SET {assignments} WHERE id = ?",
+                         [*fields.values(), run_id])
+            conn.execute("INSERT INTO status_history (run_id, status, at) VALUES (?, ?, ?)",
+                         (run_id, new_status, now))
+        return row["status"]
+
+    def try_set_status(self, run_id, new_status, **fields):
+        """set_status that returns False instead of raising when the move is not allowed."""
+        try:
+            self.set_status(run_id, new_status, **fields)
+        except IllegalTransitionError:
+            return False
+        return True
+
+    def update_run(self, run_id, **fields):
+        unknown = set(fields) - _UPDATABLE
+        if unknown:
+            raise ValueError(f"not updatable: {sorted(unknown)}")
+        assignments = ", ".join(f"{column} = ?" for column in fields)
+        with self._transaction() as conn:
+            conn.execute(f"UPDATE runs SET {assignments} WHERE id = ?", [*fields.values(), run_id])
+
+    def start_stage(self, run_id, stage, detail=""):
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE stages SET status = 'Running', started_at = ?, detail = ? "
+                "WHERE run_id = ? AND name = ?", (time.time(), detail, run_id, stage))
+
+    def finish_stage(self, run_id, stage, stage_status, detail=None):
+        """Close a stage; return its duration in seconds."""
+        now = time.time()
+        with self._transaction() as conn:
+            row = conn.execute("SELECT started_at, detail FROM stages WHERE run_id = ? AND name = ?",
+                               (run_id, stage)).fetchone()
+            started = row["started_at"] if row["started_at"] is not None else now
+            conn.execute(
+                "UPDATE stages SET status = ?, started_at = ?, ended_at = ?, detail = ? "
+                "WHERE run_id = ? AND name = ?",
+                (stage_status, started, now, row["detail"] if detail is None else detail,
+                 run_id, stage))
+        return now - started
+
+    def ingest_telemetry(self, run_id):
+        """Read what the script logged since the last call into the database; return the count.
+
+        The offset of the last complete line read is kept with the run, in the same transaction
+        as the metrics, so a second reader (or a crash between calls) never loses or repeats one.
+        """
+        path = self.run_dir(run_id) / "telemetry" / TELEMETRY_FILE
+        if not path.exists():
+            return 0
+        with self._transaction() as conn:
+            row = conn.execute("SELECT telemetry_offset, tags, properties, error FROM runs "
+                               "WHERE id = ?", (run_id,)).fetchone()
+            with open(path, "rb") as handle:
+                handle.seek(row["telemetry_offset"])
+                data = handle.read()
+            complete = data[:data.rfind(b"\n") + 1]
+            if not complete:
+                return 0
+            tags, properties = json.loads(row["tags"]), json.loads(row["properties"])
+            error = row["error"]
+            next_position = {}
+            metric_rows = []
+            for line in complete.decode("utf-8", errors="replace").splitlines():
+                try:
+                    event = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a torn line from a killed script; the rest is still good
+                kind = event.get("kind")
+                if kind == "metric":
+                    name = event["name"]
+                    if name not in next_position:
+                        next_position[name] = conn.execute(
+                            "SELECT COALESCE(MAX(position) + 1, 0) FROM metrics "
+                            "WHERE run_id = ? AND name = ?", (run_id, name)).fetchone()[0]
+                    metric_rows.append((run_id, name, next_position[name], event["type"],
+                                        json.dumps(event["value"]), event.get("step"),
+                                        event.get("description", ""), event.get("t", time.time())))
+                    next_position[name] += 1
+                elif kind == "tags":
+                    tags.update(event["tags"])
+                elif kind == "properties":
+                    properties.update(event["properties"])
+                elif kind == "fail" and not error:
+                    error = f"Run.fail() called by the script: {event.get('error')}"
+            conn.executemany(
+                "INSERT INTO metrics (run_id, name, position, metric_type, value, step, "
+                "description, logged_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", metric_rows)
+            conn.execute(
+                "UPDATE runs SET telemetry_offset = ?, tags = ?, properties = ?, error = ? "
+                "WHERE id = ?",
+                (row["telemetry_offset"] + len(complete), json.dumps(tags), json.dumps(properties),
+                 error, run_id))
+        return len(metric_rows)
+
+    # -- files --------------------------------------------------------------------------------
+
+    def file_names(self, run_id):
+        self.get_status(run_id)
+        root = self.run_dir(run_id)
+        names = []
+        for folder in FILE_FOLDERS:
+            for dirpath, _dirnames, filenames in os.walk(root / folder):
+                for filename in filenames:
+                    names.append((Path(dirpath) / filename).relative_to(root).as_posix())
+        return sorted(names)
+
+    def file_path(self, run_id, name):
+        """The host path of run file `name`; UserInputError if it is not one of the run's files."""
+        root = self.run_dir(run_id)
+        candidate = (root / name).resolve()
+        inside = any(candidate.is_relative_to((root / folder).resolve()) for folder in FILE_FOLDERS)
+        if not inside or not candidate.is_file():
+            raise UserInputError(f"run {run_id} has no file {name!r} (see `amlocal runs files {run_id}`)")
+        return candidate
+
+
+def _record(row, stages):
+    record = dict(row)
+    record["spec"] = json.loads(record["spec"])
+    record["tags"] = json.loads(record["tags"])
+    record["properties"] = json.loads(record["properties"])
+    record["stages"] = [
+        {
+            "name": stage["name"],
+            "status": stage["status"],
+            "started_at": stage["started_at"],
+            "ended_at": stage["ended_at"],
+            "duration_s": (round(stage["ended_at"] - stage["started_at"], 3)
+                           if stage["ended_at"] is not None and stage["started_at"] is not None
+                           else None),
+            "detail": stage["detail"],
+        }
+        for stage in stages
+    ]
+    return record

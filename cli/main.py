@@ -1,0 +1,131 @@
+"""`amlocal`: the command line. Parses and renders; the work is done by amlocal.backends.
+
+Exit codes: 0 success (a run Completed), 1 a run Failed or was Canceled (or another error),
+2 bad input, 3 the Docker engine does not answer, 4 no such run.
+"""
+
+import click
+
+import amlocal
+from amlocal.backends import get_backend
+from amlocal.backends.base import DEFAULT_EXPERIMENT, DEFAULT_RECIPE, EXECUTORS, EnvironmentSpec, RunSpec
+from amlocal.cli.render import EventPrinter, echo_json, echo_status, summary_line
+from amlocal.errors import AmlocalError, UserInputError
+
+
+class AmlocalGroup(click.Group):
+    """Turns amlocal's errors into one-line messages and their exit codes, in one place."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except AmlocalError as error:
+            click.echo(f"Error: {error}", err=True)
+            ctx.exit(error.exit_code)
+
+
+def parse_inputs(values):
+    """NAME=PATH pairs from repeated --input options."""
+    inputs = {}
+    for value in values:
+        name, separator, path = value.partition("=")
+        if not separator or not name or not path:
+            raise UserInputError(f"--input expects NAME=PATH, got {value!r}")
+        if name in inputs:
+            raise UserInputError(f"input {name!r} given twice")
+        inputs[name] = path
+    return inputs
+
+
+@click.group(cls=AmlocalGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(amlocal.__version__, prog_name="amlocal")
+def cli():
+    """Azure Machine Learning (SDK v1) training runs, emulated on this machine.
+
+    Runs go through Azure ML's stages (Preparing, Scaling, Running, PostProcessing) in Docker or
+    as a local process, and land in a run history under $AMLOCAL_HOME (default ~/.amlocal).
+    """
+
+
+@cli.command()
+@click.argument("source_dir", default=".", type=click.Path(file_okay=False))
+@click.option("--script", required=True, help="Entry script, relative to SOURCE_DIR.")
+@click.option("--experiment", default=DEFAULT_EXPERIMENT, show_default=True, help="Experiment name.")
+@click.option("--executor", type=click.Choice(EXECUTORS),
+              help="Where the script runs [default: docker when an engine answers, else process].")
+@click.option("--input", "inputs", multiple=True, metavar="NAME=PATH",
+              help="Make PATH available read-only in the run; $AZUREML_DATAREFERENCE_NAME in the "
+                   "script arguments becomes its in-run path. Repeatable.")
+@click.option("--pip", "pip_packages", multiple=True, metavar="PKG",
+              help="Extra pip package for the run's image (docker executor). Repeatable.")
+@click.option("--recipe", default=DEFAULT_RECIPE, show_default=True,
+              help="Image recipe: a folder of amlocal's docker/.")
+@click.option("--base-image", help="Base image for the recipe [default: python:3.11-slim-bookworm, "
+                                   "or the Debian base from `amlocal base-image build`].")
+@click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Run tag. Repeatable.")
+@click.option("--detach", is_flag=True, help="Return once the run is submitted; it runs on.")
+@click.option("--quiet-build", is_flag=True, help="Do not show image build output.")
+@click.option("--json", "as_json", is_flag=True, help="End with the run record as one JSON line.")
+@click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
+def run(source_dir, script, experiment, executor, inputs, pip_packages, recipe, base_image, tags,
+        detach, quiet_build, as_json, script_args):
+    """Run SCRIPT from SOURCE_DIR as an Azure ML-style run; arguments after -- go to the script.
+
+    \b
+    Example:
+      amlocal run trainer --script chainer_mnist.py --input mnist=./mnist \\
+          -- --epochs 3 --data-dir '$AZUREML_DATAREFERENCE_mnist'
+    """
+    tag_pairs = {}
+    for tag in tags:
+        key, separator, value = tag.partition("=")
+        if not separator or not key:
+            raise UserInputError(f"--tag expects KEY=VALUE, got {tag!r}")
+        tag_pairs[key] = value
+    spec = RunSpec(
+        source_dir=source_dir, script=script, arguments=tuple(script_args), experiment=experiment,
+        inputs=parse_inputs(inputs), executor=executor, tags=tag_pairs,
+        environment=EnvironmentSpec(recipe=recipe, pip_packages=tuple(pip_packages),
+                                    base_image=base_image),
+    )
+    backend = get_backend("local")
+    printer = EventPrinter(show_build_output=not quiet_build)
+    handle = backend.submit(spec, on_event=printer, detach=detach)
+    if detach:
+        details = handle.get_details()
+        echo_status(f"RunId: {handle.id} submitted; follow it with `amlocal runs logs {handle.id} -f`")
+        if as_json:
+            echo_json(details)
+        else:
+            click.echo(handle.id)
+        return
+    try:
+        details = handle.wait()
+    except KeyboardInterrupt:
+        echo_status(f"Canceling run {handle.id} ...")
+        handle.cancel()
+        details = handle.wait()
+    echo_status(summary_line(details))
+    if details["status"] != "Completed" and details.get("error"):
+        echo_status(details["error"])
+    if as_json:
+        echo_json(details)
+    if details["status"] != "Completed":
+        raise click.exceptions.Exit(1)
+
+
+def _register_subcommands():
+    from amlocal.cli.base_image import base_image
+    from amlocal.cli.datasets import datasets
+    from amlocal.cli.runs import runs
+
+    cli.add_command(runs)
+    cli.add_command(base_image)
+    cli.add_command(datasets)
+
+
+_register_subcommands()
+
+
+def main():
+    cli(prog_name="amlocal")

@@ -1,0 +1,69 @@
+"""How the CLI shows things: run events as they happen, tables, JSON. The library never prints."""
+
+import json
+import sys
+
+import click
+
+from amlocal.backends.base import LogLine, StageFinished, StageStarted
+
+
+def echo_json(data):
+    """One compact JSON document on one line (so `tail -n 1 | jq` works after streamed output)."""
+    click.echo(json.dumps(data, default=str))
+
+
+def echo_status(message):
+    """Progress and stage lines go to stderr, so stdout carries only the script's output and data."""
+    click.echo(message, err=True)
+
+
+class EventPrinter:
+    """Renders a run's events: stages on stderr, the script's output on stdout.
+
+    The run id is announced before its first event, as Azure ML's `wait_for_completion` does.
+    """
+
+    def __init__(self, show_build_output=True):
+        self.show_build_output = show_build_output
+        self._announced = set()
+
+    def __call__(self, event):
+        if event.run_id not in self._announced:
+            self._announced.add(event.run_id)
+            echo_status(f"RunId: {event.run_id}")
+        if isinstance(event, LogLine):
+            if event.source == "driver":
+                click.echo(event.line)
+            elif self.show_build_output:
+                echo_status(click.style(f"  | {event.line}", dim=True))
+        elif isinstance(event, StageStarted):
+            echo_status(f"[{event.stage}] started" + (f": {event.detail}" if event.detail else ""))
+        elif isinstance(event, StageFinished):
+            color = {"Completed": "green", "Failed": "red", "Canceled": "yellow"}.get(event.status)
+            echo_status(f"[{event.stage}] {click.style(event.status, fg=color)} in "
+                        f"{event.duration_s:.2f} s" + (f": {event.detail}" if event.detail else ""))
+        # StatusChanged needs no line of its own: stages imply it and the summary ends with it.
+        sys.stdout.flush()
+
+
+def summary_line(details):
+    status = details["status"]
+    color = {"Completed": "green", "Failed": "red", "Canceled": "yellow"}.get(status)
+    duration = f" in {details['duration_s']:.1f} s" if details.get("duration_s") is not None else ""
+    return f"Run {details['id']} {click.style(status, fg=color, bold=True)}{duration}"
+
+
+def table(rows, columns):
+    """A plain text table: `columns` is [(header, key)], rows are dicts."""
+    cells = [[str(header) for header, _ in columns]]
+    cells += [["" if row.get(key) is None else str(row.get(key)) for _, key in columns] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip()
+                     for line in cells)
+
+
+def format_value(value):
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)

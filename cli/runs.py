@@ -1,0 +1,147 @@
+"""`amlocal runs ...`: look at, follow, cancel and download from runs in the history."""
+
+import click
+
+from amlocal.backends import get_backend
+from amlocal.backends.status import is_terminal
+from amlocal.cli.render import EventPrinter, echo_json, format_value, summary_line, table
+from amlocal.errors import UserInputError
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+
+
+def _handle(run_id):
+    return get_backend("local").get_run(run_id)
+
+
+@click.group()
+def runs():
+    """Runs in the local history ($AMLOCAL_HOME, default ~/.amlocal)."""
+
+
+@runs.command("list")
+@click.option("--experiment", help="Only runs of this experiment.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@json_option
+def list_runs(experiment, limit, as_json):
+    """List runs, newest first."""
+    records = get_backend("local").list_runs(experiment=experiment, limit=limit)
+    if as_json:
+        echo_json(records)
+        return
+    if not records:
+        click.echo("No runs yet: start one with `amlocal run`.")
+        return
+    click.echo(table(records, [("ID", "id"), ("EXPERIMENT", "experiment"), ("STATUS", "status"),
+                               ("EXECUTOR", "executor"), ("CREATED", "created_at"),
+                               ("DURATION_S", "duration_s")]))
+
+
+@runs.command()
+@click.argument("run_id")
+@json_option
+def show(run_id, as_json):
+    """Show a run: status, stages with their timings, error, last metric values."""
+    handle = _handle(run_id)
+    details = handle.get_details()
+    if as_json:
+        echo_json(details)
+        return
+    click.echo(summary_line(details))
+    for label, key in [("Experiment", "experiment"), ("Executor", "executor"), ("Image", "image"),
+                       ("Script", "script"), ("Arguments", "arguments"), ("Inputs", "inputs"),
+                       ("Created", "created_at"), ("Exit code", "exit_code")]:
+        if details.get(key) not in (None, [], {}):
+            click.echo(f"{label + ':':<12} {format_value(details[key])}")
+    click.echo()
+    click.echo(table(details["stages"], [("STAGE", "name"), ("STATUS", "status"),
+                                         ("DURATION_S", "duration_s"), ("DETAIL", "detail")]))
+    metrics = handle.get_metrics()
+    if metrics:
+        click.echo()
+        click.echo(table([{"name": name, "last": format_value(values[-1]), "count": len(values)}
+                          for name, values in metrics.items()],
+                         [("METRIC", "name"), ("LAST", "last"), ("VALUES", "count")]))
+    if details.get("error"):
+        click.echo(f"\nError: {details['error']}")
+
+
+@runs.command()
+@click.argument("run_id")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing until the run ends.")
+def logs(run_id, follow):
+    """Print the script's output (the driver log); with -f, follow a live run to its end."""
+    handle = _handle(run_id)
+    if not follow:
+        for line in handle.stream_logs():
+            click.echo(line)
+        return
+    details = handle.wait(on_event=EventPrinter(show_build_output=False))
+    click.echo(summary_line(details), err=True)
+
+
+@runs.command()
+@click.argument("run_id")
+@json_option
+def metrics(run_id, as_json):
+    """Metrics the run logged: each name with its values in logging order."""
+    values_by_name = _handle(run_id).get_metrics()
+    if as_json:
+        echo_json(values_by_name)
+        return
+    for name, values in values_by_name.items():
+        click.echo(f"{name}: {', '.join(format_value(value) for value in values)}")
+
+
+@runs.command()
+@click.argument("run_id")
+@json_option
+def files(run_id, as_json):
+    """The run's files: outputs/, logs/ and azureml-logs/."""
+    names = _handle(run_id).get_file_names()
+    if as_json:
+        echo_json(names)
+        return
+    for name in names:
+        click.echo(name)
+
+
+@runs.command()
+@click.argument("run_id")
+@click.option("--prefix", help="Only files whose name starts with this (e.g. outputs/).")
+@click.option("-o", "--output-dir", default=".", show_default=True, type=click.Path(file_okay=False),
+              help="Where to put them; each keeps its path in the run (outputs/model.npz, ...).")
+@json_option
+def download(run_id, prefix, output_dir, as_json):
+    """Download run files into a folder."""
+    handle = _handle(run_id)
+    names = [name for name in handle.get_file_names() if not prefix or name.startswith(prefix)]
+    if not names:
+        raise UserInputError(f"run {run_id} has no files under {prefix!r} "
+                             f"(see `amlocal runs files {run_id}`)")
+    paths = handle.download_files(prefix=prefix, output_directory=output_dir)
+    if as_json:
+        echo_json([str(path) for path in paths])
+        return
+    for path in paths:
+        click.echo(str(path))
+
+
+@runs.command()
+@click.argument("run_id")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Wait until the run has stopped.")
+@json_option
+def cancel(run_id, wait, as_json):
+    """Cancel a run: CancelRequested, the script gets SIGTERM (SIGKILL after 10 s), Canceled."""
+    handle = _handle(run_id)
+    if is_terminal(handle.get_status()):
+        raise UserInputError(f"run {run_id} already ended {handle.get_status()}")
+    handle.cancel()
+    details = handle.wait() if wait else handle.get_details()
+    if as_json:
+        echo_json(details)
+    else:
+        click.echo(summary_line(details))
+
+
