@@ -23,7 +23,8 @@ _EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,254}$")
 # An input name becomes the environment variable AZUREML_DATAREFERENCE_<name>.
 _INPUT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 DATAREFERENCE_PREFIX = "AZUREML_DATAREFERENCE_"
-_DATAREFERENCE_TOKEN = re.compile(r"\$\{?" + DATAREFERENCE_PREFIX + r"([A-Za-z_][A-Za-z0-9_]*)\}?")
+_DATAREFERENCE_TOKEN = re.compile(r"\$(?:\{" + DATAREFERENCE_PREFIX + r"([A-Za-z_][A-Za-z0-9_]*)\}|"
+                                  + DATAREFERENCE_PREFIX + r"([A-Za-z_][A-Za-z0-9_]*))")
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ class RunSpec:
                 raise UserInputError(f"input {name}: path does not exist: {path}")
             inputs[name] = host_path.resolve()
         for argument in self.arguments:
-            for referenced in _DATAREFERENCE_TOKEN.findall(argument):
+            for referenced in referenced_inputs(str(argument)):
                 if referenced not in inputs:
                     raise UserInputError(
                         f"argument {argument!r} refers to input {referenced!r}, which is not given "
@@ -106,6 +107,11 @@ class RunSpec:
         )
 
 
+def referenced_inputs(argument):
+    """Names of the inputs that `$AZUREML_DATAREFERENCE_<name>` tokens in an argument refer to."""
+    return [braced or bare for braced, bare in _DATAREFERENCE_TOKEN.findall(argument)]
+
+
 def substitute_data_references(arguments, in_run_paths):
     """Replace `$AZUREML_DATAREFERENCE_<name>` (or `${...}`) in script arguments by in-run paths.
 
@@ -113,7 +119,7 @@ def substitute_data_references(arguments, in_run_paths):
     """
 
     def replace(match):
-        return str(in_run_paths[match.group(1)])
+        return str(in_run_paths[match.group(1) or match.group(2)])
 
     return [_DATAREFERENCE_TOKEN.sub(replace, argument) for argument in arguments]
 

@@ -19,7 +19,7 @@ from amlocal.cli.main import cli
 from conftest import MNIST_DIR, TRAINER_DIR, write_script
 
 DATA_ARGS = ["--data-dir", "$AZUREML_DATAREFERENCE_mnist"]
-AMLOCAL = str(Path(sys.executable).with_name("amlocal"))
+AMLOCAL = [sys.executable, "-m", "amlocal"]
 
 
 def invoke(*args):
@@ -85,13 +85,13 @@ def test_process_run_trains_chainer_mnist_and_keeps_everything(amlocal_home, tmp
 def test_run_history_is_read_back_by_a_new_process(amlocal_home):
     _result, record = train_mnist(epochs=1)
 
-    shown = subprocess.run([AMLOCAL, "runs", "show", record["id"], "--json"], capture_output=True,
+    shown = subprocess.run([*AMLOCAL, "runs", "show", record["id"], "--json"], capture_output=True,
                            text=True, env=os.environ, check=True)
     details = json.loads(shown.stdout)
     assert details["status"] == "Completed"
     assert [stage["name"] for stage in details["stages"]] == [
         "Preparing", "Scaling", "Running", "PostProcessing"]
-    metrics = json.loads(subprocess.run([AMLOCAL, "runs", "metrics", record["id"], "--json"],
+    metrics = json.loads(subprocess.run([*AMLOCAL, "runs", "metrics", record["id"], "--json"],
                                         capture_output=True, text=True, check=True).stdout)
     assert len(metrics["Accuracy"]) == 1
 
@@ -150,7 +150,7 @@ time.sleep(120)
     run_id = last_json(submitted)["id"]
     wait_for(lambda: "training started" in invoke("runs", "logs", run_id).stdout)
 
-    canceled = subprocess.run([AMLOCAL, "runs", "cancel", run_id, "--json"], capture_output=True,
+    canceled = subprocess.run([*AMLOCAL, "runs", "cancel", run_id, "--json"], capture_output=True,
                               text=True, timeout=60)
 
     assert canceled.returncode == 0, canceled.stderr

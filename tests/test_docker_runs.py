@@ -18,7 +18,7 @@ from conftest import MNIST_DIR, TRAINER_DIR, write_script
 from test_cli import invoke, last_json, run_json, train_mnist, wait_for
 
 pytestmark = pytest.mark.docker
-AMLOCAL = str(Path(sys.executable).with_name("amlocal"))
+AMLOCAL = [sys.executable, "-m", "amlocal"]
 
 
 def docker_run(source, *options, args=()):
@@ -118,7 +118,7 @@ def test_cancel_stops_the_container(amlocal_home, docker_client, tmp_path):
                             on_event=lambda event: isinstance(event, LogLine) and lines.append(event.line))
     wait_for(lambda: "started" in lines, timeout=120)
 
-    canceled = subprocess.run([AMLOCAL, "runs", "cancel", handle.id, "--no-wait"],
+    canceled = subprocess.run([*AMLOCAL, "runs", "cancel", handle.id, "--no-wait"],
                               capture_output=True, text=True, timeout=60)
     details = handle.wait(timeout=60)
 

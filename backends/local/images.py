@@ -6,10 +6,10 @@ and never rebuilt, and a changed one (or a new base) gets a new tag. The host's 
 transport, not content: they are handed to the build but not hashed.
 """
 
+import ast
 import configparser
 import hashlib
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -108,9 +108,15 @@ def read_host_pip_config():
         return {}
     config = {}
     for line in listed.splitlines():
-        match = re.match(r"^[^=]*?\.?([a-z-]+)='(.*)'$", line.strip())
-        if match:
-            config[match.group(1)] = match.group(2)
+        # Lines look like  global.index-url='https://...'  or  :env:.cert='/etc/...': the value
+        # is a Python repr (a multi-line value arrives with its newlines escaped).
+        key, separator, value = line.strip().partition("=")
+        if not separator:
+            continue
+        try:
+            config[key.rsplit(".", 1)[-1]] = str(ast.literal_eval(value))
+        except (ValueError, SyntaxError):
+            continue
     return config
 
 
@@ -219,7 +225,8 @@ def ensure_image(client, recipe, pip_packages=(), base_image=None, on_line=lambd
     settings = pip_settings_for_build(read_host_pip_config(), os.environ)
     on_line(f"Building image {tag} from recipe {recipe!r} on {base_name}")
     for skipped in settings.skipped:
-        on_line(f"(not carried into the build: host pip setting {skipped}: a local path)")
+        on_line(f"(not carried into the build: host pip setting {skipped}, which names a "
+                "local path or file the build cannot reach)")
     build_args = {"BASE_IMAGE": base_name}
     build_args.update({name: os.environ[name] for name in _PROXY_VARIABLES if os.environ.get(name)})
     with tempfile.TemporaryDirectory(prefix="amlocal-build-") as context:

@@ -88,6 +88,26 @@ CREATE TABLE IF NOT EXISTS metrics (
 _UPDATABLE = {"image", "driver_pid", "container_id", "error", "exit_code"}
 
 
+def _use_wal(conn, timeout_s=30):
+    """Switch the database to WAL, so readers (runs list, logs -f) never wait for a writing run.
+
+    WAL is a property of the file, so this only changes anything the first time. SQLite answers a
+    journal-mode change with "database is locked" at once, ignoring the busy timeout, while
+    another process holds the write lock (two processes opening a new history together), hence
+    the retries.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def default_home():
     return Path(os.environ.get("AMLOCAL_HOME") or Path.home() / ".amlocal").expanduser()
 
@@ -107,9 +127,7 @@ class RunStore:
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
         try:
-            # WAL lets readers (runs list, logs -f) proceed while a run writes; it is a property
-            # of the database file, so setting it once here is enough.
-            conn.execute("PRAGMA journal_mode=WAL")
+            _use_wal(conn)
             if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
                 conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA
                                    + f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
@@ -329,11 +347,10 @@ class RunStore:
             next_position = {}
             metric_rows = []
             for line in complete.decode("utf-8", errors="replace").splitlines():
-                try:
-                    event = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a torn line from a killed script; the rest is still good
-                kind = event.get("kind")
+                event = _parse_event(line)
+                if event is None:
+                    continue  # a torn line from a killed script, or not an event; skip it
+                kind = event["kind"]
                 if kind == "metric":
                     name = event["name"]
                     if name not in next_position:
@@ -363,23 +380,55 @@ class RunStore:
     # -- files --------------------------------------------------------------------------------
 
     def file_names(self, run_id):
+        """The run's files as posix names relative to its folder (outputs/model.npz, ...).
+
+        A link the script left in outputs/ counts only if it resolves to a file inside the run's
+        file folders, the same rule file_path applies, so every listed name can be downloaded.
+        """
         self.get_status(run_id)
         root = self.run_dir(run_id)
         names = []
         for folder in FILE_FOLDERS:
             for dirpath, _dirnames, filenames in os.walk(root / folder):
                 for filename in filenames:
-                    names.append((Path(dirpath) / filename).relative_to(root).as_posix())
+                    name = (Path(dirpath) / filename).relative_to(root).as_posix()
+                    if self._resolve_file(root, name) is not None:
+                        names.append(name)
         return sorted(names)
 
     def file_path(self, run_id, name):
         """The host path of run file `name`; UserInputError if it is not one of the run's files."""
-        root = self.run_dir(run_id)
+        path = self._resolve_file(self.run_dir(run_id), name)
+        if path is None:
+            raise UserInputError(f"run {run_id} has no file {name!r} (see `amlocal runs files {run_id}`)")
+        return path
+
+    @staticmethod
+    def _resolve_file(root, name):
         candidate = (root / name).resolve()
         inside = any(candidate.is_relative_to((root / folder).resolve()) for folder in FILE_FOLDERS)
-        if not inside or not candidate.is_file():
-            raise UserInputError(f"run {run_id} has no file {name!r} (see `amlocal runs files {run_id}`)")
-        return candidate
+        return candidate if inside and candidate.is_file() else None
+
+
+_EVENT_FIELDS = {"metric": ("name", "type", "value"), "tags": ("tags",),
+                 "properties": ("properties",), "fail": ()}
+
+
+def _parse_event(line):
+    """A telemetry event as a dict, or None for a line that is not one (never raises)."""
+    try:
+        event = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(event, dict) or event.get("kind") not in _EVENT_FIELDS:
+        return None
+    if any(field not in event for field in _EVENT_FIELDS[event["kind"]]):
+        return None
+    if event["kind"] == "metric" and not isinstance(event["name"], str):
+        return None
+    if event["kind"] in ("tags", "properties") and not isinstance(event[event["kind"]], dict):
+        return None
+    return event
 
 
 def _record(row, stages):

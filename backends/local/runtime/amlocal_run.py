@@ -165,6 +165,9 @@ class _OfflineRun(object):
         if method.startswith("log"):
             def log(name, value=None, *args, **kwargs):
                 kind = method[len("log_"):] if method != "log" else "scalar"
+                if method == "log_row":
+                    kwargs.pop("description", None)
+                    value = kwargs
                 print("Attempted to log {} metric {}:\n{}".format(kind, name, value))
             return log
         if method in ("tag", "set_tags", "add_properties", "complete", "fail", "flush"):

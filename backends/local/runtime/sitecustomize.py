@@ -14,12 +14,16 @@ import importlib.util
 import os
 import sys
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
+_HERE = os.path.dirname(os.path.realpath(__file__))
+
+
+def _is_here(path):
+    return os.path.realpath(path or ".") == _HERE
 _RUN_MODULE = "azureml.core.run"
 
 
 def _azureml_core_installed():
-    paths = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+    paths = [p for p in sys.path if not _is_here(p)]
     for path in paths:
         if os.path.isfile(os.path.join(path, "azureml", "core", "__init__.py")):
             return True
@@ -51,7 +55,7 @@ class _RedirectGetContext(importlib.abc.MetaPathFinder):
 
 
 def _chain_next_sitecustomize():
-    others = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+    others = [p for p in sys.path if not _is_here(p)]
     spec = importlib.machinery.PathFinder.find_spec("sitecustomize", others)
     if spec is not None and spec.loader is not None:
         module = importlib.util.module_from_spec(spec)

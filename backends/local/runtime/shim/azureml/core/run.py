@@ -1,2 +1,2 @@
 """Stand-in for `azureml.core.run` inside amlocal runs."""
-from amlocal_run import Run  # noqa: F401
+from amlocal_run import Run, _OfflineRun  # noqa: F401
