@@ -4,6 +4,8 @@ Exit codes: 0 success (a run Completed), 1 a run Failed or was Canceled (or anot
 2 bad input, 3 the Docker engine does not answer, 4 no such run.
 """
 
+import signal
+
 import click
 
 import amlocal
@@ -22,6 +24,10 @@ class AmlocalGroup(click.Group):
         except AmlocalError as error:
             click.echo(f"Error: {error}", err=True)
             ctx.exit(error.exit_code)
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def parse_inputs(values):
@@ -99,6 +105,9 @@ def run(source_dir, script, experiment, executor, inputs, pip_packages, recipe, 
         else:
             click.echo(handle.id)
         return
+    # `kill` (SIGTERM) of this process is a cancel, as Ctrl-C is: the run ends Canceled, never
+    # orphaned in Running.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         details = handle.wait()
     except KeyboardInterrupt:

@@ -258,3 +258,49 @@ def test_download_outside_the_run_files_writes_nothing(amlocal_home, tmp_path, p
     assert result.exit_code == 2
     assert "has no files under" in result.stderr
     assert not target.exists()
+
+
+SLEEPER = "import time\nprint('training started', flush=True)\ntime.sleep(120)\n"
+
+
+def start_foreground_run(source):
+    """`amlocal run` as a user starts it in a terminal; returns the process once the script runs."""
+    process = subprocess.Popen([*AMLOCAL, "run", source, "--script", "train.py", "--executor",
+                                "process", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    from amlocal.backends.local.store import RunStore
+    store = RunStore()
+    run_id = wait_for(lambda: [r["id"] for r in store.list_runs() if r["status"] == "Running"])[0]
+    wait_for(lambda: "training started" in invoke("runs", "logs", run_id).stdout)
+    return process, store, run_id
+
+
+@pytest.mark.parametrize("signum", [2, 15], ids=["ctrl-c", "sigterm"])
+def test_interrupting_a_foreground_run_cancels_it(amlocal_home, tmp_path, signum):
+    process, store, run_id = start_foreground_run(write_script(tmp_path / "src", "train.py", SLEEPER))
+
+    process.send_signal(signum)
+    stdout, stderr = process.communicate(timeout=30)
+
+    assert process.returncode == 1
+    assert "Canceling run" in stderr
+    assert json.loads(stdout.strip().splitlines()[-1])["status"] == "Canceled"
+    assert not _alive(store.get_run(run_id)["script_pid"])
+
+
+def test_a_killed_driver_is_reported_and_its_script_stopped(amlocal_home, tmp_path):
+    process, store, run_id = start_foreground_run(write_script(tmp_path / "src", "train.py", SLEEPER))
+    script_pid = store.get_run(run_id)["script_pid"]
+
+    process.kill()
+    process.wait()
+    shown = last_json(invoke("runs", "show", run_id, "--json"))
+
+    assert shown["status"] == "Failed"
+    assert "exited before the run ended" in shown["error"]
+    assert wait_for(lambda: not _alive(script_pid), timeout=15)
+
+
+def _alive(pid):
+    from amlocal.backends.local.backend import _process_alive
+    return _process_alive(pid)

@@ -16,8 +16,8 @@ from amlocal.backends.base import (Backend, LogLine, RunHandle, StageFinished, S
                                    StatusChanged, ignore_event)
 from amlocal.backends.local import engine, images
 from amlocal.backends.local.docker_executor import DockerExecutor
-from amlocal.backends.local.lifecycle import POLL_INTERVAL_S, RunDriver
-from amlocal.backends.local.process_executor import ProcessExecutor
+from amlocal.backends.local.lifecycle import POLL_INTERVAL_S, STOP_GRACE_S, RunDriver
+from amlocal.backends.local.process_executor import ProcessExecutor, stop_process_group
 from amlocal.backends.local.snapshot import snapshot_files, take_snapshot
 from amlocal.backends.local.store import DRIVER_LOG, RunStore
 from amlocal.errors import UserInputError
@@ -38,8 +38,11 @@ def _process_alive(pid):
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True  # alive, owned by someone else
-    return True
+        pass  # alive, owned by someone else
+    try:  # a zombie has exited; its parent just has not reaped it yet
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def spec_to_json(spec):
@@ -89,19 +92,30 @@ class LocalBackend(Backend):
             spec=spec_to_json(spec),
             fill_snapshot=lambda folder: take_snapshot(spec.source_dir, folder, files))
         if detach:
-            supervisor = subprocess.Popen(
-                [sys.executable, "-m", "amlocal.backends.local.supervisor",
-                 "--home", str(self.store.home), run_id],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=open(self.store.run_dir(run_id) / "azureml-logs" / "55_supervisor_log.txt", "ab"),
-                start_new_session=True)
+            # Its own session: the run survives this process and a Ctrl-C in its terminal.
+            supervisor_log = self.store.run_dir(run_id) / "azureml-logs" / "55_supervisor_log.txt"
+            with open(supervisor_log, "ab") as stderr:
+                supervisor = subprocess.Popen(
+                    [sys.executable, "-m", "amlocal.backends.local.supervisor",
+                     "--home", str(self.store.home), run_id],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+                    start_new_session=True)
             self.store.update_run(run_id, driver_pid=supervisor.pid)
             return LocalRunHandle(self, run_id)
         self.store.update_run(run_id, driver_pid=os.getpid())
         driver = RunDriver(self.store, run_id, self._executor(executor_name), on_event)
-        thread = threading.Thread(target=driver.drive, name=f"amlocal-run-{run_id}")
-        thread.start()
-        return LocalRunHandle(self, run_id, driver_thread=thread)
+        # Completion is signalled by an Event rather than read from Thread.is_alive(): a join
+        # interrupted by Ctrl-C can leave is_alive() wrongly False on CPython.
+        finished = threading.Event()
+
+        def drive():
+            try:
+                driver.drive()
+            finally:
+                finished.set()
+
+        threading.Thread(target=drive, name=f"amlocal-run-{run_id}").start()
+        return LocalRunHandle(self, run_id, driver_finished=finished)
 
     def drive(self, run_id, on_event=ignore_event):
         """Drive an existing NotStarted run in this process (what a detached supervisor does)."""
@@ -119,11 +133,11 @@ class LocalBackend(Backend):
 
 
 class LocalRunHandle(RunHandle):
-    def __init__(self, backend, run_id, driver_thread=None):
+    def __init__(self, backend, run_id, driver_finished=None):
         self.backend = backend
         self.store = backend.store
         self.id = run_id
-        self._driver_thread = driver_thread
+        self._driver_finished = driver_finished  # set when a driver in this process is done
 
     def __repr__(self):
         return f"LocalRunHandle({self.id!r})"
@@ -137,7 +151,7 @@ class LocalRunHandle(RunHandle):
         return self.store.get_status(self.id)
 
     def _driven_here(self):
-        return self._driver_thread is not None and self._driver_thread.is_alive()
+        return self._driver_finished is not None and not self._driver_finished.is_set()
 
     def _reconcile(self):
         """Tell the truth about a run whose driving process died before the run ended."""
@@ -151,6 +165,9 @@ class LocalRunHandle(RunHandle):
                 DockerExecutor().remove_leftovers(self.id)
             except Exception:  # the engine may be gone too; the record must still be fixed
                 pass
+        elif _process_alive(record["script_pid"]):
+            stop_process_group(record["script_pid"], STOP_GRACE_S,
+                               exited=lambda: not _process_alive(record["script_pid"]))
         if record["status"] == run_status.CANCEL_REQUESTED:
             self.store.try_set_status(self.id, run_status.CANCELED, error="Canceled by request")
         else:
@@ -195,13 +212,12 @@ class LocalRunHandle(RunHandle):
 
     def wait(self, on_event=ignore_event, timeout=None):
         deadline = None if timeout is None else time.monotonic() + timeout
-        if self._driver_thread is not None:
-            # Driven here: its events already went to submit's on_event. Join in short steps so
+        if self._driver_finished is not None:
+            # Driven here: its events already went to submit's on_event. Wait in short steps so
             # that Ctrl-C reaches the caller.
-            while self._driver_thread.is_alive():
+            while not self._driver_finished.wait(POLL_INTERVAL_S):
                 if deadline is not None and time.monotonic() > deadline:
                     raise TimeoutError(f"run {self.id} still {self.get_status()} after {timeout} s")
-                self._driver_thread.join(POLL_INTERVAL_S)
             return self.get_details()
         for event in self.follow():
             on_event(event)
@@ -250,7 +266,6 @@ class LocalRunHandle(RunHandle):
                 yield event.line
 
     def cancel(self):
-        self.store.get_status(self.id)
         if run_status.is_terminal(self.store.get_status(self.id)):
             return
         self.store.try_set_status(self.id, run_status.CANCEL_REQUESTED)

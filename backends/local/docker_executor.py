@@ -18,6 +18,9 @@ class DockerJob(Job):
             on_line=on_line,
         )
 
+    def identity(self):
+        return {"container_id": self.container.id}
+
     def stop(self, grace_s):
         try:
             self.container.stop(timeout=int(grace_s))  # SIGTERM, then SIGKILL after grace_s

@@ -61,5 +61,9 @@ class Job:
     def stop(self, grace_s):
         raise NotImplementedError
 
+    def identity(self):
+        """Run-record fields that let another process find what this job started."""
+        return {}
+
     def cleanup(self):
         """Release what the job holds once it has exited (a container, ...)."""

@@ -153,9 +153,7 @@ class RunDriver:
 
     def _run_script(self, record, prepared, driver_log):
         self.job = self.executor.start(record, self.run_dir, RUNTIME_DIR, prepared, driver_log)
-        container = getattr(self.job, "container", None)
-        if container is not None:
-            self.store.update_run(self.run_id, container_id=container.id)
+        self.store.update_run(self.run_id, **self.job.identity())
         while True:
             exit_code = self.job.wait(POLL_INTERVAL_S)
             self.store.ingest_telemetry(self.run_id)

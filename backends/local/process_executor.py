@@ -25,20 +25,29 @@ class ProcessJob(Job):
             on_line=on_line,
         )
 
-    def stop(self, grace_s):
-        # The script runs in a session of its own, so its children are stopped with it.
-        self._signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        while self.process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if self.process.poll() is None:
-            self._signal(signal.SIGKILL)
+    def identity(self):
+        return {"script_pid": self.process.pid}
 
-    def _signal(self, signum):
+    def stop(self, grace_s):
+        stop_process_group(self.process.pid, grace_s, exited=lambda: self.process.poll() is not None)
+
+
+def stop_process_group(pid, grace_s, exited):
+    """SIGTERM the script's process group (it runs in a session of its own, so its children go
+    with it), then SIGKILL what is left after grace_s."""
+
+    def signal_group(signum):
         try:
-            os.killpg(self.process.pid, signum)
+            os.killpg(pid, signum)
         except ProcessLookupError:
             pass
+
+    signal_group(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while not exited() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not exited():
+        signal_group(signal.SIGKILL)
 
 
 class ProcessExecutor:

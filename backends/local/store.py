@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS runs (
     ended_at REAL,
     driver_pid INTEGER,
     container_id TEXT,
+    script_pid INTEGER,
     telemetry_offset INTEGER NOT NULL DEFAULT 0,
     tags TEXT NOT NULL DEFAULT '{}',
     properties TEXT NOT NULL DEFAULT '{}'
@@ -85,7 +86,7 @@ CREATE TABLE IF NOT EXISTS metrics (
 """
 
 # Columns that executors may set besides status (which only set_status writes).
-_UPDATABLE = {"image", "driver_pid", "container_id", "error", "exit_code"}
+_UPDATABLE = {"image", "driver_pid", "container_id", "script_pid", "error", "exit_code"}
 
 
 def _use_wal(conn, timeout_s=30):
@@ -125,21 +126,26 @@ class RunStore:
         self.runs_dir = self.home / "runs"
         self.db_path = self.home / "amlocal.db"
         self.runs_dir.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
-        try:
+        with self._connection() as conn:
             _use_wal(conn)
             if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
                 conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA
                                    + f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+
+    @contextmanager
+    def _connection(self):
+        """A short-lived connection in autocommit mode; transactions are begun explicitly."""
+        conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+        try:
+            conn.row_factory = sqlite3.Row
+            yield conn
         finally:
             conn.close()
 
     @contextmanager
     def _transaction(self):
         """A connection inside one IMMEDIATE transaction, committed on success."""
-        conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
-        try:
-            conn.row_factory = sqlite3.Row
+        with self._connection() as conn:
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -148,17 +154,6 @@ class RunStore:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
-        finally:
-            conn.close()
-
-    @contextmanager
-    def _reading(self):
-        conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
-        try:
-            conn.row_factory = sqlite3.Row
-            yield conn
-        finally:
-            conn.close()
 
     # -- creating runs ------------------------------------------------------------------------
 
@@ -207,7 +202,7 @@ class RunStore:
 
     def get_run(self, run_id):
         """The run's record as a dict (with `stages`), or RunNotFoundError."""
-        with self._reading() as conn:
+        with self._connection() as conn:
             row = conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
             if row is None:
                 raise RunNotFoundError(f"no run with id {run_id!r} in {self.home}")
@@ -217,7 +212,7 @@ class RunStore:
         return _record(row, stages)
 
     def get_status(self, run_id):
-        with self._reading() as conn:
+        with self._connection() as conn:
             row = conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
             raise RunNotFoundError(f"no run with id {run_id!r} in {self.home}")
@@ -233,7 +228,7 @@ class RunStore:
         if limit:
             query += " LIMIT ?"
             params.append(int(limit))
-        with self._reading() as conn:
+        with self._connection() as conn:
             rows = conn.execute(query, params).fetchall()
             stages = {}
             for stage in conn.execute(
@@ -243,7 +238,7 @@ class RunStore:
         return [_record(row, stages.get(row["id"], [])) for row in rows]
 
     def status_history(self, run_id):
-        with self._reading() as conn:
+        with self._connection() as conn:
             return [(row["status"], row["at"]) for row in conn.execute(
                 "SELECT status, at FROM status_history WHERE run_id = ? ORDER BY rowid", (run_id,))]
 
@@ -251,7 +246,7 @@ class RunStore:
         """{name: [values in logging order]} (a log_list entry is one value that is a list)."""
         self.get_status(run_id)  # raises for an unknown run
         metrics = {}
-        with self._reading() as conn:
+        with self._connection() as conn:
             for row in conn.execute(
                     "SELECT name, value FROM metrics WHERE run_id = ? ORDER BY name, position",
                     (run_id,)):
