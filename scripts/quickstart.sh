@@ -8,10 +8,13 @@ scripts/setup-host.sh
 amlocal=.venv/bin/amlocal
 $amlocal datasets fetch mnist -o data/mnist
 
-record=$($amlocal run trainer --script chainer_mnist.py --experiment chainer-mnist \
+# The run streams to the terminal; with --json its last line is the run record.
+output=$(mktemp)
+trap 'rm -f "$output"' EXIT
+$amlocal run trainer --script chainer_mnist.py --experiment chainer-mnist \
     --executor docker --input mnist=data/mnist --json \
-    -- --epochs "${EPOCHS:-5}" --data-dir '$AZUREML_DATAREFERENCE_mnist' | tee /dev/stderr | tail -n 1)
-run_id=$(printf '%s' "$record" | .venv/bin/python -c 'import json, sys; print(json.load(sys.stdin)["id"])')
+    -- --epochs "${EPOCHS:-5}" --data-dir '$AZUREML_DATAREFERENCE_mnist' | tee "$output"
+run_id=$(tail -n 1 "$output" | .venv/bin/python -c 'import json, sys; print(json.load(sys.stdin)["id"])')
 
 echo
 $amlocal runs metrics "$run_id"

@@ -1,0 +1,31 @@
+"""The installed package carries its payload: every docker/ recipe and the run-side runtime."""
+
+import subprocess
+import sys
+import tomllib
+import zipfile
+
+from conftest import REPO
+
+
+def test_every_recipe_folder_is_declared_for_packaging():
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    recipes = {path.name for path in (REPO / "docker").iterdir() if (path / "Dockerfile").is_file()}
+
+    assert {f"amlocal.recipes.{name}" for name in recipes} <= set(config["packages"])
+    assert all(config["package-data"].get(f"amlocal.recipes.{name}") == ["*"] for name in recipes)
+
+
+def test_wheel_holds_the_recipes_and_the_runtime(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path),
+                    str(REPO)], check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("amlocal-*.whl")
+
+    names = set(zipfile.ZipFile(wheel).namelist())
+
+    assert "amlocal/recipes/chainer/Dockerfile" in names
+    assert {"amlocal/backends/local/runtime/sitecustomize.py",
+            "amlocal/backends/local/runtime/amlocal_run.py",
+            "amlocal/backends/local/runtime/shim/azureml/core/run.py",
+            "amlocal/cli/main.py"} <= names
+    assert not any(name.startswith(("trainer/", "tests/")) for name in names)
