@@ -22,6 +22,7 @@ import importlib.metadata
 import re
 import sys
 import types
+import warnings
 
 import numpy
 
@@ -29,7 +30,11 @@ import numpy
 def _missing(module_name):
     """True when ``module_name`` cannot be imported."""
     try:
-        __import__(module_name)
+        # Recent setuptools warns that pkg_resources is deprecated when it is first imported;
+        # probing for it here is not the script's doing, so keep that out of its log.
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            __import__(module_name)
     except ImportError:
         return True
     return False
