@@ -89,20 +89,11 @@ class LocalBackend(Backend):
         files = snapshot_files(spec.source_dir)
         run_id = self.store.create_run(
             experiment=spec.experiment, executor=executor_name, compute=spec.compute,
-            spec=spec_to_json(spec),
+            spec=spec_to_json(spec), driver_pid=None if detach else os.getpid(),
             fill_snapshot=lambda folder: take_snapshot(spec.source_dir, folder, files))
         if detach:
-            # Its own session: the run survives this process and a Ctrl-C in its terminal.
-            supervisor_log = self.store.run_dir(run_id) / "azureml-logs" / "55_supervisor_log.txt"
-            with open(supervisor_log, "ab") as stderr:
-                supervisor = subprocess.Popen(
-                    [sys.executable, "-m", "amlocal.backends.local.supervisor",
-                     "--home", str(self.store.home), run_id],
-                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
-                    start_new_session=True)
-            self.store.update_run(run_id, driver_pid=supervisor.pid)
+            self._start_supervisor(run_id)
             return LocalRunHandle(self, run_id)
-        self.store.update_run(run_id, driver_pid=os.getpid())
         driver = RunDriver(self.store, run_id, self._executor(executor_name), on_event)
         # Completion is signalled by an Event rather than read from Thread.is_alive(): a join
         # interrupted by Ctrl-C can leave is_alive() wrongly False on CPython.
@@ -116,6 +107,23 @@ class LocalBackend(Backend):
 
         threading.Thread(target=drive, name=f"amlocal-run-{run_id}").start()
         return LocalRunHandle(self, run_id, driver_finished=finished)
+
+    def _start_supervisor(self, run_id):
+        """Hand a NotStarted run to a process of its own, which outlives this one (and a Ctrl-C
+        in this terminal: it runs in a session of its own)."""
+        supervisor_log = self.store.run_dir(run_id) / "azureml-logs" / "55_supervisor_log.txt"
+        try:
+            with open(supervisor_log, "ab") as stderr:
+                supervisor = subprocess.Popen(
+                    [sys.executable, "-m", "amlocal.backends.local.supervisor",
+                     "--home", str(self.store.home), run_id],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+                    start_new_session=True)
+        except OSError as error:
+            self.store.set_status(run_id, run_status.FAILED,
+                                  error=f"could not start the process to drive the run: {error}")
+            raise
+        self.store.update_run(run_id, driver_pid=supervisor.pid)
 
     def drive(self, run_id, on_event=ignore_event):
         """Drive an existing NotStarted run in this process (what a detached supervisor does)."""
@@ -158,6 +166,8 @@ class LocalRunHandle(RunHandle):
         record = self.store.get_run(self.id)
         if run_status.is_terminal(record["status"]) or self._driven_here():
             return
+        if record["driver_pid"] is None:
+            return  # a detached run whose supervisor is being started
         if record["driver_pid"] == os.getpid() or _process_alive(record["driver_pid"]):
             return
         if record["executor"] == "docker":

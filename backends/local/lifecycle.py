@@ -58,7 +58,6 @@ class RunDriver:
         self.on_event = on_event
         self.run_dir = store.run_dir(run_id)
         self.job = None
-        self._stage = None
 
     # -- small pieces ---------------------------------------------------------------------------
 
@@ -80,7 +79,6 @@ class RunDriver:
     @contextmanager
     def _stage_of(self, name, detail=""):
         """Record a stage's start and end; its end status follows how the block ended."""
-        self._stage = name
         self.store.start_stage(self.run_id, name, detail)
         self._emit(StageStarted(self.run_id, name, detail))
         outcome = {"status": "Completed", "detail": None}
@@ -94,7 +92,6 @@ class RunDriver:
             duration = self.store.finish_stage(self.run_id, name, outcome["status"], outcome["detail"])
             self._emit(StageFinished(self.run_id, name, outcome["status"], duration,
                                      outcome["detail"] or detail))
-            self._stage = None
 
     def _log_writer(self, relative_path, source):
         return _LogWriter(self.run_dir / relative_path, lambda line: self._emit(

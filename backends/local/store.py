@@ -157,7 +157,8 @@ class RunStore:
 
     # -- creating runs ------------------------------------------------------------------------
 
-    def create_run(self, *, experiment, executor, compute, spec, fill_snapshot, backend="local"):
+    def create_run(self, *, experiment, executor, compute, spec, fill_snapshot, backend="local",
+                   driver_pid=None):
         """Create a run in NotStarted with its snapshot; return its id.
 
         `fill_snapshot(folder)` writes the source snapshot. The run folder is assembled under a
@@ -180,9 +181,9 @@ class RunStore:
                     (experiment,)).fetchone()[0]
                 conn.execute(
                     "INSERT INTO runs (id, number, experiment, status, backend, executor, compute, "
-                    "spec, created_at, tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "spec, created_at, tags, driver_pid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (run_id, number, experiment, run_status.NOT_STARTED, backend, executor, compute,
-                     json.dumps(spec), now, json.dumps(spec.get("tags", {}))))
+                     json.dumps(spec), now, json.dumps(spec.get("tags", {})), driver_pid))
                 conn.executemany(
                     "INSERT INTO stages (run_id, name, position, status) VALUES (?, ?, ?, ?)",
                     [(run_id, name, position, run_status.NOT_STARTED)
