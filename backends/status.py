@@ -5,8 +5,11 @@ new status (and write it with a compare-and-set), so no status changes anywhere 
 
 The order follows an Azure ML v1 script run: NotStarted -> Starting -> Preparing (image build) ->
 Queued (waiting for nodes) -> Running -> Finalizing (outputs collected) -> Completed. A cancel goes
-through CancelRequested to Canceled; any live status may fail. NotResponding is entered when the
-process that drives a run is found dead, and leaves to Running (it came back) or a terminal status.
+through CancelRequested to Canceled; any live status may fail. Running may go back to Queued when a
+low-priority node is preempted (Azure reschedules the run on another node). NotResponding is, as
+on Azure, the one status exempt from the order: a run may leave it for any earlier live status
+(its driver came back) or end; its cancel goes straight to Canceled, as nobody would act on a
+request.
 """
 
 from amlocal.errors import IllegalTransitionError
@@ -34,8 +37,8 @@ _ALLOWED = {
     STARTING: {PREPARING, CANCEL_REQUESTED, FAILED},
     PREPARING: {QUEUED, CANCEL_REQUESTED, FAILED},
     QUEUED: {RUNNING, CANCEL_REQUESTED, FAILED},
-    RUNNING: {FINALIZING, CANCEL_REQUESTED, FAILED, NOT_RESPONDING},
-    NOT_RESPONDING: {RUNNING, FAILED, CANCELED},
+    RUNNING: {FINALIZING, CANCEL_REQUESTED, FAILED, NOT_RESPONDING, QUEUED},
+    NOT_RESPONDING: {PREPARING, QUEUED, RUNNING, FINALIZING, FAILED, CANCELED},
     FINALIZING: {COMPLETED, FAILED, CANCEL_REQUESTED},
     CANCEL_REQUESTED: {CANCELED, FAILED},
     COMPLETED: set(),

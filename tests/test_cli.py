@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -302,5 +301,5 @@ def test_a_killed_driver_is_reported_and_its_script_stopped(amlocal_home, tmp_pa
 
 
 def _alive(pid):
-    from amlocal.backends.local.backend import _process_alive
-    return _process_alive(pid)
+    from amlocal.backends.local.processes import process_alive
+    return process_alive(pid)

@@ -14,7 +14,7 @@ import pytest
 
 from amlocal.backends.base import LogLine, RunSpec
 from amlocal.backends.local import LocalBackend
-from conftest import MNIST_DIR, TRAINER_DIR, write_script
+from conftest import write_script
 from test_cli import invoke, last_json, run_json, train_mnist, wait_for
 
 pytestmark = pytest.mark.docker

@@ -55,7 +55,6 @@ def test_terminal_statuses_have_no_way_out(terminal):
     ("NotStarted", "Running"),       # skips the image build and the queue
     ("Running", "Canceled"),         # a cancel must go through CancelRequested
     ("Finalizing", "Canceled"),
-    ("Running", "Queued"),           # no going back
     ("Finalizing", "Running"),
     ("CancelRequested", "Running"),  # a requested cancel cannot be taken back
     ("CancelRequested", "Completed"),
@@ -96,6 +95,17 @@ def test_not_responding_cannot_be_cancel_requested():
     with pytest.raises(IllegalTransitionError):
         status.check_transition("NotResponding", "CancelRequested")
     status.check_transition("NotResponding", "Canceled")
+
+
+def test_a_preempted_run_goes_back_to_queued():
+    # A low-priority node taken away: Azure reschedules the run when a node is free again.
+    status.check_transition("Running", "Queued")
+    status.check_transition("Queued", "Running")
+
+
+def test_not_responding_may_return_to_any_earlier_live_status():
+    for earlier in ("Preparing", "Queued", "Running", "Finalizing"):
+        status.check_transition("NotResponding", earlier)
 
 
 def test_cancel_requested_leads_to_canceled():

@@ -17,7 +17,8 @@ from amlocal.backends.base import (Backend, LogLine, RunHandle, StageFinished, S
 from amlocal.backends.local import engine, images
 from amlocal.backends.local.docker_executor import DockerExecutor
 from amlocal.backends.local.lifecycle import POLL_INTERVAL_S, STOP_GRACE_S, RunDriver
-from amlocal.backends.local.process_executor import ProcessExecutor, stop_process_group
+from amlocal.backends.local.process_executor import ProcessExecutor
+from amlocal.backends.local.processes import process_alive, stop_process_group
 from amlocal.backends.local.snapshot import snapshot_files, take_snapshot
 from amlocal.backends.local.store import DRIVER_LOG, RunStore
 from amlocal.errors import UserInputError
@@ -28,21 +29,6 @@ def _iso(timestamp):
         return None
     return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).isoformat(
         timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _process_alive(pid):
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # alive, owned by someone else
-    try:  # a zombie has exited; its parent just has not reaped it yet
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def spec_to_json(spec):
@@ -168,16 +154,16 @@ class LocalRunHandle(RunHandle):
             return
         if record["driver_pid"] is None:
             return  # a detached run whose supervisor is being started
-        if record["driver_pid"] == os.getpid() or _process_alive(record["driver_pid"]):
+        if record["driver_pid"] == os.getpid() or process_alive(record["driver_pid"]):
             return
         if record["executor"] == "docker":
             try:
                 DockerExecutor().remove_leftovers(self.id)
             except Exception:  # the engine may be gone too; the record must still be fixed
                 pass
-        elif _process_alive(record["script_pid"]):
+        elif process_alive(record["script_pid"]):
             stop_process_group(record["script_pid"], STOP_GRACE_S,
-                               exited=lambda: not _process_alive(record["script_pid"]))
+                               exited=lambda: not process_alive(record["script_pid"]))
         if record["status"] == run_status.CANCEL_REQUESTED:
             self.store.try_set_status(self.id, run_status.CANCELED, error="Canceled by request")
         else:

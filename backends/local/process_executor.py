@@ -5,12 +5,11 @@ There is no image: Preparing checks the interpreter, and the run uses whatever i
 """
 
 import os
-import signal
 import subprocess
 import sys
-import time
 
 from amlocal.backends.local.jobs import Job, Prepared
+from amlocal.backends.local.processes import stop_process_group
 from amlocal.backends.local.run_settings import process_settings
 from amlocal.backends.local.snapshot import copy_working_directory
 from amlocal.errors import UserInputError
@@ -30,24 +29,6 @@ class ProcessJob(Job):
 
     def stop(self, grace_s):
         stop_process_group(self.process.pid, grace_s, exited=lambda: self.process.poll() is not None)
-
-
-def stop_process_group(pid, grace_s, exited):
-    """SIGTERM the script's process group (it runs in a session of its own, so its children go
-    with it), then SIGKILL what is left after grace_s."""
-
-    def signal_group(signum):
-        try:
-            os.killpg(pid, signum)
-        except ProcessLookupError:
-            pass
-
-    signal_group(signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while not exited() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if not exited():
-        signal_group(signal.SIGKILL)
 
 
 class ProcessExecutor:

@@ -27,13 +27,12 @@ from amlocal.backends import status as run_status
 from amlocal.backends.base import STAGES
 from amlocal.errors import IllegalTransitionError, RunNotFoundError, UserInputError
 
-SCHEMA_VERSION = 1
 FILE_FOLDERS = ("outputs", "logs", "azureml-logs")
 TELEMETRY_FILE = "events.jsonl"
 BUILD_LOG = "azureml-logs/20_image_build_log.txt"
 DRIVER_LOG = "azureml-logs/70_driver_log.txt"
 
-_SCHEMA = """
+_SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
     number INTEGER NOT NULL,
@@ -85,6 +84,46 @@ CREATE TABLE IF NOT EXISTS metrics (
 );
 """
 
+# Compute targets, their nodes and the queue in front of them (backends/local/compute.py).
+_SCHEMA_V2 = """
+ALTER TABLE runs ADD COLUMN nodes TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE runs ADD COLUMN preemptions INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE compute_targets (
+    name TEXT PRIMARY KEY,
+    vm_size TEXT NOT NULL,
+    vm_priority TEXT NOT NULL,
+    min_nodes INTEGER NOT NULL,
+    max_nodes INTEGER NOT NULL,
+    idle_seconds_before_scaledown INTEGER NOT NULL,
+    allow_overcommit INTEGER NOT NULL,
+    emulate_gpus INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    modified_at REAL NOT NULL
+);
+CREATE TABLE nodes (
+    target TEXT NOT NULL,
+    node_id TEXT NOT NULL,
+    slot INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    run_id TEXT,
+    created_at REAL NOT NULL,
+    idle_since REAL,
+    PRIMARY KEY (target, node_id)
+);
+CREATE TABLE queue (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    target TEXT NOT NULL,
+    run_id TEXT NOT NULL UNIQUE,
+    node_count INTEGER NOT NULL,
+    enqueued_at REAL NOT NULL
+);
+CREATE INDEX queue_by_target ON queue (target, seq);
+"""
+
+# Schema steps in order; a history at version N gets the steps after N.
+_MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
 # Columns that executors may set besides status (which only set_status writes).
 _UPDATABLE = {"image", "driver_pid", "container_id", "script_pid", "error", "exit_code"}
 
@@ -129,8 +168,19 @@ class RunStore:
         with self._connection() as conn:
             _use_wal(conn)
             if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-                conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA
-                                   + f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    # Read again under the lock: another process may have migrated meanwhile.
+                    version = conn.execute("PRAGMA user_version").fetchone()[0]
+                    for step in _MIGRATIONS[version:]:
+                        for statement in step.split(";"):
+                            if statement.strip():
+                                conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
 
     @contextmanager
     def _connection(self):
@@ -143,8 +193,12 @@ class RunStore:
             conn.close()
 
     @contextmanager
-    def _transaction(self):
-        """A connection inside one IMMEDIATE transaction, committed on success."""
+    def transaction(self):
+        """A connection inside one IMMEDIATE transaction, committed on success.
+
+        IMMEDIATE takes the database's write lock at once, so a read-then-write inside it (a
+        compare-and-set, a node allocation) is never interleaved with another process's.
+        """
         with self._connection() as conn:
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("BEGIN IMMEDIATE")
@@ -175,7 +229,7 @@ class RunStore:
                 (staging / folder).mkdir(exist_ok=True)
             os.rename(staging, final)
             now = time.time()
-            with self._transaction() as conn:
+            with self.transaction() as conn:
                 number = conn.execute(
                     "SELECT COALESCE(MAX(number), 0) + 1 FROM runs WHERE experiment = ?",
                     (experiment,)).fetchone()[0]
@@ -266,7 +320,7 @@ class RunStore:
         if unknown:
             raise ValueError(f"not updatable: {sorted(unknown)}")
         now = time.time()
-        with self._transaction() as conn:
+        with self.transaction() as conn:
             row = conn.execute("SELECT status, started_at FROM runs WHERE id = ?",
                                (run_id,)).fetchone()
             if row is None:
@@ -297,11 +351,11 @@ class RunStore:
         if unknown:
             raise ValueError(f"not updatable: {sorted(unknown)}")
         assignments = ", ".join(f"{column} = ?" for column in fields)
-        with self._transaction() as conn:
+        with self.transaction() as conn:
             conn.execute(f"UPDATE runs SET {assignments} WHERE id = ?", [*fields.values(), run_id])
 
     def start_stage(self, run_id, stage, detail=""):
-        with self._transaction() as conn:
+        with self.transaction() as conn:
             conn.execute(
                 "UPDATE stages SET status = 'Running', started_at = ?, detail = ? "
                 "WHERE run_id = ? AND name = ?", (time.time(), detail, run_id, stage))
@@ -309,7 +363,7 @@ class RunStore:
     def finish_stage(self, run_id, stage, stage_status, detail=None):
         """Close a stage; return its duration in seconds."""
         now = time.time()
-        with self._transaction() as conn:
+        with self.transaction() as conn:
             row = conn.execute("SELECT started_at, detail FROM stages WHERE run_id = ? AND name = ?",
                                (run_id, stage)).fetchone()
             started = row["started_at"] if row["started_at"] is not None else now
@@ -329,7 +383,7 @@ class RunStore:
         path = self.run_dir(run_id) / "telemetry" / TELEMETRY_FILE
         if not path.exists():
             return 0
-        with self._transaction() as conn:
+        with self.transaction() as conn:
             row = conn.execute("SELECT telemetry_offset, tags, properties, error FROM runs "
                                "WHERE id = ?", (run_id,)).fetchone()
             with open(path, "rb") as handle:
@@ -432,6 +486,7 @@ def _record(row, stages):
     record["spec"] = json.loads(record["spec"])
     record["tags"] = json.loads(record["tags"])
     record["properties"] = json.loads(record["properties"])
+    record["nodes"] = json.loads(record["nodes"])
     record["stages"] = [
         {
             "name": stage["name"],
