@@ -1,0 +1,498 @@
+"""Local compute targets that behave like AmlCompute: VM sizes, nodes, one queue, scaling.
+
+A target has a VM size and between min_nodes and max_nodes nodes. A node is a slot of the host:
+its run's container gets the node's share of cores (pinned with a cpuset), its memory as a hard
+limit, and its GPUs. Runs wait in one first-come-first-served queue per target: only the run at
+the head may take nodes, and it takes idle nodes first, then scales the target up to max_nodes.
+Nodes idle for idle_seconds_before_scaledown are removed, down to min_nodes.
+
+Everything lives in the run history's SQLite file and every decision is made inside one IMMEDIATE
+transaction, so two terminals (or two users) submitting to one target never get the same node.
+`local` is built in: one node that is the whole host, no limits.
+"""
+
+import datetime
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+
+from amlocal.backends import status as run_status
+from amlocal.backends.local.processes import process_alive
+from amlocal.errors import AmlocalError, UserInputError
+
+LOCAL_TARGET = "local"
+PRIORITIES = ("dedicated", "lowpriority")
+DEFAULT_IDLE_SECONDS = 1800  # AmlCompute.provisioning_configuration's default
+# AmlCompute's rule for cluster names.
+_TARGET_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,15}$")
+
+
+class ComputeTargetError(AmlocalError):
+    """A compute target does not exist, or cannot be changed as asked."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class VmSize:
+    cores: int
+    memory_gib: float
+    gpus: int = 0
+    gpu_model: str | None = None
+
+
+# Azure's published figures (vCPUs, memory GiB, GPUs) for the sizes users name most.
+VM_SIZES = {
+    "STANDARD_D1_V2": VmSize(1, 3.5),
+    "STANDARD_D2_V2": VmSize(2, 7),
+    "STANDARD_D3_V2": VmSize(4, 14),
+    "STANDARD_D4_V2": VmSize(8, 28),
+    "STANDARD_D11_V2": VmSize(2, 14),
+    "STANDARD_DS2_V2": VmSize(2, 7),
+    "STANDARD_DS3_V2": VmSize(4, 14),
+    "STANDARD_DS11_V2": VmSize(2, 14),
+    "STANDARD_D2_V3": VmSize(2, 8),
+    "STANDARD_D4_V3": VmSize(4, 16),
+    "STANDARD_NC6": VmSize(6, 56, 1, "K80"),
+    "STANDARD_NC12": VmSize(12, 112, 2, "K80"),
+    "STANDARD_NC24": VmSize(24, 224, 4, "K80"),
+    "STANDARD_NC6S_V3": VmSize(6, 112, 1, "V100"),
+    "STANDARD_NC12S_V3": VmSize(12, 224, 2, "V100"),
+    "STANDARD_NC24S_V3": VmSize(24, 448, 4, "V100"),
+    "STANDARD_NC4AS_T4_V3": VmSize(4, 28, 1, "T4"),
+    "STANDARD_NC24ADS_A100_V4": VmSize(24, 220, 1, "A100"),
+}
+
+
+@dataclass(frozen=True)
+class HostResources:
+    cores: tuple  # the CPU numbers this process may use
+    memory_bytes: int
+    gpus: tuple  # GPU indices as strings, as NVIDIA's tools number them
+
+    def describe(self):
+        return (f"{len(self.cores)} cores, {self.memory_bytes / 2**30:.0f} GiB"
+                f"{f', {len(self.gpus)} GPUs' if self.gpus else ', no GPU'}")
+
+
+@lru_cache(maxsize=1)
+def host_resources():
+    """What this machine offers to nodes (read once per process)."""
+    cores = tuple(sorted(os.sched_getaffinity(0)))
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    gpus = ()
+    if shutil.which("nvidia-smi"):
+        try:
+            listed = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+                                    capture_output=True, text=True, timeout=10).stdout
+            gpus = tuple(line.strip() for line in listed.splitlines() if line.strip().isdigit())
+        except (OSError, subprocess.SubprocessError):
+            gpus = ()
+    return HostResources(cores=cores, memory_bytes=memory, gpus=gpus)
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """A compute target's settings, as AmlCompute.provisioning_configuration takes them."""
+
+    name: str
+    vm_size: str
+    max_nodes: int
+    min_nodes: int = 0
+    idle_seconds_before_scaledown: int = DEFAULT_IDLE_SECONDS
+    vm_priority: str = "dedicated"
+    allow_overcommit: bool = False
+    emulate_gpus: bool = False
+
+    @property
+    def size(self):
+        return VM_SIZES.get(self.vm_size.upper())
+
+    def validated(self, host):
+        """This spec normalised, or UserInputError naming what is wrong (checked at create time)."""
+        if self.name == LOCAL_TARGET:
+            raise UserInputError("'local' is the built-in target and cannot be created or changed")
+        if not _TARGET_NAME.match(self.name):
+            raise UserInputError(f"invalid compute name {self.name!r}: 2-16 letters, digits or '-', "
+                                 "starting with a letter")
+        vm_size = self.vm_size.upper()
+        if vm_size not in VM_SIZES:
+            raise UserInputError(f"unknown VM size {self.vm_size!r}: known sizes are "
+                                 f"{', '.join(sorted(VM_SIZES))}")
+        if self.vm_priority not in PRIORITIES:
+            raise UserInputError(f"vm_priority must be one of {', '.join(PRIORITIES)}, "
+                                 f"got {self.vm_priority!r}")
+        if self.max_nodes < 1:
+            raise UserInputError(f"max_nodes must be at least 1, got {self.max_nodes}")
+        if self.min_nodes < 0:
+            raise UserInputError(f"min_nodes cannot be negative, got {self.min_nodes}")
+        if self.max_nodes < self.min_nodes:
+            raise UserInputError(f"max_nodes ({self.max_nodes}) must be at least min_nodes "
+                                 f"({self.min_nodes})")
+        if self.idle_seconds_before_scaledown < 0:
+            raise UserInputError("idle_seconds_before_scaledown cannot be negative")
+        spec = TargetSpec(**{**asdict(self), "vm_size": vm_size})
+        spec._check_capacity(host)
+        return spec
+
+    def _check_capacity(self, host):
+        size, nodes = self.size, self.max_nodes
+        cores, memory = size.cores * nodes, size.memory_gib * nodes * 2**30
+        if (cores > len(host.cores) or memory > host.memory_bytes) and not self.allow_overcommit:
+            raise UserInputError(
+                f"{nodes} node(s) of {self.vm_size} need {cores} cores and {memory / 2**30:.1f} GiB; "
+                f"this host has {host.describe()}: use a smaller --vm-size or --max-nodes, or "
+                "--allow-overcommit to let the nodes share the host's cores and memory")
+        gpus = size.gpus * nodes
+        if gpus > len(host.gpus) and not self.emulate_gpus:
+            raise UserInputError(
+                f"{nodes} node(s) of {self.vm_size} need {gpus} GPU(s); this host has "
+                f"{len(host.gpus)}: use a CPU size, fewer nodes, or --emulate-gpus to run them "
+                "on the CPU")
+
+
+@dataclass(frozen=True)
+class NodeResources:
+    """What one node gives its run's container. None means no limit."""
+
+    cpuset: str | None
+    nano_cpus: int | None
+    memory_bytes: int | None
+    gpu_ids: tuple
+    emulated_gpus: int = 0
+
+
+def node_resources(target, slot, host):
+    """The share of the host that node `slot` of `target` stands for."""
+    if target.name == LOCAL_TARGET:
+        return NodeResources(cpuset=None, nano_cpus=None, memory_bytes=None, gpu_ids=host.gpus)
+    size = target.size
+    memory = int(size.memory_gib * 2**30)
+    if target.allow_overcommit:
+        # Nodes share the host's cores: each may use its size's worth of CPU time.
+        cpuset = None
+        nano_cpus = min(size.cores, len(host.cores)) * 10**9
+        memory = min(memory, host.memory_bytes)
+    else:
+        cpuset = ",".join(str(core) for core in host.cores[slot * size.cores:(slot + 1) * size.cores])
+        nano_cpus = None
+    real_gpus = host.gpus[slot * size.gpus:(slot + 1) * size.gpus] if size.gpus else ()
+    if len(real_gpus) < size.gpus:  # --emulate-gpus: the run sees no GPU and uses the CPU
+        return NodeResources(cpuset, nano_cpus, memory, (), emulated_gpus=size.gpus)
+    return NodeResources(cpuset, nano_cpus, memory, tuple(real_gpus))
+
+
+def local_target(host):
+    return TargetSpec(name=LOCAL_TARGET, vm_size="LOCAL", max_nodes=1, min_nodes=0,
+                      idle_seconds_before_scaledown=0, allow_overcommit=True, emulate_gpus=False)
+
+
+def _new_node_id(priority):
+    # Azure's node ids look like tvmps_<hex>_d (dedicated) or _p (low priority).
+    return f"tvmps_{secrets.token_hex(16)}_{'p' if priority == 'lowpriority' else 'd'}"
+
+
+def _iso(timestamp):
+    return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).isoformat()
+
+
+class ComputeTargets:
+    """The targets, nodes and queue of one run history (a RunStore)."""
+
+    def __init__(self, store, host=None):
+        self.store = store
+        self.host = host or host_resources()
+
+    # -- targets -------------------------------------------------------------------------------
+
+    def create(self, spec):
+        """Create a target (and its min_nodes idle nodes); UserInputError if invalid or taken."""
+        spec = spec.validated(self.host)
+        now = time.time()
+        with self.store.transaction() as conn:
+            if conn.execute("SELECT 1 FROM compute_targets WHERE name = ?", (spec.name,)).fetchone():
+                raise ComputeTargetError(f"compute target {spec.name!r} already exists "
+                                         "(`amlocal compute show` it, or delete it first)")
+            conn.execute(
+                "INSERT INTO compute_targets (name, vm_size, vm_priority, min_nodes, max_nodes, "
+                "idle_seconds_before_scaledown, allow_overcommit, emulate_gpus, created_at, "
+                "modified_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (spec.name, spec.vm_size, spec.vm_priority, spec.min_nodes, spec.max_nodes,
+                 spec.idle_seconds_before_scaledown, int(spec.allow_overcommit),
+                 int(spec.emulate_gpus), now, now))
+            for slot in range(spec.min_nodes):
+                self._add_node(conn, spec, slot, "idle", now)
+        return spec
+
+    def get(self, name):
+        """The target's spec; ComputeTargetError if there is none."""
+        if name == LOCAL_TARGET:
+            return local_target(self.host)
+        with self.store.transaction() as conn:
+            row = conn.execute("SELECT * FROM compute_targets WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise ComputeTargetError(f"no compute target named {name!r} (create it with "
+                                     f"`amlocal compute create {name} --vm-size ... --max-nodes ...`)")
+        return _spec_from_row(row)
+
+    def names(self):
+        with self.store.transaction() as conn:
+            rows = conn.execute("SELECT name FROM compute_targets ORDER BY name").fetchall()
+        return [LOCAL_TARGET] + [row["name"] for row in rows]
+
+    def delete(self, name):
+        """Delete a target with no active runs (running or queued)."""
+        self.get(name)
+        if name == LOCAL_TARGET:
+            raise UserInputError("'local' is the built-in target and cannot be deleted")
+        with self.store.transaction() as conn:
+            active = self._active_runs(conn, name)
+            if active:
+                raise ComputeTargetError(
+                    f"compute target {name!r} has {len(active)} active run(s) "
+                    f"({', '.join(active[:3])}{', ...' if len(active) > 3 else ''}): cancel them "
+                    "or wait for them to end")
+            conn.execute("DELETE FROM nodes WHERE target = ?", (name,))
+            conn.execute("DELETE FROM compute_targets WHERE name = ?", (name,))
+
+    def status(self, name):
+        """AmlComputeStatus.serialize()'s shape, read after idle nodes are scaled down."""
+        spec = self.get(name)
+        with self.store.transaction() as conn:
+            self._scale_down(conn, spec, time.time())
+            states = [row["state"] for row in conn.execute(
+                "SELECT state FROM nodes WHERE target = ?", (name,))]
+            waiting = conn.execute("SELECT COALESCE(SUM(node_count), 0) FROM queue q "
+                                   "JOIN runs r ON r.id = q.run_id WHERE q.target = ?",
+                                   (name,)).fetchone()[0]
+            row = conn.execute("SELECT created_at, modified_at FROM compute_targets WHERE name = ?",
+                               (name,)).fetchone()
+        counts = {state: states.count(state) for state in
+                  ("preparing", "running", "idle", "unusable", "leaving", "preempted")}
+        current = len(states)
+        target_count = min(spec.max_nodes, max(spec.min_nodes, counts["running"] + waiting))
+        return {
+            "currentNodeCount": current,
+            "targetNodeCount": target_count,
+            "nodeStateCounts": {f"{state}NodeCount": count for state, count in counts.items()},
+            "allocationState": "Steady" if target_count == current else "Resizing",
+            "allocationStateTransitionTime": None,
+            "errors": None,
+            "creationTime": _iso(row["created_at"]) if row else None,
+            "modifiedTime": _iso(row["modified_at"]) if row else None,
+            "provisioningState": "Succeeded",
+            "provisioningStateTransitionTime": None,
+            "scaleSettings": {
+                "minNodeCount": spec.min_nodes,
+                "maxNodeCount": spec.max_nodes,
+                "nodeIdleTimeBeforeScaleDown": (f"PT{spec.idle_seconds_before_scaledown}S"
+                                                if spec.idle_seconds_before_scaledown else ""),
+            },
+            "vmPriority": "LowPriority" if spec.vm_priority == "lowpriority" else "Dedicated",
+            "vmSize": spec.vm_size,
+        }
+
+    def describe(self, name):
+        """A JSON-ready view of one target for `amlocal compute show`."""
+        spec = self.get(name)
+        size = spec.size
+        with self.store.transaction() as conn:
+            nodes = [dict(row) for row in conn.execute(
+                "SELECT node_id, slot, state, run_id FROM nodes WHERE target = ? ORDER BY slot",
+                (name,))]
+            queued = [row["run_id"] for row in conn.execute(
+                "SELECT run_id FROM queue WHERE target = ? ORDER BY seq", (name,))]
+        return {
+            "name": spec.name,
+            "vm_size": spec.vm_size,
+            "vm_priority": spec.vm_priority,
+            "min_nodes": spec.min_nodes,
+            "max_nodes": spec.max_nodes,
+            "idle_seconds_before_scaledown": spec.idle_seconds_before_scaledown,
+            "allow_overcommit": spec.allow_overcommit,
+            "emulate_gpus": spec.emulate_gpus,
+            "node_size": ({"cores": size.cores, "memory_gib": size.memory_gib, "gpus": size.gpus,
+                           "gpu_model": size.gpu_model} if size else
+                          {"host": self.host.describe()}),
+            "nodes": nodes,
+            "queue": queued,
+            "status": self.status(name),
+        }
+
+    # -- the queue and the nodes ------------------------------------------------------------
+
+    def enqueue(self, conn, run_id, target, node_count):
+        """Put a run at the back of its target's queue (inside the run's creation transaction)."""
+        conn.execute("INSERT INTO queue (target, run_id, node_count, enqueued_at) VALUES (?, ?, ?, ?)",
+                     (target, run_id, node_count, time.time()))
+
+    def requeue_first(self, run_id):
+        """Put a preempted run back at the head of its target's queue."""
+        with self.store.transaction() as conn:
+            run = conn.execute("SELECT compute, spec FROM runs WHERE id = ?", (run_id,)).fetchone()
+            node_count = _node_count(run)
+            first = conn.execute("SELECT MIN(seq) FROM queue").fetchone()[0]
+            seq = (first or 1) - 1
+            conn.execute("INSERT INTO queue (seq, target, run_id, node_count, enqueued_at) "
+                         "VALUES (?, ?, ?, ?, ?)", (seq, run["compute"], run_id, node_count, time.time()))
+
+    def try_allocate(self, run_id):
+        """Give the run its nodes if it is at the head of the queue and enough are free.
+
+        Returns [(node_id, slot)] or None. Queue entries of runs that ended, or whose driving
+        process died, are dropped on the way, so a dead run never blocks the queue.
+        """
+        now = time.time()
+        with self.store.transaction() as conn:
+            entry = conn.execute("SELECT * FROM queue WHERE run_id = ?", (run_id,)).fetchone()
+            if entry is None:
+                raise AmlocalError(f"run {run_id} is not queued")
+            target = self.get_in(conn, entry["target"])
+            self._scale_down(conn, target, now)
+            head = self._live_head(conn, target.name)
+            if head is None or head["run_id"] != run_id:
+                return None
+            need = entry["node_count"]
+            idle = conn.execute("SELECT node_id, slot FROM nodes WHERE target = ? AND state = 'idle' "
+                                "ORDER BY slot", (target.name,)).fetchall()
+            taken = [(row["node_id"], row["slot"]) for row in idle[:need]]
+            existing = conn.execute("SELECT slot FROM nodes WHERE target = ?",
+                                    (target.name,)).fetchall()
+            used_slots = {row["slot"] for row in existing}
+            room = target.max_nodes - len(existing)
+            if len(taken) + room < need:
+                return None
+            free_slots = (slot for slot in range(target.max_nodes) if slot not in used_slots)
+            while len(taken) < need:
+                slot = next(free_slots)
+                taken.append((self._add_node(conn, target, slot, "running", now), slot))
+            for node_id, _slot in taken:
+                conn.execute("UPDATE nodes SET state = 'running', run_id = ?, idle_since = NULL "
+                             "WHERE target = ? AND node_id = ?", (run_id, target.name, node_id))
+            conn.execute("DELETE FROM queue WHERE run_id = ?", (run_id,))
+            conn.execute("UPDATE runs SET nodes = ? WHERE id = ?",
+                         (_json_nodes(taken), run_id))
+        return taken
+
+    def waiting_detail(self, run_id):
+        """Why a queued run waits, in Azure's words, with its place in the queue."""
+        with self.store.transaction() as conn:
+            entry = conn.execute("SELECT * FROM queue WHERE run_id = ?", (run_id,)).fetchone()
+            if entry is None:
+                return ""
+            ahead = conn.execute("SELECT COUNT(*) FROM queue WHERE target = ? AND seq < ?",
+                                 (entry["target"], entry["seq"])).fetchone()[0]
+        return (f"Run requested {entry['node_count']} node(s). Run is in pending status."
+                + (f" {ahead} run(s) ahead in the queue of {entry['target']}." if ahead else ""))
+
+    def release(self, run_id):
+        """Return the run's nodes (idle from now) and drop it from the queue, whatever its state."""
+        now = time.time()
+        with self.store.transaction() as conn:
+            conn.execute("DELETE FROM queue WHERE run_id = ?", (run_id,))
+            # A preempted node is gone with its run; the others idle until scaled down.
+            conn.execute("DELETE FROM nodes WHERE run_id = ? AND state = 'preempted'", (run_id,))
+            conn.execute("UPDATE nodes SET state = 'idle', run_id = NULL, idle_since = ? "
+                         "WHERE run_id = ?", (now, run_id))
+
+    def node_states(self, run_id):
+        with self.store.transaction() as conn:
+            return [row["state"] for row in conn.execute(
+                "SELECT state FROM nodes WHERE run_id = ?", (run_id,))]
+
+    def preempt(self, name, run_id=None):
+        """Take away the nodes of a low-priority target's running runs (or of one run).
+
+        The runs' drivers see their node preempted, stop the script as a cancel would, and put
+        the run back at the head of the queue, as Azure reschedules it. Returns the run ids.
+        """
+        target = self.get(name)
+        if target.vm_priority != "lowpriority":
+            raise ComputeTargetError(f"compute target {name!r} is dedicated: only low-priority "
+                                     "nodes are preempted")
+        with self.store.transaction() as conn:
+            query = "SELECT DISTINCT run_id FROM nodes WHERE target = ? AND state = 'running'"
+            params = [name]
+            if run_id:
+                query += " AND run_id = ?"
+                params.append(run_id)
+            runs = [row["run_id"] for row in conn.execute(query, params)]
+            if run_id and not runs:
+                raise ComputeTargetError(f"run {run_id} is not running on {name!r}")
+            conn.executemany("UPDATE nodes SET state = 'preempted' WHERE target = ? AND run_id = ?",
+                             [(name, run) for run in runs])
+        return runs
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def get_in(self, conn, name):
+        if name == LOCAL_TARGET:
+            return local_target(self.host)
+        row = conn.execute("SELECT * FROM compute_targets WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise ComputeTargetError(f"compute target {name!r} was deleted")
+        return _spec_from_row(row)
+
+    def _add_node(self, conn, spec, slot, state, now):
+        node_id = _new_node_id(spec.vm_priority)
+        conn.execute("INSERT INTO nodes (target, node_id, slot, state, created_at, idle_since) "
+                     "VALUES (?, ?, ?, ?, ?, ?)",
+                     (spec.name, node_id, slot, state, now, now if state == "idle" else None))
+        return node_id
+
+    def _scale_down(self, conn, spec, now):
+        """Remove nodes idle longer than the target's idle time, keeping min_nodes."""
+        nodes = conn.execute("SELECT node_id, state, idle_since FROM nodes WHERE target = ? "
+                             "ORDER BY idle_since", (spec.name,)).fetchall()
+        removable = len(nodes) - spec.min_nodes
+        for node in nodes:
+            if removable <= 0:
+                break
+            if node["state"] == "idle" and now - node["idle_since"] >= spec.idle_seconds_before_scaledown:
+                conn.execute("DELETE FROM nodes WHERE target = ? AND node_id = ?",
+                             (spec.name, node["node_id"]))
+                removable -= 1
+
+    def _live_head(self, conn, target):
+        """The first queue entry whose run is still alive; stale entries are removed."""
+        for entry in conn.execute(
+                "SELECT q.seq, q.run_id, r.status, r.driver_pid FROM queue q "
+                "LEFT JOIN runs r ON r.id = q.run_id WHERE q.target = ? ORDER BY q.seq",
+                (target,)).fetchall():
+            ended = entry["status"] is None or run_status.is_terminal(entry["status"])
+            orphaned = entry["driver_pid"] is not None and not process_alive(entry["driver_pid"])
+            if ended or orphaned:
+                conn.execute("DELETE FROM queue WHERE seq = ?", (entry["seq"],))
+                continue
+            return entry
+        return None
+
+    def _active_runs(self, conn, target):
+        running = [row["run_id"] for row in conn.execute(
+            "SELECT DISTINCT run_id FROM nodes WHERE target = ? AND run_id IS NOT NULL", (target,))]
+        queued = [row["run_id"] for row in conn.execute(
+            "SELECT q.run_id FROM queue q JOIN runs r ON r.id = q.run_id WHERE q.target = ? "
+            "ORDER BY q.seq", (target,))]
+        return running + [run for run in queued if run not in running]
+
+
+def _spec_from_row(row):
+    return TargetSpec(name=row["name"], vm_size=row["vm_size"], max_nodes=row["max_nodes"],
+                      min_nodes=row["min_nodes"],
+                      idle_seconds_before_scaledown=row["idle_seconds_before_scaledown"],
+                      vm_priority=row["vm_priority"], allow_overcommit=bool(row["allow_overcommit"]),
+                      emulate_gpus=bool(row["emulate_gpus"]))
+
+
+def _node_count(run_row):
+    return json.loads(run_row["spec"]).get("node_count", 1)
+
+
+def _json_nodes(taken):
+    return json.dumps([{"node_id": node_id, "slot": slot} for node_id, slot in taken])
