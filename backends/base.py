@@ -52,6 +52,8 @@ class RunSpec:
     environment: EnvironmentSpec = EnvironmentSpec()
     executor: str | None = None  # None: the backend picks (docker when an engine answers)
     compute: str = "local"
+    node_count: int = 1
+    max_run_duration_seconds: int | None = None  # from the start of Running; None: no limit
     tags: dict = field(default_factory=dict)
 
     def validated(self):
@@ -73,6 +75,11 @@ class RunSpec:
             raise UserInputError(
                 f"invalid experiment name {self.experiment!r}: 1-255 letters, digits, '_' or '-', "
                 "starting with a letter or digit")
+        if not isinstance(self.node_count, int) or self.node_count < 1:
+            raise UserInputError(f"node_count must be a whole number of at least 1, got {self.node_count!r}")
+        if self.max_run_duration_seconds is not None and self.max_run_duration_seconds <= 0:
+            raise UserInputError("max_run_duration_seconds must be positive, got "
+                                 f"{self.max_run_duration_seconds}")
         if self.executor is not None and self.executor not in EXECUTORS:
             raise UserInputError(f"unknown executor {self.executor!r}: use one of {', '.join(EXECUTORS)}")
         inputs = {}
@@ -103,6 +110,8 @@ class RunSpec:
             ),
             executor=self.executor,
             compute=self.compute,
+            node_count=self.node_count,
+            max_run_duration_seconds=self.max_run_duration_seconds,
             tags=dict(self.tags),
         )
 

@@ -68,13 +68,19 @@ def cli():
               help="Image recipe: a folder of amlocal's docker/.")
 @click.option("--base-image", help="Base image for the recipe [default: python:3.11-slim-bookworm, "
                                    "or the Debian base from `amlocal base-image build`].")
+@click.option("--compute", default="local", show_default=True,
+              help="Compute target (see `amlocal compute list`); `local` is one node, the host.")
+@click.option("--node-count", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Nodes the run waits for and gets.")
+@click.option("--max-duration", type=click.IntRange(min=1), metavar="SECONDS",
+              help="Cancel the run if it runs longer (max_run_duration_seconds).")
 @click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Run tag. Repeatable.")
 @click.option("--detach", is_flag=True, help="Return once the run is submitted; it runs on.")
 @click.option("--quiet-build", is_flag=True, help="Do not show image build output.")
 @click.option("--json", "as_json", is_flag=True, help="End with the run record as one JSON line.")
 @click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
-def run(source_dir, script, experiment, executor, inputs, pip_packages, recipe, base_image, tags,
-        detach, quiet_build, as_json, script_args):
+def run(source_dir, script, experiment, executor, inputs, pip_packages, recipe, base_image,
+        compute, node_count, max_duration, tags, detach, quiet_build, as_json, script_args):
     """Run SCRIPT from SOURCE_DIR as an Azure ML-style run; arguments after -- go to the script.
 
     \b
@@ -90,7 +96,8 @@ def run(source_dir, script, experiment, executor, inputs, pip_packages, recipe, 
         tag_pairs[key] = value
     spec = RunSpec(
         source_dir=source_dir, script=script, arguments=tuple(script_args), experiment=experiment,
-        inputs=parse_inputs(inputs), executor=executor, tags=tag_pairs,
+        inputs=parse_inputs(inputs), executor=executor, tags=tag_pairs, compute=compute,
+        node_count=node_count, max_run_duration_seconds=max_duration,
         environment=EnvironmentSpec(recipe=recipe, pip_packages=tuple(pip_packages),
                                     base_image=base_image),
     )
@@ -111,9 +118,15 @@ def run(source_dir, script, experiment, executor, inputs, pip_packages, recipe, 
     try:
         details = handle.wait()
     except KeyboardInterrupt:
-        echo_status(f"Canceling run {handle.id} ...")
+        echo_status(f"Canceling run {handle.id} (the script gets SIGTERM; Ctrl-C again to kill "
+                    "it now) ...")
         handle.cancel()
-        details = handle.wait()
+        try:
+            details = handle.wait()
+        except KeyboardInterrupt:
+            echo_status(f"Killing run {handle.id} ...")
+            handle.cancel(force=True)
+            details = handle.wait()
     echo_status(summary_line(details))
     if details["status"] != "Completed" and details.get("error"):
         echo_status(details["error"])

@@ -5,9 +5,15 @@ import click
 from amlocal.backends import get_backend
 from amlocal.backends.status import is_terminal
 from amlocal.cli.render import EventPrinter, echo_json, format_value, summary_line, table
-from amlocal.errors import UserInputError
+from amlocal.errors import AmlocalError, UserInputError
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+
+
+class WaitTimeoutError(AmlocalError):
+    """`runs wait --timeout` ran out; the run itself goes on."""
+
+    exit_code = 124
 
 
 def _handle(run_id):
@@ -48,7 +54,11 @@ def show(run_id, as_json):
         echo_json(details)
         return
     click.echo(summary_line(details))
-    for label, key in [("Experiment", "experiment"), ("Executor", "executor"), ("Image", "image"),
+    waiting = handle.get_detailed_status()["details"]
+    if waiting:
+        click.echo(f"{'Waiting:':<12} {waiting}")
+    for label, key in [("Experiment", "experiment"), ("Compute", "compute"),
+                       ("Executor", "executor"), ("Image", "image"),
                        ("Script", "script"), ("Arguments", "arguments"), ("Inputs", "inputs"),
                        ("Created", "created_at"), ("Exit code", "exit_code")]:
         if details.get(key) not in (None, [], {}):
@@ -78,6 +88,31 @@ def logs(run_id, follow):
         return
     details = handle.wait(on_event=EventPrinter(show_build_output=False))
     click.echo(summary_line(details), err=True)
+
+
+@runs.command()
+@click.argument("run_id")
+@click.option("--timeout", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Give up waiting after this long (the run goes on); exit code 124.")
+@click.option("--quiet", is_flag=True, help="Do not print the run's output while waiting.")
+@json_option
+def wait(run_id, timeout, quiet, as_json):
+    """Wait for a run (driven by any process) to end; exit 0 only if it Completed."""
+    handle = _handle(run_id)
+    printer = EventPrinter(show_build_output=False)
+    try:
+        details = handle.wait(on_event=(lambda event: None) if quiet or as_json else printer,
+                              timeout=timeout)
+    except TimeoutError as error:
+        raise WaitTimeoutError(str(error)) from None
+    if as_json:
+        echo_json(details)
+    else:
+        click.echo(summary_line(details), err=True)
+        if details["status"] != "Completed" and details.get("error"):
+            click.echo(details["error"], err=True)
+    if details["status"] != "Completed":
+        raise click.exceptions.Exit(1)
 
 
 @runs.command()

@@ -296,7 +296,7 @@ def test_a_killed_driver_is_reported_and_its_script_stopped(amlocal_home, tmp_pa
     shown = last_json(invoke("runs", "show", run_id, "--json"))
 
     assert shown["status"] == "Failed"
-    assert "exited before the run ended" in shown["error"]
+    assert "exited while the run was Running" in shown["error"]
     assert wait_for(lambda: not _alive(script_pid), timeout=15)
 
 

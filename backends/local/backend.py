@@ -16,9 +16,10 @@ from amlocal.backends.base import (Backend, LogLine, RunHandle, StageFinished, S
                                    StatusChanged, ignore_event)
 from amlocal.backends.local import engine, images
 from amlocal.backends.local.docker_executor import DockerExecutor
-from amlocal.backends.local.lifecycle import POLL_INTERVAL_S, STOP_GRACE_S, RunDriver
+from amlocal.backends.local.compute import ComputeTargets
+from amlocal.backends.local.lifecycle import POLL_INTERVAL_S, RunDriver
 from amlocal.backends.local.process_executor import ProcessExecutor
-from amlocal.backends.local.processes import process_alive, stop_process_group
+from amlocal.backends.local.recovery import reconcile_run
 from amlocal.backends.local.snapshot import snapshot_files, take_snapshot
 from amlocal.backends.local.store import DRIVER_LOG, RunStore
 from amlocal.errors import UserInputError
@@ -72,11 +73,19 @@ class LocalBackend(Backend):
         elif spec.environment.pip_packages:
             raise UserInputError("--pip needs the docker executor: the process executor runs the "
                                  "Python amlocal runs in; install the packages there instead")
+        targets = ComputeTargets(self.store)
+        target = targets.get(spec.compute)
+        if spec.node_count > target.max_nodes:
+            raise UserInputError(f"the run asks for {spec.node_count} nodes but {target.name} has "
+                                 f"at most {target.max_nodes}")
         files = snapshot_files(spec.source_dir)
+        # The run takes its place in the target's queue when it is created, so runs get their
+        # nodes in the order they were submitted, however long each one's image takes to build.
         run_id = self.store.create_run(
             experiment=spec.experiment, executor=executor_name, compute=spec.compute,
             spec=spec_to_json(spec), driver_pid=None if detach else os.getpid(),
-            fill_snapshot=lambda folder: take_snapshot(spec.source_dir, folder, files))
+            fill_snapshot=lambda folder: take_snapshot(spec.source_dir, folder, files),
+            also=lambda conn, run_id: targets.enqueue(conn, run_id, target.name, spec.node_count))
         if detach:
             self._start_supervisor(run_id)
             return LocalRunHandle(self, run_id)
@@ -92,7 +101,7 @@ class LocalBackend(Backend):
                 finished.set()
 
         threading.Thread(target=drive, name=f"amlocal-run-{run_id}").start()
-        return LocalRunHandle(self, run_id, driver_finished=finished)
+        return LocalRunHandle(self, run_id, driver=driver, driver_finished=finished)
 
     def _start_supervisor(self, run_id):
         """Hand a NotStarted run to a process of its own, which outlives this one (and a Ctrl-C
@@ -127,11 +136,12 @@ class LocalBackend(Backend):
 
 
 class LocalRunHandle(RunHandle):
-    def __init__(self, backend, run_id, driver_finished=None):
+    def __init__(self, backend, run_id, driver=None, driver_finished=None):
         self.backend = backend
         self.store = backend.store
         self.id = run_id
-        self._driver_finished = driver_finished  # set when a driver in this process is done
+        self._driver = driver  # the RunDriver, when this process drives the run
+        self._driver_finished = driver_finished  # set when that driver is done
 
     def __repr__(self):
         return f"LocalRunHandle({self.id!r})"
@@ -149,28 +159,8 @@ class LocalRunHandle(RunHandle):
 
     def _reconcile(self):
         """Tell the truth about a run whose driving process died before the run ended."""
-        record = self.store.get_run(self.id)
-        if run_status.is_terminal(record["status"]) or self._driven_here():
-            return
-        if record["driver_pid"] is None:
-            return  # a detached run whose supervisor is being started
-        if record["driver_pid"] == os.getpid() or process_alive(record["driver_pid"]):
-            return
-        if record["executor"] == "docker":
-            try:
-                DockerExecutor().remove_leftovers(self.id)
-            except Exception:  # the engine may be gone too; the record must still be fixed
-                pass
-        elif process_alive(record["script_pid"]):
-            stop_process_group(record["script_pid"], STOP_GRACE_S,
-                               exited=lambda: not process_alive(record["script_pid"]))
-        if record["status"] == run_status.CANCEL_REQUESTED:
-            self.store.try_set_status(self.id, run_status.CANCELED, error="Canceled by request")
-        else:
-            self.store.try_set_status(
-                self.id, run_status.FAILED,
-                error=f"the amlocal process driving this run (pid {record['driver_pid']}) "
-                      "exited before the run ended")
+        if not self._driven_here():
+            reconcile_run(self.store, self.id)
 
     def get_details(self):
         self._reconcile()
@@ -185,6 +175,10 @@ class LocalRunHandle(RunHandle):
             "backend": record["backend"],
             "executor": record["executor"],
             "compute": record["compute"],
+            "node_count": spec.get("node_count", 1),
+            "nodes": record["nodes"],
+            "preemptions": record["preemptions"],
+            "max_run_duration_seconds": spec.get("max_run_duration_seconds"),
             "script": spec["script"],
             "arguments": spec["arguments"],
             "source_dir": spec["source_dir"],
@@ -213,16 +207,17 @@ class LocalRunHandle(RunHandle):
             # that Ctrl-C reaches the caller.
             while not self._driver_finished.wait(POLL_INTERVAL_S):
                 if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(f"run {self.id} still {self.get_status()} after {timeout} s")
+                    raise TimeoutError(f"run {self.id} is still {self.get_status()}")
             return self.get_details()
-        for event in self.follow():
+        for event in self.follow(deadline=deadline):
             on_event(event)
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"run {self.id} still {self.get_status()} after {timeout} s")
         return self.get_details()
 
-    def follow(self, poll_interval=POLL_INTERVAL_S):
-        """Events of a run driven elsewhere, read back from the run history until it ends."""
+    def follow(self, poll_interval=POLL_INTERVAL_S, deadline=None):
+        """Events of a run driven elsewhere, read back from the run history until it ends.
+
+        Raises TimeoutError once time.monotonic() passes `deadline`.
+        """
         seen_stages = {}
         status = None
         log_offset = 0
@@ -248,6 +243,8 @@ class LocalRunHandle(RunHandle):
                 for line in lines:
                     yield LogLine(self.id, "driver", line)
                 return
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"run {self.id} is still {status}")
             time.sleep(poll_interval)
             self._reconcile()
 
@@ -261,11 +258,22 @@ class LocalRunHandle(RunHandle):
             if isinstance(event, LogLine):
                 yield event.line
 
-    def cancel(self):
+    def cancel(self, force=False):
+        """Ask the run to stop; with force=True (a second Ctrl-C) a script this process runs is
+        killed at once instead of after its grace period."""
         if run_status.is_terminal(self.store.get_status(self.id)):
             return
         self.store.try_set_status(self.id, run_status.CANCEL_REQUESTED)
+        if force and self._driven_here():
+            self._driver.kill()
         self._reconcile()
+
+    def get_detailed_status(self):
+        """{'status': ..., 'details': ...}: why a run waits, as Azure ML words it."""
+        details = self.get_details()
+        scaling = next(stage for stage in details["stages"] if stage["name"] == "Scaling")
+        waiting = details["status"] == run_status.QUEUED and scaling["status"] == "Running"
+        return {"status": details["status"], "details": scaling["detail"] if waiting else ""}
 
     def get_metrics(self):
         return self.store.get_metrics(self.id)

@@ -496,3 +496,19 @@ def _node_count(run_row):
 
 def _json_nodes(taken):
     return json.dumps([{"node_id": node_id, "slot": slot} for node_id, slot in taken])
+
+
+def combine_node_resources(parts):
+    """The resources of a run given several nodes: their cores, memory and GPUs together."""
+    if len(parts) == 1:
+        return parts[0]
+    cpusets = [part.cpuset for part in parts]
+    memories = [part.memory_bytes for part in parts]
+    nano = [part.nano_cpus for part in parts]
+    return NodeResources(
+        cpuset=",".join(cpusets) if all(cpusets) else None,
+        nano_cpus=sum(nano) if all(nano) else None,
+        memory_bytes=sum(memories) if all(memories) else None,
+        gpu_ids=tuple(gpu for part in parts for gpu in part.gpu_ids),
+        emulated_gpus=sum(part.emulated_gpus for part in parts),
+    )

@@ -27,10 +27,30 @@ class DockerJob(Job):
         except docker.errors.NotFound:
             pass
 
+    def kill(self):
+        try:
+            self.container.kill()
+        except docker.errors.APIError:  # already gone, or not running any more
+            pass
+
+    def termination_reason(self):
+        try:
+            self.container.reload()
+        except docker.errors.DockerException:
+            return None
+        if self.container.attrs["State"].get("OOMKilled"):
+            limit = self.container.attrs["HostConfig"].get("Memory") or 0
+            within = f" of {limit / 2**30:.1f} GiB" if limit else ""
+            return f"out of memory: the script exceeded its node's memory{within} and was killed"
+        return None
+
     def cleanup(self):
         try:
             self.container.remove(force=True)
         except docker.errors.NotFound:
+            pass
+        except docker.errors.DockerException:
+            # The engine is unreachable (restarting?): whoever looks at the run later removes it.
             pass
 
 
@@ -54,7 +74,7 @@ class DockerExecutor:
         how = "found in cache" if prepared.cached else "built"
         return Prepared(image=prepared.tag, detail=f"image {prepared.tag} {how} (base {prepared.base_image})")
 
-    def start(self, record, run_dir, runtime_dir, prepared, on_line):
+    def start(self, record, run_dir, runtime_dir, prepared, on_line, resources=None):
         spec = record["spec"]
         working_dir = run_dir / "wd"
         copy_working_directory(run_dir / "snapshot", working_dir)
@@ -62,10 +82,14 @@ class DockerExecutor:
             run_id=record["id"], experiment=record["experiment"], image=prepared.image,
             script=spec["script"], arguments=spec["arguments"], inputs=spec["inputs"],
             run_dir=run_dir, working_dir=working_dir, runtime_dir=runtime_dir,
-            user=f"{os.getuid()}:{os.getgid()}")
+            user=f"{os.getuid()}:{os.getgid()}", resources=resources)
         settings["mounts"] = [docker.types.Mount(
             target=mount["Target"], source=mount["Source"], type="bind",
             read_only=mount["ReadOnly"]) for mount in settings["mounts"]]
+        if "device_requests" in settings:
+            settings["device_requests"] = [docker.types.DeviceRequest(
+                driver=request["Driver"], device_ids=request["DeviceIDs"],
+                capabilities=request["Capabilities"]) for request in settings["device_requests"]]
         container = self.client.containers.create(**settings)
         container.start()
         return DockerJob(container, on_line)

@@ -1,28 +1,37 @@
 """Driving one local run through Azure ML's stages, whichever executor runs the script.
 
     Preparing       status Preparing   the executor finds or builds the environment
-    Scaling         status Queued      a node of the compute target is allocated
+    Scaling         status Queued      the run waits its turn for nodes of its compute target
     Running         status Running     the script runs; output and metrics stream into history
     PostProcessing  status Finalizing  ./outputs collected, the last metrics read, scratch removed
 
-Then Completed (exit code 0, no Run.fail()), Failed (with exit code and the log's tail) or, after a
-cancel request from any process, Canceled. Cancel requests are seen through the run history, so
-`amlocal runs cancel` in another terminal stops a run this process drives.
+Then Completed (exit code 0, no Run.fail()), Failed (with the reason: exit code and the log's
+tail, out of memory, the engine lost, ...) or Canceled (a cancel request from any process, or the
+run's max_run_duration_seconds passed). Requests are seen through the run history, so `amlocal runs
+cancel` in another terminal stops a run this process drives. On a low-priority target a preempted
+node sends the run back to the queue (Running -> Queued) to run again from the start, keeping what
+it wrote to ./outputs, up to AMLOCAL_MAX_PREEMPTIONS times.
 """
 
+import os
 import shutil
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
 from amlocal.backends import status as run_status
 from amlocal.backends.base import LogLine, StageFinished, StageStarted, StatusChanged, ignore_event
+from amlocal.backends.local.compute import ComputeTargets, combine_node_resources, node_resources
+from amlocal.backends.local.recovery import reconcile_blockers
 from amlocal.backends.local.store import BUILD_LOG, DRIVER_LOG
 from amlocal.errors import AmlocalError, IllegalTransitionError
 
 RUNTIME_DIR = Path(__file__).resolve().parent / "runtime"
 POLL_INTERVAL_S = 0.2
-STOP_GRACE_S = 10
 LOG_TAIL_LINES = 20
+# SIGTERM, then this long before SIGKILL, when a run is canceled, times out or is preempted.
+STOP_GRACE_S = float(os.environ.get("AMLOCAL_STOP_GRACE_S", "10"))
+MAX_PREEMPTIONS = int(os.environ.get("AMLOCAL_MAX_PREEMPTIONS", "3"))
 
 
 class _LogWriter:
@@ -45,7 +54,15 @@ class _LogWriter:
 
 
 class _CancelRequested(Exception):
-    """The run was asked to stop (by any process) while this one drove it."""
+    """The run was asked to stop (by any process, or by its own time limit)."""
+
+    def __init__(self, reason="Canceled by request"):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _Preempted(Exception):
+    """The run's low-priority node was taken away."""
 
 
 class RunDriver:
@@ -57,7 +74,15 @@ class RunDriver:
         self.executor = executor
         self.on_event = on_event
         self.run_dir = store.run_dir(run_id)
+        self.compute = ComputeTargets(store)
         self.job = None
+        self._killed = False
+
+    def kill(self):
+        """Stop waiting for a canceled script's grace period: SIGKILL it now (a second Ctrl-C)."""
+        self._killed = True
+        if self.job is not None:
+            self.job.kill()
 
     # -- small pieces ---------------------------------------------------------------------------
 
@@ -84,6 +109,9 @@ class RunDriver:
         outcome = {"status": "Completed", "detail": None}
         try:
             yield outcome
+        except _Preempted:
+            outcome["status"] = "Preempted"
+            raise
         except BaseException as error:
             canceled = isinstance(error, _CancelRequested) or self._cancel_requested()
             outcome["status"] = "Canceled" if canceled else "Failed"
@@ -109,56 +137,121 @@ class RunDriver:
         """Run every stage; return the terminal status. Never raises for a run that failed."""
         build_log = self._log_writer(BUILD_LOG, "build")
         driver_log = self._log_writer(DRIVER_LOG, "driver")
-        exit_code = None
         try:
             record = self.store.get_run(self.run_id)
+            target = self.compute.get(record["compute"])
             self._advance(run_status.PREPARING)
             with self._stage_of("Preparing") as outcome:
                 prepared = self.executor.prepare(record, build_log, self._cancel_requested)
                 outcome["detail"] = prepared.detail
             self.store.update_run(self.run_id, image=prepared.image)
 
-            self._advance(run_status.QUEUED)
-            with self._stage_of("Scaling") as outcome:
-                outcome["detail"] = f"1 node(s) requested, 1 allocated on {record['compute']}"
-
-            self._advance(run_status.RUNNING)
-            running = f"{record['spec']['script']} on {self.executor.name}"
-            with self._stage_of("Running", running) as outcome:
-                exit_code = self._run_script(record, prepared, driver_log)
-                outcome["detail"] = f"{running}: exit code {exit_code}"
-                if exit_code != 0:
-                    outcome["status"] = "Failed"
+            while True:
+                self._advance(run_status.QUEUED)
+                with self._stage_of("Scaling") as outcome:
+                    nodes, waited = self._wait_for_nodes(target)
+                    outcome["detail"] = (
+                        f"{len(nodes)} node(s) requested, {len(nodes)} allocated on "
+                        f"{target.name} after waiting {waited:.2f} s: "
+                        + ", ".join(node_id for node_id, _slot in nodes))
+                resources = combine_node_resources(
+                    [node_resources(target, slot, self.compute.host) for _node, slot in nodes])
+                self._advance(run_status.RUNNING)
+                running = f"{record['spec']['script']} on {self.executor.name}"
+                try:
+                    with self._stage_of("Running", running) as outcome:
+                        exit_code = self._run_script(record, prepared, resources, driver_log)
+                        outcome["detail"] = f"{running}: exit code {exit_code}"
+                        if exit_code != 0:
+                            outcome["status"] = "Failed"
+                except _Preempted:
+                    self._requeue_after_preemption(driver_log)
+                    continue
+                break
 
             self._advance(run_status.FINALIZING)
             with self._stage_of("PostProcessing") as outcome:
                 outcome["detail"] = self._post_process()
             return self._finish(exit_code)
-        except _CancelRequested:
-            return self._finish_canceled()
+        except _CancelRequested as cancel:
+            return self._finish_canceled(cancel.reason)
         except AmlocalError as error:
-            self._fail(str(error), exit_code)
+            self._fail(str(error))
             return run_status.FAILED
         except BaseException as error:
-            self._fail(f"amlocal failed while driving the run: {type(error).__name__}: {error}",
-                       exit_code)
+            self._fail(f"amlocal failed while driving the run: {type(error).__name__}: {error}")
             raise
         finally:
             build_log.close()
             driver_log.close()
+            self._release_job()
+            self.compute.release(self.run_id)
             self._remove_scratch()
 
-    def _run_script(self, record, prepared, driver_log):
-        self.job = self.executor.start(record, self.run_dir, RUNTIME_DIR, prepared, driver_log)
-        self.store.update_run(self.run_id, **self.job.identity())
+    def _wait_for_nodes(self, target):
+        """Wait at the queue until the target gives this run its nodes; return them, and seconds waited."""
+        started = time.monotonic()
+        shown = None
+        next_sweep = started
         while True:
-            exit_code = self.job.wait(POLL_INTERVAL_S)
-            self.store.ingest_telemetry(self.run_id)
-            if exit_code is not None:
-                return exit_code
+            nodes = self.compute.try_allocate(self.run_id)
+            if nodes:
+                return nodes, time.monotonic() - started
             if self._cancel_requested():
-                self.job.stop(STOP_GRACE_S)
                 raise _CancelRequested()
+            detail = self.compute.waiting_detail(self.run_id)
+            if detail != shown:  # what `runs show` and get_detailed_status() report meanwhile
+                self.store.set_stage_detail(self.run_id, "Scaling", detail)
+                shown = detail
+            if time.monotonic() >= next_sweep:
+                # Nodes held by a run whose driver died are freed, so they do not block the queue.
+                reconcile_blockers(self.store, target.name)
+                next_sweep = time.monotonic() + 2
+            time.sleep(POLL_INTERVAL_S)
+
+    def _run_script(self, record, prepared, resources, driver_log):
+        self.job = self.executor.start(record, self.run_dir, RUNTIME_DIR, prepared, driver_log,
+                                       resources)
+        self.store.update_run(self.run_id, **self.job.identity())
+        limit = record["spec"].get("max_run_duration_seconds")
+        started = time.monotonic()
+        while not self.job.wait(POLL_INTERVAL_S):
+            self.store.ingest_telemetry(self.run_id)
+            if self._cancel_requested():
+                self._stop_job()
+                raise _CancelRequested()
+            if limit and time.monotonic() - started > limit:
+                self.store.try_set_status(self.run_id, run_status.CANCEL_REQUESTED)
+                self._stop_job()
+                raise _CancelRequested(f"Run exceeded max_run_duration_seconds ({limit} s) and "
+                                       "was canceled")
+            if "preempted" in self.compute.node_states(self.run_id):
+                self._stop_job()
+                raise _Preempted()
+        self.store.ingest_telemetry(self.run_id)
+        if self.job.infrastructure_error:
+            raise AmlocalError(f"infrastructure failure: lost the {self.executor.name} engine while "
+                               f"the script ran ({self.job.infrastructure_error})")
+        reason = self.job.termination_reason()
+        if reason:
+            raise AmlocalError(reason)
+        return self.job.exit_code
+
+    def _stop_job(self):
+        self.job.stop(0 if self._killed else STOP_GRACE_S)
+
+    def _requeue_after_preemption(self, driver_log):
+        preemptions = self.store.get_run(self.run_id)["preemptions"] + 1
+        self._release_job()
+        self._remove_scratch()
+        self.compute.release(self.run_id)
+        if preemptions > MAX_PREEMPTIONS:
+            raise AmlocalError(f"the run's low-priority node was preempted {preemptions} times "
+                               f"(AMLOCAL_MAX_PREEMPTIONS is {MAX_PREEMPTIONS})")
+        self.store.update_run(self.run_id, preemptions=preemptions)
+        driver_log(f"[amlocal] the run's low-priority node was preempted (preemption {preemptions}); "
+                   "the run is queued again and restarts from the beginning, ./outputs kept")
+        self.compute.requeue_first(self.run_id)
 
     def _post_process(self):
         self._release_job()
@@ -182,14 +275,15 @@ class RunDriver:
         self._advance(run_status.COMPLETED, exit_code=exit_code)
         return run_status.COMPLETED
 
-    def _finish_canceled(self):
+    def _finish_canceled(self, reason):
         self._release_job()
         self.store.ingest_telemetry(self.run_id)
-        self.store.set_status(self.run_id, run_status.CANCELED, error="Canceled by request")
+        self.store.set_status(self.run_id, run_status.CANCELED, error=reason)
         self._emit(StatusChanged(self.run_id, run_status.CANCELED))
         return run_status.CANCELED
 
-    def _fail(self, message, exit_code):
+    def _fail(self, message):
+        exit_code = self.job.exit_code if self.job is not None else None
         self._release_job()
         current = self.store.get_status(self.run_id)
         target = run_status.CANCELED if current == run_status.CANCEL_REQUESTED else run_status.FAILED
@@ -199,8 +293,8 @@ class RunDriver:
 
     def _release_job(self):
         if self.job is not None:
-            if self.job.wait(0) is None:
-                self.job.stop(STOP_GRACE_S)
+            if not self.job.wait(0):
+                self._stop_job()
             self.job.cleanup()
             self.job = None
 

@@ -30,6 +30,9 @@ class ProcessJob(Job):
     def stop(self, grace_s):
         stop_process_group(self.process.pid, grace_s, exited=lambda: self.process.poll() is not None)
 
+    def kill(self):
+        stop_process_group(self.process.pid, 0, exited=lambda: self.process.poll() is not None)
+
 
 class ProcessExecutor:
     name = "process"
@@ -46,7 +49,7 @@ class ProcessExecutor:
         version = ".".join(map(str, sys.version_info[:3]))
         return Prepared(image=None, detail=f"no image: Python {version} at {self.python}")
 
-    def start(self, record, run_dir, runtime_dir, prepared, on_line):
+    def start(self, record, run_dir, runtime_dir, prepared, on_line, resources=None):
         spec = record["spec"]
         working_dir = run_dir / "wd"
         copy_working_directory(run_dir / "snapshot", working_dir)
@@ -57,7 +60,15 @@ class ProcessExecutor:
             script=spec["script"], arguments=spec["arguments"], inputs=spec["inputs"],
             run_dir=run_dir, working_dir=working_dir, runtime_dir=runtime_dir,
             base_environment=os.environ)
+        cores = None
+        if resources is not None and resources.memory_bytes is not None:
+            # A sized node: pin the script to the node's cores and show it only the node's
+            # GPUs. Its memory is not limited (that needs a container).
+            if resources.cpuset:
+                cores = {int(core) for core in resources.cpuset.split(",")}
+            settings["env"]["CUDA_VISIBLE_DEVICES"] = ",".join(resources.gpu_ids)
         process = subprocess.Popen(settings["args"], cwd=settings["cwd"], env=settings["env"],
                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+                                   stderr=subprocess.STDOUT, start_new_session=True,
+                                   preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None)
         return ProcessJob(process, on_line)

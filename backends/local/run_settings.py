@@ -71,13 +71,33 @@ def container_paths(input_names):
     )
 
 
+def resource_settings(resources):
+    """docker-py keyword arguments that confine a container to its node(s)' share of the host."""
+    if resources is None:
+        return {}
+    settings = {}
+    if resources.cpuset:
+        settings["cpuset_cpus"] = resources.cpuset
+    if resources.nano_cpus:
+        settings["nano_cpus"] = resources.nano_cpus
+    if resources.memory_bytes:
+        # The same figure for memory and memory+swap: the node has no swap to spill into.
+        settings["mem_limit"] = resources.memory_bytes
+        settings["memswap_limit"] = resources.memory_bytes
+    if resources.gpu_ids:
+        settings["device_requests"] = [{"Driver": "nvidia", "DeviceIDs": list(resources.gpu_ids),
+                                        "Capabilities": [["gpu"]]}]
+    return settings
+
+
 def container_settings(*, run_id, experiment, image, script, arguments, inputs, run_dir,
-                       working_dir, runtime_dir, user=None):
+                       working_dir, runtime_dir, user=None, resources=None):
     """Keyword arguments for docker-py's `containers.create` for one run.
 
     `inputs` maps input names to host paths; `run_dir` is the run's folder in the run history;
     `working_dir` the host copy of the snapshot the run works in; `user` a "uid:gid" string so
-    files the run writes into the run history belong to the submitting user.
+    files the run writes into the run history belong to the submitting user; `resources` the
+    NodeResources of the node(s) the run was given (None: no limits).
     Mounts are plain dicts in the Docker Engine API's shape (docker.types.Mount is such a dict).
     """
     paths = container_paths(inputs)
@@ -96,7 +116,10 @@ def container_settings(*, run_id, experiment, image, script, arguments, inputs, 
     mounts += [bind(inputs[name], paths.inputs[name], True) for name in sorted(inputs)]
     # A container running as the host user has no home of its own; libraries that cache under
     # $HOME (matplotlib, chainer's dataset root) need one that is writable.
-    environment = run_environment(run_id, experiment, paths, extra={"HOME": "/tmp"})
+    extra = {"HOME": "/tmp"}
+    if resources is not None and resources.emulated_gpus:
+        extra["AMLOCAL_EMULATED_GPUS"] = str(resources.emulated_gpus)
+    environment = run_environment(run_id, experiment, paths, extra=extra)
     settings = {
         "image": image,
         "command": script_command("python", script, arguments, paths),
@@ -114,6 +137,7 @@ def container_settings(*, run_id, experiment, image, script, arguments, inputs, 
     }
     if user:
         settings["user"] = user
+    settings.update(resource_settings(resources))
     return settings
 
 

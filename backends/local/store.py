@@ -125,7 +125,8 @@ _MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 # Columns that executors may set besides status (which only set_status writes).
-_UPDATABLE = {"image", "driver_pid", "container_id", "script_pid", "error", "exit_code"}
+_UPDATABLE = {"image", "driver_pid", "container_id", "script_pid", "error", "exit_code",
+              "preemptions"}
 
 
 def _use_wal(conn, timeout_s=30):
@@ -212,12 +213,13 @@ class RunStore:
     # -- creating runs ------------------------------------------------------------------------
 
     def create_run(self, *, experiment, executor, compute, spec, fill_snapshot, backend="local",
-                   driver_pid=None):
+                   driver_pid=None, also=None):
         """Create a run in NotStarted with its snapshot; return its id.
 
         `fill_snapshot(folder)` writes the source snapshot. The run folder is assembled under a
         temporary name and renamed into place before the record is inserted, so a failure at any
-        point leaves neither a folder nor a record.
+        point leaves neither a folder nor a record. `also(conn, run_id)`, if given, runs inside
+        the record's transaction (the run's place in its target's queue is taken there).
         """
         run_id = new_run_id(experiment)
         staging = self.runs_dir / f".creating-{run_id}"
@@ -244,6 +246,8 @@ class RunStore:
                      for position, name in enumerate(STAGES)])
                 conn.execute("INSERT INTO status_history (run_id, status, at) VALUES (?, ?, ?)",
                              (run_id, run_status.NOT_STARTED, now))
+                if also is not None:
+                    also(conn, run_id)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             shutil.rmtree(final, ignore_errors=True)
@@ -359,6 +363,11 @@ class RunStore:
             conn.execute(
                 "UPDATE stages SET status = 'Running', started_at = ?, detail = ? "
                 "WHERE run_id = ? AND name = ?", (time.time(), detail, run_id, stage))
+
+    def set_stage_detail(self, run_id, stage, detail):
+        with self.transaction() as conn:
+            conn.execute("UPDATE stages SET detail = ? WHERE run_id = ? AND name = ?",
+                         (detail, run_id, stage))
 
     def finish_stage(self, run_id, stage, stage_status, detail=None):
         """Close a stage; return its duration in seconds."""
