@@ -41,3 +41,9 @@ class RunFailedError(AmlocalError):
         super().__init__(message)
         self.run_id = run_id
         self.status = status
+
+
+class RunRecordCorruptedError(AmlocalError):
+    """A run's record, its folder or one of its files is damaged; it is reported, never served."""
+
+    exit_code = 5

@@ -138,12 +138,14 @@ def run(source_dir, script, experiment, executor, inputs, pip_packages, recipe, 
 
 def _register_subcommands():
     from amlocal.cli.base_image import base_image
+    from amlocal.cli.compute import compute
     from amlocal.cli.datasets import datasets
     from amlocal.cli.runs import runs
 
     cli.add_command(runs)
     cli.add_command(base_image)
     cli.add_command(datasets)
+    cli.add_command(compute)
 
 
 _register_subcommands()

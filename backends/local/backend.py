@@ -131,7 +131,8 @@ class LocalBackend(Backend):
         return LocalRunHandle(self, run_id)
 
     def list_runs(self, experiment=None, limit=None):
-        return [self.get_run(record["id"]).get_details()
+        """Run details, newest first; a damaged record appears as {id, experiment, corrupted}."""
+        return [record if "corrupted" in record else self.get_run(record["id"]).get_details()
                 for record in self.store.list_runs(experiment, limit)]
 
 
@@ -282,7 +283,7 @@ class LocalRunHandle(RunHandle):
         return self.store.file_names(self.id)
 
     def download_file(self, name, output_file_path=None):
-        source = self.store.file_path(self.id, name)
+        source = self.store.verified_file_path(self.id, name)
         target = Path(output_file_path) if output_file_path else Path.cwd() / Path(name).name
         if target.is_dir():
             target = target / Path(name).name

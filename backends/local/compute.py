@@ -118,14 +118,14 @@ class TargetSpec:
         """This spec normalised, or UserInputError naming what is wrong (checked at create time)."""
         if self.name == LOCAL_TARGET:
             raise UserInputError("'local' is the built-in target and cannot be created or changed")
-        if not _TARGET_NAME.match(self.name):
+        if not _TARGET_NAME.fullmatch(self.name):
             raise UserInputError(f"invalid compute name {self.name!r}: 2-16 letters, digits or '-', "
                                  "starting with a letter")
         vm_size = self.vm_size.upper()
         if vm_size not in VM_SIZES:
             raise UserInputError(f"unknown VM size {self.vm_size!r}: known sizes are "
                                  f"{', '.join(sorted(VM_SIZES))}")
-        if self.vm_priority not in PRIORITIES:
+        if self.vm_priority.lower() not in PRIORITIES:
             raise UserInputError(f"vm_priority must be one of {', '.join(PRIORITIES)}, "
                                  f"got {self.vm_priority!r}")
         if self.max_nodes < 1:
@@ -137,7 +137,8 @@ class TargetSpec:
                                  f"({self.min_nodes})")
         if self.idle_seconds_before_scaledown < 0:
             raise UserInputError("idle_seconds_before_scaledown cannot be negative")
-        spec = TargetSpec(**{**asdict(self), "vm_size": vm_size})
+        spec = TargetSpec(**{**asdict(self), "vm_size": vm_size,
+                             "vm_priority": self.vm_priority.lower()})
         spec._check_capacity(host)
         return spec
 
@@ -268,15 +269,16 @@ class ComputeTargets:
             self._scale_down(conn, spec, time.time())
             states = [row["state"] for row in conn.execute(
                 "SELECT state FROM nodes WHERE target = ?", (name,))]
-            waiting = conn.execute("SELECT COALESCE(SUM(node_count), 0) FROM queue q "
-                                   "JOIN runs r ON r.id = q.run_id WHERE q.target = ?",
-                                   (name,)).fetchone()[0]
+            waiting = sum(entry["node_count"] for entry in self._prune_queue(conn, name))
             row = conn.execute("SELECT created_at, modified_at FROM compute_targets WHERE name = ?",
                                (name,)).fetchone()
         counts = {state: states.count(state) for state in
                   ("preparing", "running", "idle", "unusable", "leaving", "preempted")}
         current = len(states)
-        target_count = min(spec.max_nodes, max(spec.min_nodes, counts["running"] + waiting))
+        # Idle nodes count until scaled down (Azure keeps them in the target, Steady); queued
+        # runs take them first and add nodes only for the rest.
+        target_count = min(spec.max_nodes,
+                           max(spec.min_nodes, counts["running"] + max(counts["idle"], waiting)))
         return {
             "currentNodeCount": current,
             "targetNodeCount": target_count,
@@ -302,6 +304,7 @@ class ComputeTargets:
         """A JSON-ready view of one target for `amlocal compute show`."""
         spec = self.get(name)
         size = spec.size
+        status = self.status(name)  # first: it scales down, so the nodes below agree with it
         with self.store.transaction() as conn:
             nodes = [dict(row) for row in conn.execute(
                 "SELECT node_id, slot, state, run_id FROM nodes WHERE target = ? ORDER BY slot",
@@ -322,13 +325,21 @@ class ComputeTargets:
                           {"host": self.host.describe()}),
             "nodes": nodes,
             "queue": queued,
-            "status": self.status(name),
+            "status": status,
         }
 
     # -- the queue and the nodes ------------------------------------------------------------
 
     def enqueue(self, conn, run_id, target, node_count):
-        """Put a run at the back of its target's queue (inside the run's creation transaction)."""
+        """Put a run at the back of its target's queue (inside the run's creation transaction).
+
+        A run that asks for more nodes than the target can ever have is refused: at the head of
+        the queue it would block every run behind it forever.
+        """
+        spec = self.get_in(conn, target)
+        if not 1 <= node_count <= spec.max_nodes:
+            raise UserInputError(f"the run requested {node_count} node(s) and compute target "
+                                 f"{target!r} has at most {spec.max_nodes}")
         conn.execute("INSERT INTO queue (target, run_id, node_count, enqueued_at) VALUES (?, ?, ?, ?)",
                      (target, run_id, node_count, time.time()))
 
@@ -338,7 +349,7 @@ class ComputeTargets:
             run = conn.execute("SELECT compute, spec FROM runs WHERE id = ?", (run_id,)).fetchone()
             node_count = _node_count(run)
             first = conn.execute("SELECT MIN(seq) FROM queue").fetchone()[0]
-            seq = (first or 1) - 1
+            seq = (1 if first is None else first) - 1  # seq 0 is a queued run too
             conn.execute("INSERT INTO queue (seq, target, run_id, node_count, enqueued_at) "
                          "VALUES (?, ?, ?, ?, ?)", (seq, run["compute"], run_id, node_count, time.time()))
 
@@ -377,7 +388,7 @@ class ComputeTargets:
                              "WHERE target = ? AND node_id = ?", (run_id, target.name, node_id))
             conn.execute("DELETE FROM queue WHERE run_id = ?", (run_id,))
             conn.execute("UPDATE runs SET nodes = ? WHERE id = ?",
-                         (_json_nodes(taken), run_id))
+                         (_json_nodes(taken, now), run_id))
         return taken
 
     def waiting_detail(self, run_id):
@@ -386,8 +397,8 @@ class ComputeTargets:
             entry = conn.execute("SELECT * FROM queue WHERE run_id = ?", (run_id,)).fetchone()
             if entry is None:
                 return ""
-            ahead = conn.execute("SELECT COUNT(*) FROM queue WHERE target = ? AND seq < ?",
-                                 (entry["target"], entry["seq"])).fetchone()[0]
+            ahead = sum(1 for live in self._prune_queue(conn, entry["target"])
+                        if live["seq"] < entry["seq"])
         return (f"Run requested {entry['node_count']} node(s). Run is in pending status."
                 + (f" {ahead} run(s) ahead in the queue of {entry['target']}." if ahead else ""))
 
@@ -459,26 +470,33 @@ class ComputeTargets:
                              (spec.name, node["node_id"]))
                 removable -= 1
 
-    def _live_head(self, conn, target):
-        """The first queue entry whose run is still alive; stale entries are removed."""
+    def _prune_queue(self, conn, target):
+        """Drop the queue entries of runs that ended or whose driving process died; return the
+        live ones in order."""
+        live = []
         for entry in conn.execute(
-                "SELECT q.seq, q.run_id, r.status, r.driver_pid FROM queue q "
+                "SELECT q.seq, q.run_id, q.node_count, r.status, r.driver_pid FROM queue q "
                 "LEFT JOIN runs r ON r.id = q.run_id WHERE q.target = ? ORDER BY q.seq",
                 (target,)).fetchall():
             ended = entry["status"] is None or run_status.is_terminal(entry["status"])
             orphaned = entry["driver_pid"] is not None and not process_alive(entry["driver_pid"])
             if ended or orphaned:
                 conn.execute("DELETE FROM queue WHERE seq = ?", (entry["seq"],))
-                continue
-            return entry
-        return None
+            else:
+                live.append(entry)
+        return live
+
+    def _live_head(self, conn, target):
+        """The first queue entry whose run is still alive."""
+        live = self._prune_queue(conn, target)
+        return live[0] if live else None
 
     def _active_runs(self, conn, target):
+        """Runs that hold nodes of the target or wait for them (ended ones do not count)."""
         running = [row["run_id"] for row in conn.execute(
-            "SELECT DISTINCT run_id FROM nodes WHERE target = ? AND run_id IS NOT NULL", (target,))]
-        queued = [row["run_id"] for row in conn.execute(
-            "SELECT q.run_id FROM queue q JOIN runs r ON r.id = q.run_id WHERE q.target = ? "
-            "ORDER BY q.seq", (target,))]
+            "SELECT DISTINCT n.run_id FROM nodes n JOIN runs r ON r.id = n.run_id "
+            "WHERE n.target = ? AND r.status NOT IN ('Completed', 'Failed', 'Canceled')", (target,))]
+        queued = [entry["run_id"] for entry in self._prune_queue(conn, target)]
         return running + [run for run in queued if run not in running]
 
 
@@ -494,20 +512,23 @@ def _node_count(run_row):
     return json.loads(run_row["spec"]).get("node_count", 1)
 
 
-def _json_nodes(taken):
-    return json.dumps([{"node_id": node_id, "slot": slot} for node_id, slot in taken])
+def _json_nodes(taken, allocated_at):
+    return json.dumps([{"node_id": node_id, "slot": slot, "allocated_at": allocated_at}
+                       for node_id, slot in taken])
 
 
-def combine_node_resources(parts):
+def combine_node_resources(parts, host=None):
     """The resources of a run given several nodes: their cores, memory and GPUs together."""
     if len(parts) == 1:
         return parts[0]
     cpusets = [part.cpuset for part in parts]
     memories = [part.memory_bytes for part in parts]
     nano = [part.nano_cpus for part in parts]
+    # Overcommitted nodes share the host's cores: Docker refuses more CPU time than it has.
+    host_nano = len((host or host_resources()).cores) * 10**9
     return NodeResources(
         cpuset=",".join(cpusets) if all(cpusets) else None,
-        nano_cpus=sum(nano) if all(nano) else None,
+        nano_cpus=min(sum(nano), host_nano) if all(nano) else None,
         memory_bytes=sum(memories) if all(memories) else None,
         gpu_ids=tuple(gpu for part in parts for gpu in part.gpu_ids),
         emulated_gpus=sum(part.emulated_gpus for part in parts),

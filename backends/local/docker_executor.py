@@ -1,7 +1,9 @@
 """The docker executor: the environment image is built (or found), the script runs in a container."""
 
 import os
+
 import docker.errors
+import requests.exceptions
 
 from amlocal.backends.local import engine, images
 from amlocal.backends.local.jobs import Job, Prepared
@@ -9,9 +11,15 @@ from amlocal.backends.local.run_settings import CONTAINER_LABEL, container_setti
 from amlocal.backends.local.snapshot import copy_working_directory
 
 
+# Exit codes of a container stopped by a signal: SIGTERM (143) or SIGKILL (137).
+_STOPPED_BY_SIGNAL = (137, 143)
+_ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
+
+
 class DockerJob(Job):
     def __init__(self, container, on_line):
         self.container = container
+        self._stopped_by_amlocal = False
         super().__init__(
             output_chunks=container.logs(stream=True, follow=True),
             wait_for_exit=lambda: container.wait()["StatusCode"],
@@ -22,35 +30,41 @@ class DockerJob(Job):
         return {"container_id": self.container.id}
 
     def stop(self, grace_s):
+        self._stopped_by_amlocal = True
         try:
             self.container.stop(timeout=int(grace_s))  # SIGTERM, then SIGKILL after grace_s
-        except docker.errors.NotFound:
+        except _ENGINE_ERRORS:  # already gone, or the engine with it
             pass
 
     def kill(self):
+        self._stopped_by_amlocal = True
         try:
             self.container.kill()
-        except docker.errors.APIError:  # already gone, or not running any more
+        except _ENGINE_ERRORS:
             pass
 
     def termination_reason(self):
         try:
             self.container.reload()
-        except docker.errors.DockerException:
-            return None
-        if self.container.attrs["State"].get("OOMKilled"):
+        except _ENGINE_ERRORS as error:
+            return f"infrastructure failure: lost the docker engine when the script ended ({error})"
+        state = self.container.attrs["State"]
+        if state.get("OOMKilled"):
             limit = self.container.attrs["HostConfig"].get("Memory") or 0
             within = f" of {limit / 2**30:.1f} GiB" if limit else ""
             return f"out of memory: the script exceeded its node's memory{within} and was killed"
+        if state.get("ExitCode") in _STOPPED_BY_SIGNAL and not self._stopped_by_amlocal:
+            return (f"infrastructure failure: the run's container was stopped from outside amlocal "
+                    f"(exit code {state['ExitCode']}: the Docker engine shut down or restarted, "
+                    "or someone ran `docker stop`/`docker kill` on it)")
         return None
 
     def cleanup(self):
         try:
             self.container.remove(force=True)
-        except docker.errors.NotFound:
-            pass
-        except docker.errors.DockerException:
-            # The engine is unreachable (restarting?): whoever looks at the run later removes it.
+        except _ENGINE_ERRORS:
+            # Gone already, or the engine is unreachable (restarting?): whoever looks at the run
+            # later removes what is left.
             pass
 
 

@@ -13,8 +13,10 @@ node sends the run back to the queue (Running -> Queued) to run again from the s
 it wrote to ./outputs, up to AMLOCAL_MAX_PREEMPTIONS times.
 """
 
+import errno
 import os
 import shutil
+import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,25 +34,39 @@ LOG_TAIL_LINES = 20
 # SIGTERM, then this long before SIGKILL, when a run is canceled, times out or is preempted.
 STOP_GRACE_S = float(os.environ.get("AMLOCAL_STOP_GRACE_S", "10"))
 MAX_PREEMPTIONS = int(os.environ.get("AMLOCAL_MAX_PREEMPTIONS", "3"))
+# Less free space than this where the run history lives counts as a full disk.
+DISK_LOW_WATER_BYTES = 1 << 20
 
 
 class _LogWriter:
-    """Appends lines to a run log (opened on the first line, so unused logs never appear)."""
+    """Appends lines to a run log (opened on the first line, so unused logs never appear).
+
+    A line that cannot be written (the disk is full) is still shown to the user; the first such
+    error is kept in `error` for the driver to act on, and the log file is not written further.
+    """
 
     def __init__(self, path, on_line):
         self.path = path
         self.on_line = on_line
+        self.error = None
         self._handle = None
 
     def __call__(self, line):
-        if self._handle is None:
-            self._handle = open(self.path, "a", encoding="utf-8", buffering=1)
-        self._handle.write(line + "\n")
+        if self.error is None:
+            try:
+                if self._handle is None:
+                    self._handle = open(self.path, "a", encoding="utf-8", buffering=1)
+                self._handle.write(line + "\n")
+            except OSError as error:
+                self.error = error
         self.on_line(line)
 
     def close(self):
         if self._handle is not None:
-            self._handle.close()
+            try:
+                self._handle.close()
+            except OSError:
+                pass
 
 
 class _CancelRequested(Exception):
@@ -77,6 +93,7 @@ class RunDriver:
         self.compute = ComputeTargets(store)
         self.job = None
         self._killed = False
+        self._open_stage = None  # a stage whose end could not be recorded (the disk was full)
 
     def kill(self):
         """Stop waiting for a canceled script's grace period: SIGKILL it now (a second Ctrl-C)."""
@@ -104,6 +121,7 @@ class RunDriver:
     @contextmanager
     def _stage_of(self, name, detail=""):
         """Record a stage's start and end; its end status follows how the block ended."""
+        self._open_stage = name
         self.store.start_stage(self.run_id, name, detail)
         self._emit(StageStarted(self.run_id, name, detail))
         outcome = {"status": "Completed", "detail": None}
@@ -113,13 +131,34 @@ class RunDriver:
             outcome["status"] = "Preempted"
             raise
         except BaseException as error:
-            canceled = isinstance(error, _CancelRequested) or self._cancel_requested()
-            outcome["status"] = "Canceled" if canceled else "Failed"
+            outcome["status"] = "Canceled" if self._canceled_by(error) else "Failed"
             raise
         finally:
             duration = self.store.finish_stage(self.run_id, name, outcome["status"], outcome["detail"])
+            self._open_stage = None
             self._emit(StageFinished(self.run_id, name, outcome["status"], duration,
                                      outcome["detail"] or detail))
+
+    def _canceled_by(self, error):
+        if isinstance(error, _CancelRequested):
+            return True
+        try:
+            return self._cancel_requested()
+        except (OSError, sqlite3.Error):  # the history may be unreadable (a full disk)
+            return False
+
+    def _disk_full(self):
+        return self.store.free_bytes() < DISK_LOW_WATER_BYTES
+
+    def _disk_full_error(self, while_what):
+        """Stop the script, give back the reserved space, and say what happened."""
+        if self.job is not None and not self.job.wait(0):
+            self.job.kill()
+        self.store.free_reserve()
+        return AmlocalError(
+            f"disk full while {while_what} ({self.store.home} has "
+            f"{self.store.free_bytes() / 2**20:.1f} MB free after amlocal gave back its reserve); "
+            f"what the run wrote so far is kept in {self.run_dir}/outputs and logs")
 
     def _log_writer(self, relative_path, source):
         return _LogWriter(self.run_dir / relative_path, lambda line: self._emit(
@@ -155,7 +194,8 @@ class RunDriver:
                         f"{target.name} after waiting {waited:.2f} s: "
                         + ", ".join(node_id for node_id, _slot in nodes))
                 resources = combine_node_resources(
-                    [node_resources(target, slot, self.compute.host) for _node, slot in nodes])
+                    [node_resources(target, slot, self.compute.host) for _node, slot in nodes],
+                    host=self.compute.host)
                 self._advance(run_status.RUNNING)
                 running = f"{record['spec']['script']} on {self.executor.name}"
                 try:
@@ -177,6 +217,14 @@ class RunDriver:
             return self._finish_canceled(cancel.reason)
         except AmlocalError as error:
             self._fail(str(error))
+            return run_status.FAILED
+        except (OSError, sqlite3.Error) as error:
+            if not (_is_disk_full(error) or self._disk_full()):
+                self._fail(f"amlocal failed while driving the run: {type(error).__name__}: {error}")
+                raise
+            # The reserve is given back first, so that the failure itself can be recorded.
+            failure = self._disk_full_error(f"recording the run ({type(error).__name__}: {error})")
+            self._fail(str(failure))
             return run_status.FAILED
         except BaseException as error:
             self._fail(f"amlocal failed while driving the run: {type(error).__name__}: {error}")
@@ -216,6 +264,8 @@ class RunDriver:
         limit = record["spec"].get("max_run_duration_seconds")
         started = time.monotonic()
         while not self.job.wait(POLL_INTERVAL_S):
+            if driver_log.error is not None or self._disk_full():
+                raise self._disk_full_error("the script ran")
             self.store.ingest_telemetry(self.run_id)
             if self._cancel_requested():
                 self._stop_job()
@@ -228,10 +278,13 @@ class RunDriver:
             if "preempted" in self.compute.node_states(self.run_id):
                 self._stop_job()
                 raise _Preempted()
+        if driver_log.error is not None or self._disk_full():
+            raise self._disk_full_error("the script ran")
         self.store.ingest_telemetry(self.run_id)
         if self.job.infrastructure_error:
             raise AmlocalError(f"infrastructure failure: lost the {self.executor.name} engine while "
                                f"the script ran ({self.job.infrastructure_error})")
+        # Asked even after exit code 0: the executor may know the script was cut short.
         reason = self.job.termination_reason()
         if reason:
             raise AmlocalError(reason)
@@ -255,10 +308,13 @@ class RunDriver:
 
     def _post_process(self):
         self._release_job()
+        if self._disk_full():
+            raise self._disk_full_error("its outputs were collected")
         self.store.ingest_telemetry(self.run_id)
-        outputs = [path for path in (self.run_dir / "outputs").rglob("*") if path.is_file()]
-        size = sum(path.stat().st_size for path in outputs)
-        return f"{len(outputs)} file(s), {size / 2**20:.2f} MB in ./outputs kept in run history"
+        recorded = self.store.record_files(self.run_id)
+        outputs = [size for _run, name, size, _sha in recorded if name.startswith("outputs/")]
+        return (f"{len(outputs)} file(s), {sum(outputs) / 2**20:.2f} MB in ./outputs kept in run "
+                "history")
 
     def _finish(self, exit_code):
         record = self.store.get_run(self.run_id)
@@ -287,6 +343,9 @@ class RunDriver:
         self._release_job()
         current = self.store.get_status(self.run_id)
         target = run_status.CANCELED if current == run_status.CANCEL_REQUESTED else run_status.FAILED
+        if self._open_stage is not None:
+            self.store.finish_stage(self.run_id, self._open_stage, "Failed")
+            self._open_stage = None
         if not run_status.is_terminal(current):
             self.store.set_status(self.run_id, target, error=message, exit_code=exit_code)
             self._emit(StatusChanged(self.run_id, target))
@@ -300,3 +359,9 @@ class RunDriver:
 
     def _remove_scratch(self):
         shutil.rmtree(self.run_dir / "wd", ignore_errors=True)
+
+
+def _is_disk_full(error):
+    if isinstance(error, OSError):
+        return error.errno == errno.ENOSPC
+    return "full" in str(error)  # SQLite: "database or disk is full"

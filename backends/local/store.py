@@ -14,6 +14,7 @@ runs and readers share the file. Status changes go through `set_status`, which a
 machine (backends.status) and writes with a compare-and-set inside one IMMEDIATE transaction.
 """
 
+import hashlib
 import json
 import os
 import secrets
@@ -25,9 +26,11 @@ from pathlib import Path
 
 from amlocal.backends import status as run_status
 from amlocal.backends.base import STAGES
-from amlocal.errors import IllegalTransitionError, RunNotFoundError, UserInputError
+from amlocal.errors import (IllegalTransitionError, RunNotFoundError, RunRecordCorruptedError,
+                            UserInputError)
 
 FILE_FOLDERS = ("outputs", "logs", "azureml-logs")
+RESERVE_BYTES = 8 << 20
 TELEMETRY_FILE = "events.jsonl"
 BUILD_LOG = "azureml-logs/20_image_build_log.txt"
 DRIVER_LOG = "azureml-logs/70_driver_log.txt"
@@ -120,8 +123,19 @@ CREATE TABLE queue (
 CREATE INDEX queue_by_target ON queue (target, seq);
 """
 
+# What PostProcessing found in ./outputs and ./logs, so damage found later is reported.
+_SCHEMA_V3 = """
+CREATE TABLE files (
+    run_id TEXT NOT NULL REFERENCES runs (id),
+    name TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    PRIMARY KEY (run_id, name)
+);
+"""
+
 # Schema steps in order; a history at version N gets the steps after N.
-_MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2)
+_MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 # Columns that executors may set besides status (which only set_status writes).
@@ -166,6 +180,8 @@ class RunStore:
         self.runs_dir = self.home / "runs"
         self.db_path = self.home / "amlocal.db"
         self.runs_dir.mkdir(parents=True, exist_ok=True)
+        self.reserve_path = self.home / ".reserve"
+        self._ensure_reserve()
         with self._connection() as conn:
             _use_wal(conn)
             if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
@@ -183,6 +199,38 @@ class RunStore:
                     raise
                 conn.execute("COMMIT")
 
+    def _ensure_reserve(self):
+        """Keep a few MB of the disk in reserve (a file of zeros).
+
+        When the disk fills during a run, `free_reserve` gives that space back so that the run can
+        still be recorded as Failed with its reason, instead of being left half-written.
+        """
+        if self.reserve_path.exists() or self.free_bytes() < 4 * RESERVE_BYTES:
+            return  # taking the reserve back from a nearly full disk would fill it again
+        partial = self.reserve_path.with_suffix(".partial")
+        try:
+            with open(partial, "wb") as handle:
+                for _ in range(RESERVE_BYTES >> 20):
+                    handle.write(bytes(1 << 20))
+            os.replace(partial, self.reserve_path)
+        except OSError:
+            partial.unlink(missing_ok=True)  # no room for it now; the next store tries again
+
+    def free_bytes(self):
+        """Bytes this process can still write where the run history lives."""
+        stats = os.statvfs(self.home)
+        # root may also use the blocks a file system keeps back for it
+        blocks = stats.f_bfree if os.geteuid() == 0 else stats.f_bavail
+        return blocks * stats.f_frsize
+
+    def free_reserve(self):
+        """Give the reserve back to the disk; True if there was one."""
+        try:
+            self.reserve_path.unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
     @contextmanager
     def _connection(self):
         """A short-lived connection in autocommit mode; transactions are begun explicitly."""
@@ -190,6 +238,12 @@ class RunStore:
         try:
             conn.row_factory = sqlite3.Row
             yield conn
+        except sqlite3.DatabaseError as error:
+            if not _is_corruption(error):
+                raise
+            raise RunRecordCorruptedError(
+                f"the run history database {self.db_path} is damaged ({error}): move it aside "
+                "(the run folders next to it keep their files) and amlocal starts a new one") from None
         finally:
             conn.close()
 
@@ -268,7 +322,11 @@ class RunStore:
             stages = conn.execute(
                 "SELECT name, status, started_at, ended_at, detail FROM stages "
                 "WHERE run_id = ? ORDER BY position", (run_id,)).fetchall()
-        return _record(row, stages)
+        record = _record(row, stages)
+        if not self.run_dir(run_id).is_dir():
+            raise RunRecordCorruptedError(f"run {run_id}'s folder {self.run_dir(run_id)} is missing: "
+                                          "its snapshot, outputs and logs are gone")
+        return record
 
     def get_status(self, run_id):
         with self._connection() as conn:
@@ -294,7 +352,14 @@ class RunStore:
                     "SELECT run_id, name, status, started_at, ended_at, detail FROM stages "
                     "ORDER BY run_id, position"):
                 stages.setdefault(stage["run_id"], []).append(stage)
-        return [_record(row, stages.get(row["id"], [])) for row in rows]
+        records = []
+        for row in rows:
+            try:
+                records.append(_record(row, stages.get(row["id"], [])))
+            except RunRecordCorruptedError as error:
+                records.append({"id": row["id"], "experiment": row["experiment"],
+                                "corrupted": str(error)})
+        return records
 
     def status_history(self, run_id):
         with self._connection() as conn:
@@ -462,11 +527,45 @@ class RunStore:
             raise UserInputError(f"run {run_id} has no file {name!r} (see `amlocal runs files {run_id}`)")
         return path
 
+    def record_files(self, run_id, folders=("outputs", "logs")):
+        """Note the size and SHA-256 of the run's output and log files (PostProcessing)."""
+        root = self.run_dir(run_id)
+        rows = []
+        for name in self.file_names(run_id):
+            if name.split("/", 1)[0] in folders:
+                path = root / name
+                rows.append((run_id, name, path.stat().st_size, _sha256_of(path)))
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM files WHERE run_id = ?", (run_id,))
+            conn.executemany("INSERT INTO files (run_id, name, size, sha256) VALUES (?, ?, ?, ?)", rows)
+        return rows
+
+    def verified_file_path(self, run_id, name):
+        """file_path, after checking the file against what PostProcessing recorded of it."""
+        path = self.file_path(run_id, name)
+        with self._connection() as conn:
+            recorded = conn.execute("SELECT size, sha256 FROM files WHERE run_id = ? AND name = ?",
+                                    (run_id, name)).fetchone()
+        if recorded is not None and (path.stat().st_size != recorded["size"]
+                                     or _sha256_of(path) != recorded["sha256"]):
+            raise RunRecordCorruptedError(
+                f"run {run_id}'s file {name} is damaged: it is not the file the run left "
+                f"({path.stat().st_size} bytes now, {recorded['size']} recorded, SHA-256 differs)")
+        return path
+
     @staticmethod
     def _resolve_file(root, name):
         candidate = (root / name).resolve()
         inside = any(candidate.is_relative_to((root / folder).resolve()) for folder in FILE_FOLDERS)
         return candidate if inside and candidate.is_file() else None
+
+
+def _sha256_of(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 _EVENT_FIELDS = {"metric": ("name", "type", "value"), "tags": ("tags",),
@@ -490,12 +589,31 @@ def _parse_event(line):
     return event
 
 
+def _is_corruption(error):
+    """SQLite's words for a damaged file (a constraint or SQL error is a bug, not damage)."""
+    text = str(error).lower()
+    return "malformed" in text or "not a database" in text
+
+
 def _record(row, stages):
+    """A runs row as a dict, checked: a damaged record is reported, never served."""
     record = dict(row)
-    record["spec"] = json.loads(record["spec"])
-    record["tags"] = json.loads(record["tags"])
-    record["properties"] = json.loads(record["properties"])
-    record["nodes"] = json.loads(record["nodes"])
+
+    def damaged(what):
+        return RunRecordCorruptedError(f"run {record['id']}'s record is damaged ({what}); it is not "
+                                       "served: its files are still in its folder")
+
+    for column in ("spec", "tags", "properties", "nodes"):
+        try:
+            record[column] = json.loads(record[column])
+        except (TypeError, json.JSONDecodeError) as error:
+            raise damaged(f"{column} is not valid JSON: {error}") from None
+    if not isinstance(record["spec"], dict):
+        raise damaged("its spec is not an object")
+    if record["status"] not in run_status.ALL_STATUSES:
+        raise damaged(f"unknown status {record['status']!r}")
+    if [stage["name"] for stage in stages] != list(STAGES):
+        raise damaged("its stages are incomplete")
     record["stages"] = [
         {
             "name": stage["name"],

@@ -1,0 +1,568 @@
+"""`ComputeTarget` and `AmlCompute` shaped as in azureml-core (SDK v1), over local compute targets.
+
+The notebook idiom works unchanged, with only the imports pointing at amlocal:
+
+    try:
+        compute_target = ComputeTarget(workspace=ws, name="gpu-cluster")
+    except ComputeTargetException:
+        config = AmlCompute.provisioning_configuration(vm_size="STANDARD_NC6", max_nodes=4)
+        compute_target = ComputeTarget.create(ws, "gpu-cluster", config)
+        compute_target.wait_for_completion(show_output=True)
+    print(compute_target.get_status().serialize())
+
+A target is a set of node slots of this host (backends/local/compute.py): its VM size's cores,
+memory and GPUs per node, checked against what the host has when the target is created. Two
+amlocal extensions of `provisioning_configuration`, keyword-only, say what to do when the host is
+too small: `allow_overcommit=True` lets the nodes share the host's cores and memory, and
+`emulate_gpus=True` runs a GPU size on the CPU (the run sees no GPU). The rest of azureml-core's
+signature (credentials, VNet, identity, tags, location, ...) is accepted and validated as
+azureml-core validates it, then ignored: nothing local corresponds to it.
+
+Creating is synchronous: the target exists when `ComputeTarget.create` returns, and
+`wait_for_completion` reports the finished operation in azureml-core's words. Unlike azureml-core,
+nothing is printed unless `show_output=True`.
+
+The backend is imported on first use, so `from amlocal import ComputeTarget` stays cheap.
+"""
+
+import datetime
+import sys
+import time
+
+from amlocal.errors import AmlocalError, UserInputError
+
+COMPUTE_TYPE = "AmlCompute"
+# azureml-core refuses these names in ComputeTarget.create.
+RESERVED_NAMES = ("amlcompute", "local", "containerinstance")
+# The size azureml-core's documentation names as the default when vm_size is not given.
+DEFAULT_VM_SIZE = "STANDARD_NC6"
+_POLL_S = 1.0  # azureml-core polls Azure every 5 s; the local state is one SQLite read
+
+
+class ComputeTargetException(AmlocalError):
+    """A compute target is missing, or cannot be created, changed or deleted as asked.
+
+    azureml.exceptions.ComputeTargetException's role: catch it around `ComputeTarget(ws, name)`.
+    """
+
+    exit_code = 2
+
+    @property
+    def message(self):
+        return str(self)
+
+
+def _not_found(name):
+    return ComputeTargetException(f"ComputeTargetNotFound: Compute Target with name {name} not "
+                                  "found in provided workspace")
+
+
+def _backend(workspace):
+    """The ComputeTargets of the workspace's run history (imported here: the backend is heavy)."""
+    from amlocal.backends.local.compute import ComputeTargets
+    from amlocal.backends.local.store import RunStore
+    from amlocal.workspace import Workspace
+
+    if not isinstance(workspace, Workspace):
+        raise ComputeTargetException(
+            f"amlocal's compute targets need amlocal's Workspace (Workspace.from_config()), "
+            f"got {type(workspace).__name__}")
+    return ComputeTargets(RunStore(workspace._home))
+
+
+def _parse_time(text):
+    return datetime.datetime.fromisoformat(text) if text else None
+
+
+def _iso(value):
+    return value.isoformat() if value else None
+
+
+def _duration_seconds(duration):
+    # "PT1800S" (as azureml-core writes it) or "" for no scale-down delay.
+    return int(duration[2:-1]) if duration else 0
+
+
+class ScaleSettings:
+    """azureml-core's ScaleSettings: min/max node counts and the idle time before scale-down."""
+
+    def __init__(self, minimum_node_count, maximum_node_count, idle_seconds_before_scaledown):
+        self.minimum_node_count = minimum_node_count
+        self.maximum_node_count = maximum_node_count
+        self.idle_seconds_before_scaledown = idle_seconds_before_scaledown
+
+    def serialize(self):
+        idle = self.idle_seconds_before_scaledown
+        return {"minNodeCount": self.minimum_node_count, "maxNodeCount": self.maximum_node_count,
+                "nodeIdleTimeBeforeScaleDown": f"PT{int(idle)}S" if idle else ""}
+
+    @staticmethod
+    def deserialize(object_dict):
+        if not object_dict:
+            return None
+        return ScaleSettings(object_dict["minNodeCount"], object_dict["maxNodeCount"],
+                             _duration_seconds(object_dict["nodeIdleTimeBeforeScaleDown"]))
+
+
+class AmlComputeNodeStateCounts:
+    """How many of a target's nodes are in each state (azureml-core's shape)."""
+
+    _KEYS = (("preparing_node_count", "preparingNodeCount"),
+             ("running_node_count", "runningNodeCount"),
+             ("idle_node_count", "idleNodeCount"),
+             ("unusable_node_count", "unusableNodeCount"),
+             ("leaving_node_count", "leavingNodeCount"),
+             ("preempted_node_count", "preemptedNodeCount"))
+
+    def __init__(self, idle_node_count, leaving_node_count, preempted_node_count,
+                 preparing_node_count, running_node_count, unusable_node_count):
+        self.idle_node_count = idle_node_count
+        self.leaving_node_count = leaving_node_count
+        self.preempted_node_count = preempted_node_count
+        self.preparing_node_count = preparing_node_count
+        self.running_node_count = running_node_count
+        self.unusable_node_count = unusable_node_count
+
+    def serialize(self):
+        return {key: getattr(self, attribute) for attribute, key in self._KEYS}
+
+    @staticmethod
+    def deserialize(object_dict):
+        if not object_dict:
+            return None
+        return AmlComputeNodeStateCounts(**{attribute: object_dict.get(key)
+                                            for attribute, key in AmlComputeNodeStateCounts._KEYS})
+
+
+class AmlComputeStatus:
+    """A target's current state, as `AmlCompute.get_status()` returns it in azureml-core.
+
+    `serialize()` gives the dict of azureml-core's AmlComputeStatus.serialize (the same keys).
+    """
+
+    def __init__(self, allocation_state, allocation_state_transition_time, creation_time,
+                 current_node_count, errors, modified_time, node_state_counts, provisioning_state,
+                 provisioning_state_transition_time, scale_settings, target_node_count, vm_priority,
+                 vm_size):
+        self.allocation_state = allocation_state
+        self.allocation_state_transition_time = allocation_state_transition_time
+        self.creation_time = creation_time
+        self.current_node_count = current_node_count
+        self.errors = errors
+        self.modified_time = modified_time
+        self.node_state_counts = node_state_counts
+        self.provisioning_state = provisioning_state
+        self.provisioning_state_transition_time = provisioning_state_transition_time
+        self.scale_settings = scale_settings
+        self.target_node_count = target_node_count
+        self.vm_priority = vm_priority
+        self.vm_size = vm_size
+
+    def serialize(self):
+        return {
+            "currentNodeCount": self.current_node_count,
+            "targetNodeCount": self.target_node_count,
+            "nodeStateCounts": (self.node_state_counts.serialize() if self.node_state_counts
+                                else None),
+            "allocationState": self.allocation_state,
+            "allocationStateTransitionTime": _iso(self.allocation_state_transition_time),
+            "errors": self.errors,
+            "creationTime": _iso(self.creation_time),
+            "modifiedTime": _iso(self.modified_time),
+            "provisioningState": self.provisioning_state,
+            "provisioningStateTransitionTime": _iso(self.provisioning_state_transition_time),
+            "scaleSettings": self.scale_settings.serialize() if self.scale_settings else None,
+            "vmPriority": self.vm_priority,
+            "vmSize": self.vm_size,
+        }
+
+    @staticmethod
+    def deserialize(object_dict):
+        """From ComputeTargets.status()'s dict (the serialized shape)."""
+        return AmlComputeStatus(
+            allocation_state=object_dict["allocationState"],
+            allocation_state_transition_time=_parse_time(
+                object_dict["allocationStateTransitionTime"]),
+            creation_time=_parse_time(object_dict["creationTime"]),
+            current_node_count=object_dict["currentNodeCount"],
+            errors=object_dict["errors"],
+            modified_time=_parse_time(object_dict["modifiedTime"]),
+            node_state_counts=AmlComputeNodeStateCounts.deserialize(object_dict["nodeStateCounts"]),
+            provisioning_state=object_dict["provisioningState"],
+            provisioning_state_transition_time=_parse_time(
+                object_dict["provisioningStateTransitionTime"]),
+            scale_settings=ScaleSettings.deserialize(object_dict["scaleSettings"]),
+            target_node_count=object_dict["targetNodeCount"],
+            vm_priority=object_dict["vmPriority"],
+            vm_size=object_dict["vmSize"])
+
+
+class ComputeTarget:
+    """A compute target of the workspace: `ComputeTarget(workspace, name)` finds an existing one.
+
+    As in azureml-core, the constructor returns the subclass for the target's type (here always
+    AmlCompute) and raises ComputeTargetException when there is no target of that name. `local`
+    is not a workspace compute target (it is the name runs use for this machine), so it is not
+    found here either.
+    """
+
+    _compute_type = None
+
+    def __new__(cls, workspace, name):
+        if workspace and name:
+            spec = _lookup(workspace, name)
+            target = super().__new__(AmlCompute)
+            target._initialize(workspace, spec)
+            return target
+        return super().__new__(cls)
+
+    def __init__(self, workspace, name):
+        pass  # __new__ did the work, as in azureml-core
+
+    def __repr__(self):
+        return (f"{type(self).__name__}(workspace={getattr(self, 'workspace', None)!r}, "
+                f"name={getattr(self, 'name', None)}, id={getattr(self, 'id', None)}, "
+                f"type={getattr(self, 'type', None)}, "
+                f"provisioning_state={getattr(self, 'provisioning_state', None)}, "
+                f"location={getattr(self, 'location', None)}, tags={getattr(self, 'tags', None)})")
+
+    @staticmethod
+    def create(workspace, name, provisioning_configuration):
+        """Create a compute target from `AmlCompute.provisioning_configuration(...)`."""
+        if name in RESERVED_NAMES:
+            raise ComputeTargetException(
+                f"Please specify a different target name. {name} is a reserved name.")
+        if not isinstance(provisioning_configuration, AmlComputeProvisioningConfiguration):
+            raise ComputeTargetException(
+                "amlocal can create AmlCompute targets only: pass "
+                "AmlCompute.provisioning_configuration(...), got "
+                f"{type(provisioning_configuration).__name__}")
+        return AmlCompute._create(workspace, name, provisioning_configuration)
+
+    @staticmethod
+    def list(workspace):
+        """The workspace's compute targets (`local` is not one), by name."""
+        targets = _backend(workspace)
+        found = []
+        for name in targets.names():
+            if name == "local":
+                continue  # the built-in target, not a workspace compute target
+            try:
+                found.append(AmlCompute(workspace, name))
+            except ComputeTargetException:
+                continue  # deleted meanwhile
+        return found
+
+
+def _lookup(workspace, name):
+    """The target's TargetSpec, or ComputeTargetException."""
+    from amlocal.backends.local.compute import LOCAL_TARGET, ComputeTargetError
+
+    if name == LOCAL_TARGET:
+        raise ComputeTargetException(
+            "ComputeTargetNotFound: Compute Target with name local not found in provided "
+            "workspace ('local' is amlocal's built-in target for runs on this machine, used by "
+            "name: compute_target='local')")
+    try:
+        return _backend(workspace).get(name)
+    except ComputeTargetError:
+        raise _not_found(name) from None
+
+
+class AmlCompute(ComputeTarget):
+    """A cluster of nodes of one VM size that scales between min_nodes and max_nodes.
+
+    Locally its nodes are slots of this host (see backends/local/compute.py). Attributes as in
+    azureml-core: name, type ("AmlCompute"), vm_size, vm_priority ("Dedicated"/"LowPriority"),
+    scale_settings, provisioning_state, provisioning_errors, status (AmlComputeStatus),
+    created_on, modified_on; and the two amlocal settings allow_overcommit and emulate_gpus.
+    """
+
+    _compute_type = COMPUTE_TYPE
+
+    def _initialize(self, workspace, spec):
+        self.workspace = workspace
+        self.name = spec.name
+        self.type = COMPUTE_TYPE
+        self.id = None
+        self.location = None
+        self.tags = None
+        self.description = None
+        self.cluster_resource_id = None
+        self.cluster_location = None
+        self.is_attached = False
+        self.provisioning_errors = None
+        self._operation_state = None  # "Creating"/"Deleting" after create()/delete() in this object
+        self._apply(spec, _backend(workspace).status(spec.name))
+
+    def _apply(self, spec, status):
+        self.status = AmlComputeStatus.deserialize(status)
+        self.vm_size = spec.vm_size
+        self.vm_priority = status["vmPriority"]
+        self.scale_settings = ScaleSettings(spec.min_nodes, spec.max_nodes,
+                                            spec.idle_seconds_before_scaledown)
+        self.allow_overcommit = spec.allow_overcommit
+        self.emulate_gpus = spec.emulate_gpus
+        self.provisioning_state = status["provisioningState"]
+        self.created_on = self.status.creation_time
+        self.modified_on = self.status.modified_time
+
+    # -- creating ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def provisioning_configuration(vm_size="", vm_priority="dedicated", min_nodes=0,
+                                   max_nodes=None, idle_seconds_before_scaledown=1800,
+                                   admin_username=None, admin_user_password=None,
+                                   admin_user_ssh_key=None, vnet_resourcegroup_name=None,
+                                   vnet_name=None, subnet_name=None, tags=None, description=None,
+                                   remote_login_port_public_access="NotSpecified",
+                                   identity_type=None, identity_id=None, location=None,
+                                   enable_node_public_ip=True, *, allow_overcommit=False,
+                                   emulate_gpus=False):
+        """azureml-core's signature, plus two amlocal extensions (keyword-only):
+
+        allow_overcommit: let the nodes share this host's cores and memory when max_nodes nodes
+            of vm_size need more than the host has (each node is then limited to its size's
+            worth of CPU time and memory instead of owning whole cores).
+        emulate_gpus: accept a GPU size on a host with fewer GPUs; its runs see no GPU and use
+            the CPU.
+
+        vm_size defaults to STANDARD_NC6 (azureml-core's documented default). The other
+        parameters are validated as azureml-core validates them and otherwise ignored.
+        """
+        return AmlComputeProvisioningConfiguration(
+            vm_size, vm_priority, min_nodes, max_nodes, idle_seconds_before_scaledown,
+            admin_username, admin_user_password, admin_user_ssh_key, vnet_resourcegroup_name,
+            vnet_name, subnet_name, tags, description, remote_login_port_public_access,
+            identity_type, identity_id, location, enable_node_public_ip,
+            allow_overcommit=allow_overcommit, emulate_gpus=emulate_gpus)
+
+    @staticmethod
+    def _create(workspace, name, config):
+        from amlocal.backends.local.compute import TargetSpec
+
+        targets = _backend(workspace)
+        spec = TargetSpec(
+            name=name, vm_size=config.vm_size or DEFAULT_VM_SIZE,
+            max_nodes=config.scale_settings.maximum_node_count,
+            min_nodes=config.scale_settings.minimum_node_count,
+            idle_seconds_before_scaledown=config.scale_settings.idle_seconds_before_scaledown,
+            vm_priority=(config.vm_priority or "dedicated").lower(),
+            allow_overcommit=bool(config.allow_overcommit), emulate_gpus=bool(config.emulate_gpus))
+        try:
+            targets.create(spec)
+        except UserInputError as error:
+            raise ComputeTargetException(_creation_error(error, spec, targets.host)) from None
+        except AmlocalError as error:
+            raise ComputeTargetException(str(error)) from None
+        target = AmlCompute(workspace, name)
+        target._operation_state = "Creating"
+        return target
+
+    # -- state ----------------------------------------------------------------------------------
+
+    def refresh_state(self):
+        """Read the target's settings and status again (ComputeTargetException if it is gone)."""
+        from amlocal.backends.local.compute import ComputeTargetError
+
+        targets = _backend(self.workspace)
+        try:
+            spec = targets.get(self.name)
+            status = targets.status(self.name)
+        except ComputeTargetError:
+            raise _not_found(self.name) from None
+        self._apply(spec, status)
+
+    def get_status(self):
+        """The current AmlComputeStatus (nodes by state, scale settings, ...)."""
+        self.refresh_state()
+        return self.status
+
+    def list_nodes(self):
+        """The target's nodes, as azureml-core lists them (no addresses or ports locally)."""
+        from amlocal.backends.local.compute import ComputeTargetError
+
+        try:
+            nodes = _backend(self.workspace).describe(self.name)["nodes"]
+        except ComputeTargetError:
+            raise _not_found(self.name) from None
+        return [{"nodeId": node["node_id"], "privateIpAddress": None, "publicIpAddress": None,
+                 "port": None, "nodeState": node["state"], "runId": node["run_id"]}
+                for node in nodes]
+
+    def wait_for_completion(self, show_output=False, min_node_count=None, timeout_in_minutes=25,
+                            is_delete_operation=False):
+        """Wait for the create/delete operation and for min_node_count nodes, as azureml-core does.
+
+        Creating and deleting are already done when they return, so this waits only for nodes:
+        min_node_count (default: the target's min_nodes) of them, up to timeout_in_minutes.
+        With show_output, prints what azureml-core prints.
+        """
+        if self._operation_state is not None:
+            if show_output:
+                sys.stdout.write(self._operation_state)
+                if self._operation_state != "Succeeded":
+                    sys.stdout.write(".\nSucceeded")
+                sys.stdout.flush()
+                print('Provisioning operation finished, operation "Succeeded"')
+            self._operation_state = "Succeeded"
+            if not is_delete_operation:
+                self.refresh_state()
+        if is_delete_operation:
+            return
+        reached, timed_out = self._wait_for_nodes(min_node_count, timeout_in_minutes, show_output)
+        if not show_output:
+            return
+        print("AmlCompute wait for completion finished\n")
+        if reached:
+            print("Minimum number of nodes requested have been provisioned")
+        elif timed_out:
+            print("Wait timeout has been reached")
+            print('Current provisioning state of AmlCompute is "{0}" and current node count is '
+                  '"{1}"'.format(self.status.provisioning_state.capitalize(),
+                                 self.status.current_node_count))
+
+    def _wait_for_nodes(self, min_node_count, timeout_in_minutes, show_output):
+        self.refresh_state()
+        deadline = time.monotonic() + timeout_in_minutes * 60
+        if show_output:
+            sys.stdout.write(self.status.provisioning_state)
+            sys.stdout.flush()
+        if not min_node_count:
+            min_node_count = self.scale_settings.minimum_node_count
+        while True:
+            reached = self.status.current_node_count >= min_node_count
+            timed_out = time.monotonic() > deadline
+            if reached or timed_out:
+                break
+            if show_output and self.status.current_node_count:
+                sys.stdout.write(f"Waiting for cluster to scale. {self.status.current_node_count} "
+                                 f"out of {min_node_count} nodes ready.\n")
+            time.sleep(min(_POLL_S, max(0.05, deadline - time.monotonic())))
+            self.refresh_state()
+            if show_output:
+                sys.stdout.write(".")
+                sys.stdout.flush()
+        if show_output:
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+        return reached, timed_out
+
+    # -- changing -------------------------------------------------------------------------------
+
+    def update(self, min_nodes=None, max_nodes=None, idle_seconds_before_scaledown=None):
+        """Not available locally yet: delete the target and create it with the new settings."""
+        raise ComputeTargetException(
+            "AmlCompute.update is not supported by amlocal yet: delete the target and create it "
+            "again with the new scale settings")
+
+    def delete(self):
+        """Delete the target; refused (ComputeTargetException) while runs use or wait for it."""
+        try:
+            _backend(self.workspace).delete(self.name)
+        except AmlocalError as error:
+            raise ComputeTargetException(str(error)) from None
+        self.provisioning_state = "Deleting"
+        self._operation_state = "Deleting"
+
+    def detach(self):
+        raise ComputeTargetException(
+            "Detach is not supported for AmlCompute object. Try to use delete instead.")
+
+    @staticmethod
+    def supported_vmsizes(workspace, location=None):
+        """The VM sizes amlocal knows, in azureml-core's shape (name, vCPUs, gpus, memoryGB)."""
+        from amlocal.backends.local.compute import VM_SIZES
+
+        return [{"name": name, "vCPUs": size.cores, "gpus": size.gpus,
+                 "memoryGB": size.memory_gib} for name, size in VM_SIZES.items()]
+
+
+class AmlComputeProvisioningConfiguration:
+    """What `AmlCompute.provisioning_configuration(...)` returns, for ComputeTarget.create."""
+
+    def __init__(self, vm_size="", vm_priority="dedicated", min_nodes=0, max_nodes=None,
+                 idle_seconds_before_scaledown=1800, admin_username=None,
+                 admin_user_password=None, admin_user_ssh_key=None,
+                 vnet_resourcegroup_name=None, vnet_name=None, subnet_name=None, tags=None,
+                 description=None, remote_login_port_public_access="NotSpecified",
+                 identity_type=None, identity_id=None, compute_location=None,
+                 enable_node_public_ip=True, *, allow_overcommit=False, emulate_gpus=False):
+        self._compute_type = AmlCompute
+        self.location = None
+        self.vm_size = vm_size
+        self.vm_priority = vm_priority
+        self.scale_settings = ScaleSettings(min_nodes or 0, max_nodes,
+                                            idle_seconds_before_scaledown)
+        self.admin_username = admin_username
+        self.admin_user_password = admin_user_password
+        self.admin_user_ssh_key = admin_user_ssh_key
+        self.vnet_resourcegroup_name = vnet_resourcegroup_name
+        self.vnet_name = vnet_name
+        self.subnet_name = subnet_name
+        self.tags = tags
+        self.description = description
+        self.remote_login_port_public_access = remote_login_port_public_access
+        self.identity_type = identity_type
+        self.identity_id = identity_id
+        self.compute_location = compute_location
+        self.enable_node_public_ip = enable_node_public_ip
+        self.allow_overcommit = allow_overcommit
+        self.emulate_gpus = emulate_gpus
+        self.validate_configuration()
+
+    def validate_configuration(self):
+        """azureml-core's checks (ComputeTargetException); the host checks come at create time."""
+        if any([self.admin_username, self.admin_user_password, self.admin_user_ssh_key]) and \
+                not self.admin_username:
+            raise ComputeTargetException(
+                "Invalid user credentials, admin username must be provided along with either a "
+                "password or SSH key information.")
+        if self.admin_username and not self.admin_user_password and not self.admin_user_ssh_key:
+            raise ComputeTargetException(
+                "Invalid user credentials, no password or key information provided. Please "
+                "provide either a password or SSH key information.")
+        if any([self.vnet_name, self.vnet_resourcegroup_name, self.subnet_name]) and \
+                not all([self.vnet_name, self.vnet_resourcegroup_name, self.subnet_name]):
+            raise ComputeTargetException(
+                "Invalid configuration, not all virtual net information provided. To use a "
+                "custom virtual net, please provide vnet name, vnet resource group and subnet name")
+        maximum = self.scale_settings.maximum_node_count
+        if maximum is None:
+            raise ComputeTargetException(
+                "Invalid provisioning configuration, max nodes count is mandatory")
+        if maximum < 0:
+            raise ComputeTargetException(
+                "Invalid provisioning configuration, max nodes count must be greater than or "
+                "equal to 0")
+        if maximum < self.scale_settings.minimum_node_count:
+            raise ComputeTargetException(
+                "Invalid provisioning configuration, max nodes count must be greater than or "
+                "equal to min nodes count")
+        if self.identity_type not in (None, "UserAssigned", "SystemAssigned"):
+            raise ComputeTargetException("Invalid configuration, identity_type must be set to "
+                                         "'UserAssigned' or 'SystemAssigned'.")
+        if self.identity_id and self.identity_type != "UserAssigned":
+            raise ComputeTargetException("Invalid configuration, identity_id cannot be set when "
+                                         "identity type is not user assigned.")
+
+
+def _creation_error(error, spec, host):
+    """The backend's refusal in the SDK's terms: a too-small host names the keyword arguments."""
+    from dataclasses import replace
+
+    for flags in ({"allow_overcommit": True}, {"emulate_gpus": True},
+                  {"allow_overcommit": True, "emulate_gpus": True}):
+        try:
+            replace(spec, **flags).validated(host)
+        except UserInputError:
+            continue
+        size = spec.size
+        needed = " and ".join(f"{flag}=True" for flag in flags)
+        return (f"{spec.max_nodes} node(s) of {spec.vm_size.upper()} ({size.cores} cores, "
+                f"{size.memory_gib:g} GiB, {size.gpus} GPU(s) each) do not fit this host "
+                f"({host.describe()}): use a smaller vm_size or max_nodes, or pass {needed} to "
+                "AmlCompute.provisioning_configuration (amlocal extensions: allow_overcommit lets "
+                "the nodes share the host's cores and memory, emulate_gpus runs GPU sizes on the "
+                "CPU)")
+    return str(error)

@@ -1,0 +1,134 @@
+"""`Workspace`: azureml-core's entry point, for the one local workspace (the run history).
+
+`Workspace.from_config()` looks for a workspace configuration file the way azureml-core does
+(config.json or project.json, in .azureml/, aml_config/ or the folder itself, from the given path
+or the current folder up through its parents). With none, it returns the local workspace: the run
+history under $AMLOCAL_HOME (default ~/.amlocal), named "local". A configuration file that names
+an Azure ML workspace is not silently ignored: amlocal has no Azure backend yet, so it raises
+WorkspaceException saying so (Workspace.get("local") still gives the local workspace).
+"""
+
+import json
+import os
+
+from amlocal.errors import UserInputError
+
+LOCAL_WORKSPACE = "local"
+# azureml-core's search order: folders first, then file names, each from the start folder up.
+_CONFIG_DIRS = (".azureml", "aml_config", None)
+_CONFIG_FILES = ("config.json", "project.json")
+
+
+class WorkspaceException(UserInputError):
+    """The workspace asked for is not the local one, or its configuration file is unusable."""
+
+    @property
+    def message(self):
+        return str(self)
+
+
+def _azure_unavailable(what):
+    return WorkspaceException(
+        f"{what} names an Azure ML workspace, and amlocal's Azure backend is not available yet: "
+        "only the local workspace can be used (Workspace.get('local'), or Workspace.from_config() "
+        "where no config.json is found)")
+
+
+def _find_config(path, file_name):
+    start = os.path.abspath(os.path.expanduser(path))
+    if os.path.isfile(start):
+        return start
+    names = (file_name,) if file_name else _CONFIG_FILES
+    for folder in _CONFIG_DIRS:
+        for name in names:
+            relative = os.path.join(folder, name) if folder else name
+            current = start
+            while True:
+                candidate = os.path.join(current, relative)
+                if os.path.isfile(candidate):
+                    return candidate
+                parent = os.path.dirname(current)
+                if parent == current:
+                    break
+                current = parent
+    return None
+
+
+def _read_config(found):
+    """(subscription_id, resource_group, workspace_name) of a config file, as azureml-core."""
+    try:
+        with open(found, encoding="utf-8") as handle:
+            config = json.load(handle)
+    except (OSError, ValueError) as error:
+        raise WorkspaceException(f"cannot read the workspace configuration file {found}: {error}") \
+            from None
+    if not isinstance(config, dict):
+        raise WorkspaceException(f"the workspace configuration file {found} is not a JSON object")
+    scope = config.get("Scope")
+    if scope:
+        pieces = scope.split("/")
+        if len(pieces) < 9:
+            raise WorkspaceException(f"the Scope in {found} is not an Azure ML workspace's "
+                                     "resource id")
+        return pieces[2], pieces[4], pieces[8]
+    if not all(key in config for key in ("subscription_id", "resource_group", "workspace_name")):
+        raise WorkspaceException(
+            f"The config file found in: {found} does not seem to contain the required parameters. "
+            "Please make sure it contains your subscription_id, resource_group and workspace_name.")
+    return config["subscription_id"], config["resource_group"], config["workspace_name"]
+
+
+class Workspace:
+    """The local workspace: compute targets and runs in the run history on this machine.
+
+    Attributes as in azureml-core: name ("local"), subscription_id and resource_group (None, no
+    Azure subscription is involved), location (None), compute_targets.
+    """
+
+    def __init__(self, subscription_id=None, resource_group=None, workspace_name=LOCAL_WORKSPACE,
+                 auth=None, _location=None, _disable_service_check=False, _workspace_id=None,
+                 sku="basic", tags=None, _cloud="AzureCloud"):
+        if subscription_id or resource_group:
+            raise _azure_unavailable(f"Workspace(subscription_id={subscription_id!r}, "
+                                     f"resource_group={resource_group!r}, ...)")
+        if workspace_name != LOCAL_WORKSPACE:
+            raise WorkspaceException(f"no workspace named {workspace_name!r}: amlocal has one "
+                                     f"workspace, {LOCAL_WORKSPACE!r}")
+        from amlocal.backends.local.store import default_home
+
+        self.name = LOCAL_WORKSPACE
+        self.subscription_id = None
+        self.resource_group = None
+        self.location = None
+        self.tags = tags
+        self.sku = sku
+        self._home = default_home()
+
+    def __repr__(self):
+        return f"Workspace.get(name={self.name!r}, subscription_id=None, resource_group=None)"
+
+    @staticmethod
+    def from_config(path=None, auth=None, _logger=None, _file_name=None):
+        """The workspace named by the configuration file found from `path`; local when none is."""
+        found = _find_config(path if path is not None else ".", _file_name)
+        if found is None:
+            return Workspace()
+        subscription_id, resource_group, workspace_name = _read_config(found)
+        if subscription_id or resource_group:
+            raise _azure_unavailable(
+                f"the configuration file {found} (workspace {workspace_name!r}, subscription "
+                f"{subscription_id!r}, resource group {resource_group!r})")
+        return Workspace(workspace_name=workspace_name)
+
+    @staticmethod
+    def get(name, auth=None, subscription_id=None, resource_group=None, location=None,
+            cloud="AzureCloud", id=None):
+        """The local workspace (name "local"); an Azure subscription or another name is refused."""
+        return Workspace(subscription_id, resource_group, name)
+
+    @property
+    def compute_targets(self):
+        """{name: ComputeTarget} of this workspace (the built-in `local` is not one)."""
+        from amlocal.compute import ComputeTarget
+
+        return {target.name: target for target in ComputeTarget.list(self)}
