@@ -6,6 +6,7 @@ docker executor the same way.
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -262,10 +263,10 @@ def test_download_outside_the_run_files_writes_nothing(amlocal_home, tmp_path, p
 SLEEPER = "import time\nprint('training started', flush=True)\ntime.sleep(120)\n"
 
 
-def start_foreground_run(source):
+def start_foreground_run(source, executor="process"):
     """`amlocal run` as a user starts it in a terminal; returns the process once the script runs."""
     process = subprocess.Popen([*AMLOCAL, "run", source, "--script", "train.py", "--executor",
-                                "process", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                executor, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
     from amlocal.backends.local.store import RunStore
     store = RunStore()
@@ -274,7 +275,7 @@ def start_foreground_run(source):
     return process, store, run_id
 
 
-@pytest.mark.parametrize("signum", [2, 15], ids=["ctrl-c", "sigterm"])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_interrupting_a_foreground_run_cancels_it(amlocal_home, tmp_path, signum):
     process, store, run_id = start_foreground_run(write_script(tmp_path / "src", "train.py", SLEEPER))
 
@@ -285,6 +286,51 @@ def test_interrupting_a_foreground_run_cancels_it(amlocal_home, tmp_path, signum
     assert "Canceling run" in stderr
     assert json.loads(stdout.strip().splitlines()[-1])["status"] == "Canceled"
     assert not _alive(store.get_run(run_id)["script_pid"])
+
+
+@pytest.mark.docker
+def test_ctrl_c_cancels_a_docker_run(amlocal_home, docker_client, tmp_path):
+    process, _store, run_id = start_foreground_run(
+        write_script(tmp_path / "src", "train.py", SLEEPER), executor="docker")
+
+    process.send_signal(signal.SIGINT)
+    stdout, _stderr = process.communicate(timeout=60)
+
+    assert json.loads(stdout.strip().splitlines()[-1])["status"] == "Canceled"
+    assert not docker_client.containers.list(all=True, filters={"label": f"amlocal.run_id={run_id}"})
+
+
+def test_second_ctrl_c_kills_a_script_that_ignores_sigterm(amlocal_home, tmp_path):
+    stubborn = ("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                "print('training started', flush=True)\ntime.sleep(120)\n")
+    process, _store, _run_id = start_foreground_run(write_script(tmp_path / "src", "train.py", stubborn))
+
+    process.send_signal(signal.SIGINT)
+    time.sleep(1)
+    assert process.poll() is None  # still waiting out the 10 s grace period
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=5)
+
+    assert "Killing run" in stderr
+    assert json.loads(stdout.strip().splitlines()[-1])["status"] == "Canceled"
+
+
+def test_runs_wait_attaches_from_another_process_and_reports_the_outcome(amlocal_home, tmp_path):
+    source = write_script(tmp_path / "src", "train.py",
+                          "import time\nprint('working', flush=True)\ntime.sleep(1)\n"
+                          "raise SystemExit(2)\n")
+    run_id = last_json(invoke("run", source, "--script", "train.py", "--executor", "process",
+                              "--detach", "--json"))["id"]
+
+    timed_out = subprocess.run([*AMLOCAL, "runs", "wait", run_id, "--timeout", "0.1"],
+                               capture_output=True, text=True)
+    waited = subprocess.run([*AMLOCAL, "runs", "wait", run_id], capture_output=True, text=True,
+                            timeout=60)
+
+    assert timed_out.returncode == 124 and "is still" in timed_out.stderr
+    assert waited.returncode == 1
+    assert "working" in waited.stdout and "Failed" in waited.stderr
+    assert "exited with code 2" in waited.stderr
 
 
 def test_a_killed_driver_is_reported_and_its_script_stopped(amlocal_home, tmp_path):

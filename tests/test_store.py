@@ -514,3 +514,26 @@ def test_processes_ingesting_the_same_run_at_once_neither_lose_nor_repeat(store,
 
     assert sum(int(stdout) for stdout in outputs) == 300
     assert store.get_metrics(run_id) == {"loss": list(range(300))}
+
+
+def test_a_history_written_by_an_older_amlocal_is_upgraded_in_place(tmp_path):
+    from amlocal.backends.local import store as store_module
+
+    home = tmp_path / "old-home"
+    (home / "runs" / "exp_1_00000000").mkdir(parents=True)
+    with sqlite3.connect(home / "amlocal.db") as conn:  # what the first release wrote
+        conn.executescript(store_module._MIGRATIONS[0] + "PRAGMA user_version = 1;")
+        conn.execute("INSERT INTO runs (id, number, experiment, status, backend, executor, "
+                     "compute, spec, created_at) VALUES ('exp_1_00000000', 1, 'exp', "
+                     "'Completed', 'local', 'process', 'local', '{\"script\": \"t.py\"}', 1.0)")
+        conn.executemany("INSERT INTO stages (run_id, name, position, status) VALUES (?, ?, ?, ?)",
+                         [("exp_1_00000000", name, i, "Completed") for i, name in
+                          enumerate(("Preparing", "Scaling", "Running", "PostProcessing"))])
+
+    store = RunStore(home)
+
+    record = store.get_run("exp_1_00000000")
+    assert record["status"] == "Completed" and record["nodes"] == [] and record["preemptions"] == 0
+    with sqlite3.connect(home / "amlocal.db") as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == store_module.SCHEMA_VERSION
+        assert conn.execute("SELECT COUNT(*) FROM queue").fetchone()[0] == 0
