@@ -77,6 +77,7 @@ def test_create_run_makes_the_folder_layout_and_a_not_started_record(store, amlo
         "backend": "local", "executor": "process", "compute": "local", "spec": SPEC,
         "image": None, "exit_code": None, "error": None, "started_at": None, "ended_at": None,
         "driver_pid": None, "container_id": None, "script_pid": None, "nodes": [], "preemptions": 0, "telemetry_offset": 0,
+        "parent_id": None, "display_name": None,
         "tags": {"team": "vision"}, "properties": {},
         "stages": [{"name": name, "status": "NotStarted", "started_at": None, "ended_at": None,
                     "duration_s": None, "detail": ""} for name in STAGES],

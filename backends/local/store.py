@@ -134,8 +134,15 @@ CREATE TABLE files (
 );
 """
 
+# Child runs (Run.child_run in a script) and the display name a run may be given.
+_SCHEMA_V4 = """
+ALTER TABLE runs ADD COLUMN parent_id TEXT;
+ALTER TABLE runs ADD COLUMN display_name TEXT;
+CREATE INDEX runs_by_parent ON runs (parent_id);
+"""
+
 # Schema steps in order; a history at version N gets the steps after N.
-_MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3)
+_MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 # Columns that executors may set besides status (which only set_status writes).
