@@ -32,12 +32,14 @@ class EnvironmentSpec:
     """What the run's image is built from: a recipe folder in docker/ plus pip packages.
 
     `base_image` overrides the recipe's BASE_IMAGE build argument; None lets the backend choose
-    (the public default, or a locally imported base where no registry is reachable).
+    (the public default, or a locally imported base where no registry is reachable). A
+    `dockerfile` (its text) replaces the recipe's Dockerfile (Environment.from_dockerfile).
     """
 
     recipe: str = DEFAULT_RECIPE
     pip_packages: tuple = ()
     base_image: str | None = None
+    dockerfile: str | None = None  # a Dockerfile's text, used instead of the recipe's
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,8 @@ class RunSpec:
     node_count: int = 1
     max_run_duration_seconds: int | None = None  # from the start of Running; None: no limit
     tags: dict = field(default_factory=dict)
+    environment_variables: dict = field(default_factory=dict)  # set for the script
+    use_gpu: bool = False  # the script wants its node's GPUs
 
     def validated(self):
         """Return this spec with absolute paths, or raise UserInputError naming what is wrong.
@@ -80,6 +84,9 @@ class RunSpec:
         if self.max_run_duration_seconds is not None and self.max_run_duration_seconds <= 0:
             raise UserInputError("max_run_duration_seconds must be positive, got "
                                  f"{self.max_run_duration_seconds}")
+        for name in self.environment_variables:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(name)):
+                raise UserInputError(f"invalid environment variable name {name!r}")
         if self.executor is not None and self.executor not in EXECUTORS:
             raise UserInputError(f"unknown executor {self.executor!r}: use one of {', '.join(EXECUTORS)}")
         inputs = {}
@@ -107,12 +114,16 @@ class RunSpec:
                 recipe=self.environment.recipe,
                 pip_packages=tuple(self.environment.pip_packages),
                 base_image=self.environment.base_image,
+                dockerfile=self.environment.dockerfile,
             ),
             executor=self.executor,
             compute=self.compute,
             node_count=self.node_count,
             max_run_duration_seconds=self.max_run_duration_seconds,
             tags=dict(self.tags),
+            environment_variables={str(name): str(value)
+                                   for name, value in self.environment_variables.items()},
+            use_gpu=bool(self.use_gpu),
         )
 
 

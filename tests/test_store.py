@@ -66,7 +66,7 @@ def test_create_run_makes_the_folder_layout_and_a_not_started_record(store, amlo
     assert re.fullmatch(r"mnist_\d{10}_[0-9a-f]{8}", run_id)
     run_dir = amlocal_home / "runs" / run_id
     assert sorted(p.name for p in run_dir.iterdir()) == [
-        "azureml-logs", "logs", "outputs", "snapshot", "telemetry"]
+        "azureml-logs", "logs", "outputs", "snapshot", "telemetry", "uploads"]
     assert (run_dir / "snapshot" / "train.py").read_text() == "print('training')\n"
     assert sorted(p.name for p in (amlocal_home / "runs").iterdir()) == [run_id]
 

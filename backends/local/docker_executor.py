@@ -84,7 +84,8 @@ class DockerExecutor:
         environment = record["spec"]["environment"]
         prepared = images.ensure_image(
             self.client, environment["recipe"], tuple(environment["pip_packages"]),
-            environment["base_image"], on_line=on_line, should_cancel=should_cancel)
+            environment["base_image"], on_line=on_line, should_cancel=should_cancel,
+            dockerfile=environment.get("dockerfile"))
         how = "found in cache" if prepared.cached else "built"
         return Prepared(image=prepared.tag, detail=f"image {prepared.tag} {how} (base {prepared.base_image})")
 
@@ -96,7 +97,8 @@ class DockerExecutor:
             run_id=record["id"], experiment=record["experiment"], image=prepared.image,
             script=spec["script"], arguments=spec["arguments"], inputs=spec["inputs"],
             run_dir=run_dir, working_dir=working_dir, runtime_dir=runtime_dir,
-            user=f"{os.getuid()}:{os.getgid()}", resources=resources)
+            user=f"{os.getuid()}:{os.getgid()}", resources=resources,
+            user_variables=spec.get("environment_variables"))
         settings["mounts"] = [docker.types.Mount(
             target=mount["Target"], source=mount["Source"], type="bind",
             read_only=mount["ReadOnly"]) for mount in settings["mounts"]]

@@ -210,15 +210,20 @@ def resolve_base_image(client, requested=None):
 
 
 def ensure_image(client, recipe, pip_packages=(), base_image=None, on_line=lambda line: None,
-                 should_cancel=lambda: False):
+                 should_cancel=lambda: False, dockerfile=None):
     """Find or build the environment image; return a PreparedImage.
 
     Build output goes line by line to `on_line`. `should_cancel` is asked between output chunks;
     when it says yes the build is abandoned (closing the stream stops the engine's build).
     """
     folder = recipe_dir(recipe)
+    files = recipe_files(folder)
+    if dockerfile is not None:  # Environment.from_dockerfile: the user's Dockerfile, not ours
+        recipe = "custom"
+        files = [(name, content) for name, content in files if name != "Dockerfile"]
+        files.append(("Dockerfile", dockerfile.encode()))
     base_name, base_id = resolve_base_image(client, base_image)
-    tag = image_tag(recipe, environment_hash(recipe_files(folder), pip_packages, base_id))
+    tag = image_tag(recipe, environment_hash(files, pip_packages, base_id))
     if local_image(client, tag) is not None:
         return PreparedImage(tag=tag, base_image=base_name, cached=True)
 
@@ -231,6 +236,8 @@ def ensure_image(client, recipe, pip_packages=(), base_image=None, on_line=lambd
     build_args.update({name: os.environ[name] for name in _PROXY_VARIABLES if os.environ.get(name)})
     with tempfile.TemporaryDirectory(prefix="amlocal-build-") as context:
         write_build_context(context, folder, pip_packages, settings)
+        if dockerfile is not None:
+            Path(context, "Dockerfile").write_text(dockerfile)
         stream = client.api.build(path=context, tag=tag, buildargs=build_args, rm=True,
                                   forcerm=True, decode=True, network_mode="host", pull=False)
         try:

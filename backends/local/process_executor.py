@@ -59,7 +59,8 @@ class ProcessExecutor:
             run_id=record["id"], experiment=record["experiment"], python=self.python,
             script=spec["script"], arguments=spec["arguments"], inputs=spec["inputs"],
             run_dir=run_dir, working_dir=working_dir, runtime_dir=runtime_dir,
-            base_environment=os.environ)
+            base_environment=os.environ,
+            user_variables=spec.get("environment_variables"))
         cores = None
         if resources is not None and resources.memory_bytes is not None:
             # A sized node: pin the script to the node's cores and show it only the node's

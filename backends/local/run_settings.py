@@ -37,9 +37,13 @@ class RunPaths:
     inputs: dict  # name -> path
 
 
-def run_environment(run_id, experiment, paths, extra=None):
-    """The environment variables a script sees in a run, named as Azure ML v1 names them."""
-    environment = {
+def run_environment(run_id, experiment, paths, extra=None, user_variables=None):
+    """The environment variables a script sees in a run, named as Azure ML v1 names them.
+
+    `user_variables` (the run's environment_variables) come first, so amlocal's own names win.
+    """
+    environment = dict(user_variables or {})
+    environment.update({
         "AZUREML_RUN_ID": run_id,
         "AZUREML_ARM_PROJECT_NAME": experiment,
         "AZUREML_ARM_WORKSPACE_NAME": WORKSPACE_NAME,
@@ -48,7 +52,7 @@ def run_environment(run_id, experiment, paths, extra=None):
         "AMLOCAL_TELEMETRY_FILE": f"{paths.telemetry_dir}/{TELEMETRY_FILE}",
         "PYTHONPATH": paths.runtime,
         "PYTHONUNBUFFERED": "1",
-    }
+    })
     for name, path in paths.inputs.items():
         environment[DATAREFERENCE_PREFIX + name] = str(path)
     environment.update(extra or {})
@@ -91,7 +95,7 @@ def resource_settings(resources):
 
 
 def container_settings(*, run_id, experiment, image, script, arguments, inputs, run_dir,
-                       working_dir, runtime_dir, user=None, resources=None):
+                       working_dir, runtime_dir, user=None, resources=None, user_variables=None):
     """Keyword arguments for docker-py's `containers.create` for one run.
 
     `inputs` maps input names to host paths; `run_dir` is the run's folder in the run history;
@@ -119,7 +123,8 @@ def container_settings(*, run_id, experiment, image, script, arguments, inputs, 
     extra = {"HOME": "/tmp"}
     if resources is not None and resources.emulated_gpus:
         extra["AMLOCAL_EMULATED_GPUS"] = str(resources.emulated_gpus)
-    environment = run_environment(run_id, experiment, paths, extra=extra)
+    environment = run_environment(run_id, experiment, paths, extra=extra,
+                                  user_variables=user_variables)
     settings = {
         "image": image,
         "command": script_command("python", script, arguments, paths),
@@ -142,7 +147,7 @@ def container_settings(*, run_id, experiment, image, script, arguments, inputs, 
 
 
 def process_settings(*, run_id, experiment, python, script, arguments, inputs, run_dir,
-                     working_dir, runtime_dir, base_environment):
+                     working_dir, runtime_dir, base_environment, user_variables=None):
     """argv, cwd and environment for running a script as a host subprocess (process executor).
 
     The run sees host paths: its working directory is a copy of the snapshot whose outputs/ and
@@ -159,7 +164,7 @@ def process_settings(*, run_id, experiment, python, script, arguments, inputs, r
     )
     environment = dict(base_environment)
     inherited_path = environment.get("PYTHONPATH")
-    environment.update(run_environment(run_id, experiment, paths))
+    environment.update(run_environment(run_id, experiment, paths, user_variables=user_variables))
     if inherited_path:
         environment["PYTHONPATH"] = f"{paths.runtime}:{inherited_path}"
     return {

@@ -30,6 +30,9 @@ from amlocal.errors import (IllegalTransitionError, RunNotFoundError, RunRecordC
                             UserInputError)
 
 FILE_FOLDERS = ("outputs", "logs", "azureml-logs")
+# Files a script uploads under other names (run.upload_file, log_image) live here, listed and
+# downloaded by the name they were given.
+UPLOADS_FOLDER = "uploads"
 RESERVE_BYTES = 8 << 20
 TELEMETRY_FILE = "events.jsonl"
 BUILD_LOG = "azureml-logs/20_image_build_log.txt"
@@ -141,8 +144,42 @@ ALTER TABLE runs ADD COLUMN display_name TEXT;
 CREATE INDEX runs_by_parent ON runs (parent_id);
 """
 
+# The model registry (backends/local/models.py): each name's last version (never reused), the
+# registered versions, and the size and SHA-256 of each file, so damage found later is reported.
+_SCHEMA_V5 = """
+CREATE TABLE model_names (
+    name TEXT PRIMARY KEY,
+    last_version INTEGER NOT NULL
+);
+CREATE TABLE models (
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    model_path TEXT NOT NULL,
+    run_id TEXT REFERENCES runs (id),
+    run_path TEXT,
+    experiment_name TEXT,
+    description TEXT,
+    framework TEXT,
+    framework_version TEXT,
+    tags TEXT NOT NULL DEFAULT '{}',
+    properties TEXT NOT NULL DEFAULT '{}',
+    created_at REAL NOT NULL,
+    PRIMARY KEY (name, version)
+);
+CREATE INDEX models_by_run ON models (run_id);
+CREATE TABLE model_files (
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    PRIMARY KEY (name, version, path),
+    FOREIGN KEY (name, version) REFERENCES models (name, version) ON DELETE CASCADE
+);
+"""
+
 # Schema steps in order; a history at version N gets the steps after N.
-_MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4)
+_MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4, _SCHEMA_V5)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 # Columns that executors may set besides status (which only set_status writes).
@@ -288,7 +325,7 @@ class RunStore:
         try:
             staging.mkdir()
             fill_snapshot(staging / "snapshot")
-            for folder in FILE_FOLDERS + ("telemetry",):
+            for folder in FILE_FOLDERS + (UPLOADS_FOLDER, "telemetry", "telemetry/uploads"):
                 (staging / folder).mkdir(exist_ok=True)
             os.rename(staging, final)
             now = time.time()
@@ -392,26 +429,28 @@ class RunStore:
         Raises IllegalTransitionError otherwise (for example when another process canceled the
         run in the meantime). Terminal statuses stamp ended_at; Running stamps started_at.
         """
+        with self.transaction() as conn:
+            return self.set_status_in(conn, run_id, new_status, **fields)
+
+    def set_status_in(self, conn, run_id, new_status, **fields):
+        """set_status inside a transaction the caller holds; returns the previous status."""
         unknown = set(fields) - _UPDATABLE
         if unknown:
             raise ValueError(f"not updatable: {sorted(unknown)}")
         now = time.time()
-        with self.transaction() as conn:
-            row = conn.execute("SELECT status, started_at FROM runs WHERE id = ?",
-                               (run_id,)).fetchone()
-            if row is None:
-                raise RunNotFoundError(f"no run with id {run_id!r} in {self.home}")
-            run_status.check_transition(row["status"], new_status)
-            fields = dict(fields, status=new_status)
-            if new_status == run_status.RUNNING and row["started_at"] is None:
-                fields["started_at"] = now
-            if run_status.is_terminal(new_status):
-                fields["ended_at"] = now
-            assignments = ", ".join(f"{column} = ?" for column in fields)
-            conn.execute(f"UPDATE runs SET {assignments} WHERE id = ?",
-                         [*fields.values(), run_id])
-            conn.execute("INSERT INTO status_history (run_id, status, at) VALUES (?, ?, ?)",
-                         (run_id, new_status, now))
+        row = conn.execute("SELECT status, started_at FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise RunNotFoundError(f"no run with id {run_id!r} in {self.home}")
+        run_status.check_transition(row["status"], new_status)
+        fields = dict(fields, status=new_status)
+        if new_status == run_status.RUNNING and row["started_at"] is None:
+            fields["started_at"] = now
+        if run_status.is_terminal(new_status):
+            fields["ended_at"] = now
+        assignments = ", ".join(f"{column} = ?" for column in fields)
+        conn.execute(f"UPDATE runs SET {assignments} WHERE id = ?", [*fields.values(), run_id])
+        conn.execute("INSERT INTO status_history (run_id, status, at) VALUES (?, ?, ?)",
+                     (run_id, new_status, now))
         return row["status"]
 
     def try_set_status(self, run_id, new_status, **fields):
@@ -456,62 +495,14 @@ class RunStore:
         return now - started
 
     def ingest_telemetry(self, run_id):
-        """Read what the script logged since the last call into the database; return the count.
-
-        The offset of the last complete line read is kept with the run, in the same transaction
-        as the metrics, so a second reader (or a crash between calls) never loses or repeats one.
-        """
-        path = self.run_dir(run_id) / "telemetry" / TELEMETRY_FILE
-        if not path.exists():
-            return 0
-        with self.transaction() as conn:
-            row = conn.execute("SELECT telemetry_offset, tags, properties, error FROM runs "
-                               "WHERE id = ?", (run_id,)).fetchone()
-            with open(path, "rb") as handle:
-                handle.seek(row["telemetry_offset"])
-                data = handle.read()
-            complete = data[:data.rfind(b"\n") + 1]
-            if not complete:
-                return 0
-            tags, properties = json.loads(row["tags"]), json.loads(row["properties"])
-            error = row["error"]
-            next_position = {}
-            metric_rows = []
-            for line in complete.decode("utf-8", errors="replace").splitlines():
-                event = _parse_event(line)
-                if event is None:
-                    continue  # a torn line from a killed script, or not an event; skip it
-                kind = event["kind"]
-                if kind == "metric":
-                    name = event["name"]
-                    if name not in next_position:
-                        next_position[name] = conn.execute(
-                            "SELECT COALESCE(MAX(position) + 1, 0) FROM metrics "
-                            "WHERE run_id = ? AND name = ?", (run_id, name)).fetchone()[0]
-                    metric_rows.append((run_id, name, next_position[name], event["type"],
-                                        json.dumps(event["value"]), event.get("step"),
-                                        event.get("description", ""), event.get("t", time.time())))
-                    next_position[name] += 1
-                elif kind == "tags":
-                    tags.update(event["tags"])
-                elif kind == "properties":
-                    properties.update(event["properties"])
-                elif kind == "fail" and not error:
-                    error = f"Run.fail() called by the script: {event.get('error')}"
-            conn.executemany(
-                "INSERT INTO metrics (run_id, name, position, metric_type, value, step, "
-                "description, logged_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", metric_rows)
-            conn.execute(
-                "UPDATE runs SET telemetry_offset = ?, tags = ?, properties = ?, error = ? "
-                "WHERE id = ?",
-                (row["telemetry_offset"] + len(complete), json.dumps(tags), json.dumps(properties),
-                 error, run_id))
-        return len(metric_rows)
+        """Read what the script logged since the last call into the history (see telemetry.py)."""
+        from amlocal.backends.local.telemetry import ingest
+        return ingest(self, run_id)
 
     # -- files --------------------------------------------------------------------------------
 
     def file_names(self, run_id):
-        """The run's files as posix names relative to its folder (outputs/model.npz, ...).
+        """The run's files as posix names (outputs/model.npz, azureml-logs/..., uploaded names).
 
         A link the script left in outputs/ counts only if it resolves to a file inside the run's
         file folders, the same rule file_path applies, so every listed name can be downloaded.
@@ -519,10 +510,10 @@ class RunStore:
         self.get_status(run_id)
         root = self.run_dir(run_id)
         names = []
-        for folder in FILE_FOLDERS:
+        for folder, strip in [(folder, root) for folder in FILE_FOLDERS] + [(UPLOADS_FOLDER, root / UPLOADS_FOLDER)]:
             for dirpath, _dirnames, filenames in os.walk(root / folder):
                 for filename in filenames:
-                    name = (Path(dirpath) / filename).relative_to(root).as_posix()
+                    name = (Path(dirpath) / filename).relative_to(strip).as_posix()
                     if self._resolve_file(root, name) is not None:
                         names.append(name)
         return sorted(names)
@@ -534,13 +525,13 @@ class RunStore:
             raise UserInputError(f"run {run_id} has no file {name!r} (see `amlocal runs files {run_id}`)")
         return path
 
-    def record_files(self, run_id, folders=("outputs", "logs")):
-        """Note the size and SHA-256 of the run's output and log files (PostProcessing)."""
+    def record_files(self, run_id):
+        """Note the size and SHA-256 of the run's files but its amlocal logs (PostProcessing)."""
         root = self.run_dir(run_id)
         rows = []
         for name in self.file_names(run_id):
-            if name.split("/", 1)[0] in folders:
-                path = root / name
+            if not name.startswith("azureml-logs/"):
+                path = self._resolve_file(root, name)
                 rows.append((run_id, name, path.stat().st_size, _sha256_of(path)))
         with self.transaction() as conn:
             conn.execute("DELETE FROM files WHERE run_id = ?", (run_id,))
@@ -562,8 +553,12 @@ class RunStore:
 
     @staticmethod
     def _resolve_file(root, name):
-        candidate = (root / name).resolve()
-        inside = any(candidate.is_relative_to((root / folder).resolve()) for folder in FILE_FOLDERS)
+        if Path(name).parts[:1] and Path(name).parts[0] in FILE_FOLDERS:
+            candidate = (root / name).resolve()
+            inside = any(candidate.is_relative_to((root / folder).resolve()) for folder in FILE_FOLDERS)
+        else:
+            candidate = (root / UPLOADS_FOLDER / name).resolve()
+            inside = candidate.is_relative_to((root / UPLOADS_FOLDER).resolve())
         return candidate if inside and candidate.is_file() else None
 
 
@@ -573,27 +568,6 @@ def _sha256_of(path):
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-_EVENT_FIELDS = {"metric": ("name", "type", "value"), "tags": ("tags",),
-                 "properties": ("properties",), "fail": ()}
-
-
-def _parse_event(line):
-    """A telemetry event as a dict, or None for a line that is not one (never raises)."""
-    try:
-        event = json.loads(line)
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(event, dict) or event.get("kind") not in _EVENT_FIELDS:
-        return None
-    if any(field not in event for field in _EVENT_FIELDS[event["kind"]]):
-        return None
-    if event["kind"] == "metric" and not isinstance(event["name"], str):
-        return None
-    if event["kind"] in ("tags", "properties") and not isinstance(event[event["kind"]], dict):
-        return None
-    return event
 
 
 def _is_corruption(error):

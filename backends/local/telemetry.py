@@ -1,0 +1,202 @@
+"""Reading what a script logged (runtime/amlocal_run.py writes it) into the run history.
+
+The script appends JSON events to <run>/telemetry/events.jsonl and puts uploaded files and logged
+images under <run>/telemetry/uploads/. `ingest` reads the events since the last call, in one
+transaction with the offset it got to, so a second reader (or a crash between calls) never loses
+or repeats one. Events:
+
+    {"kind": "metric", "name", "type", "value", "step"?, "description"?}   a metric value
+    {"kind": "tags" | "properties", ...} / {"kind": "remove_tags", "tags": [...]}
+    {"kind": "upload", "name"}            a file now in telemetry/uploads/[<child id>/]<name>
+    {"kind": "fail", "error"}             Run.fail() of the run itself
+    {"kind": "child", "name"}             a child run started (its id is the event's "run")
+    {"kind": "status", "status", "error"?} a child run completed, failed or was canceled
+
+An event with "run" belongs to that child run of the run. Metric rows keep `metric_type` and the
+JSON `value` as logged: scalar (a value), list (a list), row ({column: value}), table ({column:
+[values]}), image ({"file": run file name}), confusion_matrix / accuracy_table / residuals /
+predictions (the logged JSON object).
+"""
+
+import json
+import os
+import time
+
+from amlocal.backends import status as run_status
+from amlocal.backends.base import STAGES
+from amlocal.backends.local.store import FILE_FOLDERS, TELEMETRY_FILE, UPLOADS_FOLDER
+
+_FIELDS = {"metric": ("name", "type", "value"), "tags": ("tags",), "remove_tags": ("tags",),
+           "properties": ("properties",), "upload": ("name",), "fail": (), "child": (),
+           "status": ("status",)}
+
+
+def parse_event(line):
+    """A telemetry event as a dict, or None for a line that is not one (never raises)."""
+    try:
+        event = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(event, dict) or event.get("kind") not in _FIELDS:
+        return None
+    if any(field not in event for field in _FIELDS[event["kind"]]):
+        return None
+    if "run" in event and not isinstance(event["run"], str):
+        return None
+    if event["kind"] in ("metric", "upload") and not isinstance(event["name"], str):
+        return None
+    if event["kind"] in ("tags", "properties") and not isinstance(event[event["kind"]], dict):
+        return None
+    if event["kind"] == "remove_tags" and not isinstance(event["tags"], list):
+        return None
+    return event
+
+
+def upload_destination(run_dir, name):
+    """Where an uploaded file named `name` lives in its run's folder: outputs/ and logs/ names
+    in those folders, any other name in the run's upload folder."""
+    if name.split("/", 1)[0] in FILE_FOLDERS:
+        return run_dir / name
+    return run_dir / UPLOADS_FOLDER / name
+
+
+class _Batch:
+    """The runs one ingest touches: their tags, properties and errors, written back at the end."""
+
+    def __init__(self, store, conn, run_id):
+        self.store = store
+        self.conn = conn
+        self.run_id = run_id
+        self.runs = {}
+        self.next_position = {}
+        self.metric_rows = []
+
+    def run(self, run_id):
+        if run_id not in self.runs:
+            row = self.conn.execute("SELECT tags, properties, error, parent_id FROM runs WHERE id = ?",
+                                    (run_id,)).fetchone()
+            if row is None or (run_id != self.run_id and row["parent_id"] != self.run_id):
+                return None  # an event for a run that is not this run or one of its children
+            self.runs[run_id] = {"tags": json.loads(row["tags"]),
+                                 "properties": json.loads(row["properties"]), "error": row["error"]}
+        return self.runs[run_id]
+
+    def add_metric(self, run_id, event):
+        key = (run_id, event["name"])
+        if key not in self.next_position:
+            self.next_position[key] = self.conn.execute(
+                "SELECT COALESCE(MAX(position) + 1, 0) FROM metrics WHERE run_id = ? AND name = ?",
+                key).fetchone()[0]
+        self.metric_rows.append((run_id, event["name"], self.next_position[key], event["type"],
+                                 json.dumps(event["value"]), event.get("step"),
+                                 event.get("description", ""), event.get("t", time.time())))
+        self.next_position[key] += 1
+
+    def start_child(self, child_id, name):
+        if self.conn.execute("SELECT 1 FROM runs WHERE id = ?", (child_id,)).fetchone():
+            return
+        parent = self.conn.execute("SELECT * FROM runs WHERE id = ?", (self.run_id,)).fetchone()
+        child_dir = self.store.run_dir(child_id)
+        for folder in FILE_FOLDERS + (UPLOADS_FOLDER,):
+            (child_dir / folder).mkdir(parents=True, exist_ok=True)
+        now = time.time()
+        number = self.conn.execute("SELECT COALESCE(MAX(number), 0) + 1 FROM runs WHERE experiment = ?",
+                                   (parent["experiment"],)).fetchone()[0]
+        spec = json.loads(parent["spec"])
+        self.conn.execute(
+            "INSERT INTO runs (id, number, experiment, status, backend, executor, compute, spec, "
+            "created_at, started_at, parent_id, display_name, driver_pid) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (child_id, number, parent["experiment"], run_status.RUNNING, parent["backend"],
+             parent["executor"], parent["compute"],
+             json.dumps({"script": spec.get("script"), "arguments": [], "child_of": self.run_id}),
+             now, now, self.run_id, name or None, parent["driver_pid"]))
+        # A child run is started by its parent's script: it has no stages of its own but Running.
+        self.conn.executemany(
+            "INSERT INTO stages (run_id, name, position, status, started_at) VALUES (?, ?, ?, ?, ?)",
+            [(child_id, stage, position, "Running" if stage == "Running" else "NotStarted",
+              now if stage == "Running" else None) for position, stage in enumerate(STAGES)])
+        self.conn.execute("INSERT INTO status_history (run_id, status, at) VALUES (?, ?, ?)",
+                          (child_id, run_status.RUNNING, now))
+
+    def end_child(self, child_id, status, error):
+        path = {run_status.COMPLETED: (run_status.FINALIZING, run_status.COMPLETED),
+                run_status.FAILED: (run_status.FAILED,),
+                run_status.CANCELED: (run_status.CANCEL_REQUESTED, run_status.CANCELED)}.get(status)
+        current = self.conn.execute("SELECT status FROM runs WHERE id = ?", (child_id,)).fetchone()
+        if path is None or current is None or run_status.is_terminal(current["status"]):
+            return
+        for step in path:
+            self.store.set_status_in(self.conn, child_id, step)
+        if error:
+            self.run(child_id)["error"] = error  # written with the child's row in write_back
+
+    def move_upload(self, run_id, name):
+        parent_dir = self.store.run_dir(self.run_id)
+        source = parent_dir / "telemetry" / "uploads"
+        source = source / run_id / name if run_id != self.run_id else source / name
+        if not source.is_file():
+            return  # moved by an earlier ingest whose transaction was rolled back
+        destination = upload_destination(self.store.run_dir(run_id), name)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, destination)
+
+    def write_back(self):
+        self.conn.executemany(
+            "INSERT INTO metrics (run_id, name, position, metric_type, value, step, description, "
+            "logged_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", self.metric_rows)
+        for run_id, state in self.runs.items():
+            self.conn.execute("UPDATE runs SET tags = ?, properties = ?, error = ? WHERE id = ?",
+                              (json.dumps(state["tags"]), json.dumps(state["properties"]),
+                               state["error"], run_id))
+
+
+def ingest(store, run_id):
+    """Read the run's new telemetry into the history; return how many metric values it held."""
+    path = store.run_dir(run_id) / "telemetry" / TELEMETRY_FILE
+    if not path.exists():
+        return 0
+    with store.transaction() as conn:
+        offset = conn.execute("SELECT telemetry_offset FROM runs WHERE id = ?",
+                              (run_id,)).fetchone()["telemetry_offset"]
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            data = handle.read()
+        complete = data[:data.rfind(b"\n") + 1]
+        if not complete:
+            return 0
+        batch = _Batch(store, conn, run_id)
+        for line in complete.decode("utf-8", errors="replace").splitlines():
+            event = parse_event(line)
+            if event is None:
+                continue  # a torn line from a killed script, or not an event; skip it
+            target = event.get("run", run_id)
+            if event["kind"] == "child" and target != run_id:
+                batch.start_child(target, event.get("name"))
+            state = batch.run(target)
+            if state is None:
+                continue
+            _apply(batch, target, state, event)
+        batch.write_back()
+        conn.execute("UPDATE runs SET telemetry_offset = ? WHERE id = ?",
+                     (offset + len(complete), run_id))
+    return len(batch.metric_rows)
+
+
+def _apply(batch, target, state, event):
+    kind = event["kind"]
+    if kind == "metric":
+        batch.add_metric(target, event)
+    elif kind == "tags":
+        state["tags"].update(event["tags"])
+    elif kind == "remove_tags":
+        for tag in event["tags"]:
+            state["tags"].pop(str(tag), None)
+    elif kind == "properties":
+        state["properties"].update(event["properties"])
+    elif kind == "upload":
+        batch.move_upload(target, event["name"])
+    elif kind == "fail" and not state["error"]:
+        state["error"] = f"Run.fail() called by the script: {event.get('error')}"
+    elif kind == "status" and target != batch.run_id:
+        batch.end_child(target, event["status"], event.get("error"))
