@@ -3,8 +3,10 @@
 The import root for the command line (`amlocal.cli`), the run backends (`amlocal.backends`) and
 the image recipes (`amlocal.recipes`, the top-level docker/ folder).
 
-azureml-core's names are here too (`from amlocal import Workspace, ComputeTarget, AmlCompute,
-ComputeTargetException`), imported on first use so that `import amlocal` stays cheap.
+azureml-core's names are here too (`from amlocal import Workspace, Experiment, ScriptRunConfig,
+ComputeTarget, AmlCompute, Model, ...`), imported on first use so that `import amlocal` stays
+cheap; `amlocal.core`, `amlocal.train.dnn` and `amlocal.exceptions` mirror azureml's modules, so
+SDK v1 code runs with `azureml` changed to `amlocal` in its import lines.
 """
 
 import importlib
@@ -16,6 +18,13 @@ _LAZY = {
     "ComputeTarget": "amlocal.compute",
     "AmlCompute": "amlocal.compute",
     "ComputeTargetException": "amlocal.compute",
+    "Model": "amlocal.model",
+    "Experiment": "amlocal.experiment",
+    "Run": "amlocal.run",
+    "Environment": "amlocal.environment",
+    "ScriptRunConfig": "amlocal.script_run_config",
+    "RunConfiguration": "amlocal.script_run_config",
+    "Datastore": "amlocal.datastore",
 }
 
 

@@ -26,6 +26,7 @@ The backend is imported on first use, so `from amlocal import ComputeTarget` sta
 """
 
 import datetime
+import os
 import sys
 import time
 
@@ -50,6 +51,13 @@ class ComputeTargetException(AmlocalError):
     @property
     def message(self):
         return str(self)
+
+
+def _setting(variable):
+    """A machine-wide default for provisioning: set AMLOCAL_ALLOW_OVERCOMMIT=1 (or
+    AMLOCAL_EMULATE_GPUS=1) to run unchanged SDK code that asks for more cores or GPUs than
+    this host has."""
+    return os.environ.get(variable, "").lower() in ("1", "true", "yes")
 
 
 def _not_found(name):
@@ -348,7 +356,8 @@ class AmlCompute(ComputeTarget):
             min_nodes=config.scale_settings.minimum_node_count,
             idle_seconds_before_scaledown=config.scale_settings.idle_seconds_before_scaledown,
             vm_priority=(config.vm_priority or "dedicated").lower(),
-            allow_overcommit=bool(config.allow_overcommit), emulate_gpus=bool(config.emulate_gpus))
+            allow_overcommit=bool(config.allow_overcommit) or _setting("AMLOCAL_ALLOW_OVERCOMMIT"),
+            emulate_gpus=bool(config.emulate_gpus) or _setting("AMLOCAL_EMULATE_GPUS"))
         try:
             targets.create(spec)
         except UserInputError as error:

@@ -132,3 +132,49 @@ class Workspace:
         from amlocal.compute import ComputeTarget
 
         return {target.name: target for target in ComputeTarget.list(self)}
+
+    def _backend(self):
+        """The local backend over this workspace's run history (imported on first use)."""
+        from amlocal.backends import get_backend
+
+        return get_backend("local", home=self._home)
+
+    def get_run(self, run_id):
+        """The run with this id, of whichever experiment."""
+        from amlocal.experiment import Experiment
+        from amlocal.run import Run
+
+        handle = self._backend().get_run(run_id)
+        return Run(Experiment(self, handle.get_details()["experiment"]), run_id, _handle=handle)
+
+    @property
+    def experiments(self):
+        """{name: Experiment} of the experiments that have runs."""
+        from amlocal.experiment import Experiment
+
+        names = {record["experiment"] for record in self._backend().list_runs()}
+        return {name: Experiment(self, name, _skip_name_validation=True) for name in sorted(names)}
+
+    def get_default_datastore(self):
+        from amlocal.datastore import Datastore
+
+        return Datastore(self)
+
+    @property
+    def datastores(self):
+        from amlocal.datastore import DEFAULT_DATASTORE, Datastore
+
+        root = self._home / "datastores"
+        names = {DEFAULT_DATASTORE} | ({path.name for path in root.iterdir() if path.is_dir()}
+                                       if root.is_dir() else set())
+        return {name: Datastore(self, name) for name in sorted(names)}
+
+    def write_config(self, path=None, file_name=None):
+        """Write a config.json that names the local workspace (in path/.azureml/)."""
+        folder = os.path.join(path or ".", ".azureml")
+        os.makedirs(folder, exist_ok=True)
+        target = os.path.join(folder, file_name or "config.json")
+        with open(target, "w", encoding="utf-8") as handle:
+            json.dump({"subscription_id": None, "resource_group": None,
+                       "workspace_name": LOCAL_WORKSPACE}, handle, indent=4)
+        return target

@@ -20,11 +20,12 @@ EXECUTORS = ("docker", "process")
 
 # Azure ML's rule for experiment names.
 _EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,254}$")
-# An input name becomes the environment variable AZUREML_DATAREFERENCE_<name>.
-_INPUT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+# An input name becomes the environment variable AZUREML_DATAREFERENCE_<name> (so it may start
+# with a digit: azureml-core names data references by uuid4().hex).
+_INPUT_NAME = re.compile(r"^[A-Za-z0-9_]{1,128}$")
 DATAREFERENCE_PREFIX = "AZUREML_DATAREFERENCE_"
-_DATAREFERENCE_TOKEN = re.compile(r"\$(?:\{" + DATAREFERENCE_PREFIX + r"([A-Za-z_][A-Za-z0-9_]*)\}|"
-                                  + DATAREFERENCE_PREFIX + r"([A-Za-z_][A-Za-z0-9_]*))")
+_DATAREFERENCE_TOKEN = re.compile(r"\$(?:\{" + DATAREFERENCE_PREFIX + r"([A-Za-z0-9_]+)\}|"
+                                  + DATAREFERENCE_PREFIX + r"([A-Za-z0-9_]+))")
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ class RunSpec:
         for name, path in self.inputs.items():
             if not _INPUT_NAME.match(name):
                 raise UserInputError(
-                    f"invalid input name {name!r}: letters, digits and '_', not starting with a digit")
+                    f"invalid input name {name!r}: 1-128 letters, digits or '_'")
             host_path = Path(path).expanduser()
             if not host_path.exists():
                 raise UserInputError(f"input {name}: path does not exist: {path}")
@@ -222,6 +223,22 @@ class RunHandle(abc.ABC):
     @abc.abstractmethod
     def download_files(self, prefix=None, output_directory=None):
         """Copy the run files under prefix into output_directory, keeping their paths; return them."""
+
+    @abc.abstractmethod
+    def get_metric_records(self):
+        """[{name, type, value, step, description}]: every logged value with its metric type."""
+
+    @abc.abstractmethod
+    def get_children(self):
+        """Handles of the run's child runs, oldest first."""
+
+    @abc.abstractmethod
+    def set_tags(self, tags, remove=()):
+        """Add or change tags and remove the ones named in `remove`; return the tags."""
+
+    @abc.abstractmethod
+    def add_properties(self, properties):
+        """Add properties (a property keeps its first value); return them."""
 
 
 class Backend(abc.ABC):

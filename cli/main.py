@@ -1,7 +1,8 @@
 """`amlocal`: the command line. Parses and renders; the work is done by amlocal.backends.
 
 Exit codes: 0 success (a run Completed), 1 a run Failed or was Canceled (or another error),
-2 bad input, 3 the Docker engine does not answer, 4 no such run.
+2 bad input, 3 the Docker engine does not answer, 4 no such run or model, 5 a damaged record or
+file, 124 `runs wait --timeout` ran out.
 """
 
 import signal
@@ -140,12 +141,14 @@ def _register_subcommands():
     from amlocal.cli.base_image import base_image
     from amlocal.cli.compute import compute
     from amlocal.cli.datasets import datasets
+    from amlocal.cli.models import models
     from amlocal.cli.runs import runs
 
     cli.add_command(runs)
     cli.add_command(base_image)
     cli.add_command(datasets)
     cli.add_command(compute)
+    cli.add_command(models)
 
 
 _register_subcommands()

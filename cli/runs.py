@@ -180,3 +180,36 @@ def cancel(run_id, wait, as_json):
         click.echo(summary_line(details))
 
 
+@runs.command()
+@click.argument("run_ids", nargs=-1, metavar="RUN...")
+@click.option("--metric", required=True, metavar="NAME", help="The scalar metric to draw.")
+@click.option("-o", "--output", type=click.Path(), metavar="FILE.png",
+              help="Where to write the chart [default: compare-<metric>.png].")
+@json_option
+def compare(run_ids, metric, output, as_json):
+    """Draw one metric's curve in several runs on one chart (x: step, else logging order)."""
+    from amlocal.cli.report import write_compare_chart  # matplotlib only when charts are drawn
+
+    path, values_by_run = write_compare_chart(get_backend("local"), list(run_ids), metric, output)
+    if as_json:
+        echo_json({"file": str(path), "runs": values_by_run})
+        return
+    click.echo(str(path))
+
+
+@runs.command()
+@click.argument("run_id")
+@click.option("-o", "--output-dir", type=click.Path(), metavar="DIR",
+              help="Folder for the report (DIR/index.html); created if missing.")
+@json_option
+def report(run_id, output_dir, as_json):
+    """Write a self-contained HTML report of a run: stages, metrics and charts, files, log."""
+    from amlocal.cli.report import write_report  # matplotlib only when charts are drawn
+
+    if not output_dir:
+        raise UserInputError("give the folder to write the report to with -o DIR")
+    written = write_report(_handle(run_id), output_dir)
+    if as_json:
+        echo_json(written)
+        return
+    click.echo(written["file"])

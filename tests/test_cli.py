@@ -206,7 +206,8 @@ def _bad_input_cases(tmp_path):
         "bad experiment name": (["run", source, "--script", "train.py", "--experiment", "no spaces"],
                                 2, "invalid experiment name"),
         "--pip on the process executor": (["run", source, "--script", "train.py", "--executor",
-                                           "process", "--pip", "six"], 2, "--pip needs the docker executor"),
+                                           "process", "--pip", "no-such-package-amlocal==1.0"], 2,
+                                          "lacks no-such-package-amlocal==1.0: install them there"),
     }
 
 

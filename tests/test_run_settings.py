@@ -194,7 +194,7 @@ def spec_in(project, **changes):
     ({"experiment": "_leading"}, r"invalid experiment name '_leading'"),
     ({"experiment": ""}, r"invalid experiment name ''"),
     ({"experiment": "x" * 256}, r"invalid experiment name"),
-    ({"inputs": {"1st": "data"}, "arguments": ()}, r"invalid input name '1st'"),
+    ({"inputs": {"": "data"}, "arguments": ()}, r"invalid input name ''"),
     ({"inputs": {"my-data": "data"}, "arguments": ()}, r"invalid input name 'my-data'"),
     ({"inputs": {"mnist": "no/such/path"}}, r"input mnist: path does not exist: no/such/path"),
     ({"arguments": ("--data=${AZUREML_DATAREFERENCE_other}",)},

@@ -16,12 +16,13 @@ from amlocal.backends.base import (Backend, LogLine, RunHandle, StageFinished, S
                                    StatusChanged, ignore_event)
 from amlocal.backends.local import engine, images
 from amlocal.backends.local.docker_executor import DockerExecutor
-from amlocal.backends.local.compute import ComputeTargets
+from amlocal.backends.local.compute import ComputeTargets, target_has_gpus
 from amlocal.backends.local.lifecycle import POLL_INTERVAL_S, RunDriver
-from amlocal.backends.local.process_executor import ProcessExecutor
+from amlocal.backends.local.process_executor import (ProcessExecutor, missing_packages,
+                                                      missing_packages_message)
 from amlocal.backends.local.recovery import reconcile_run
 from amlocal.backends.local.snapshot import snapshot_files, take_snapshot
-from amlocal.backends.local.store import DRIVER_LOG, RunStore
+from amlocal.backends.local.store import BUILD_LOG, DRIVER_LOG, RunStore
 from amlocal.errors import UserInputError
 
 
@@ -70,14 +71,20 @@ class LocalBackend(Backend):
         executor_name = self._choose_executor(spec.executor)
         if executor_name == "docker":
             images.recipe_dir(spec.environment.recipe)
-        elif spec.environment.pip_packages:
-            raise UserInputError("--pip needs the docker executor: the process executor runs the "
-                                 "Python amlocal runs in; install the packages there instead")
+        else:
+            missing = missing_packages(spec.environment.pip_packages)
+            if missing:
+                raise UserInputError(missing_packages_message(missing, sys.executable))
         targets = ComputeTargets(self.store)
         target = targets.get(spec.compute)
         if spec.node_count > target.max_nodes:
             raise UserInputError(f"the run asks for {spec.node_count} nodes but {target.name} has "
                                  f"at most {target.max_nodes}")
+        if spec.use_gpu and not target_has_gpus(target, targets.host):
+            raise UserInputError(
+                f"the run asks for a GPU (use_gpu=True) but compute target {target.name!r} has "
+                "none on this host: use a GPU VM size, created with --emulate-gpus (or "
+                "emulate_gpus=True) to run its GPU work on the CPU")
         files = snapshot_files(spec.source_dir)
         # The run takes its place in the target's queue when it is created, so runs get their
         # nodes in the order they were submitted, however long each one's image takes to build.
@@ -198,6 +205,8 @@ class LocalRunHandle(RunHandle):
             ],
             "tags": record["tags"],
             "properties": record["properties"],
+            "parent_id": record["parent_id"],
+            "display_name": record["display_name"],
             "run_dir": str(self.run_dir),
         }
 
@@ -221,8 +230,14 @@ class LocalRunHandle(RunHandle):
         """
         seen_stages = {}
         status = None
-        log_offset = 0
-        log_path = self.run_dir / DRIVER_LOG
+        logs = {"build": [self.run_dir / BUILD_LOG, 0], "driver": [self.run_dir / DRIVER_LOG, 0]}
+
+        def new_lines(final=False):
+            for source, log in logs.items():
+                log[1], lines = _read_new_lines(log[0], log[1], final=final)
+                for line in lines:
+                    yield LogLine(self.id, source, line)
+
         while True:
             record = self.store.get_run(self.id)
             for stage in record["stages"]:
@@ -233,16 +248,12 @@ class LocalRunHandle(RunHandle):
                     yield StageFinished(self.id, stage["name"], stage["status"],
                                         stage["duration_s"] or 0.0, stage["detail"])
                 seen_stages[stage["name"]] = stage["status"]
-            log_offset, lines = _read_new_lines(log_path, log_offset)
-            for line in lines:
-                yield LogLine(self.id, "driver", line)
+            yield from new_lines()
             if record["status"] != status:
                 status = record["status"]
                 yield StatusChanged(self.id, status)
             if run_status.is_terminal(status):
-                log_offset, lines = _read_new_lines(log_path, log_offset, final=True)
-                for line in lines:
-                    yield LogLine(self.id, "driver", line)
+                yield from new_lines(final=True)
                 return
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"run {self.id} is still {status}")
@@ -256,7 +267,7 @@ class LocalRunHandle(RunHandle):
                 yield from path.read_text(errors="replace").splitlines()
             return
         for event in self.follow():
-            if isinstance(event, LogLine):
+            if isinstance(event, LogLine) and event.source == "driver":
                 yield event.line
 
     def cancel(self, force=False):
@@ -281,6 +292,18 @@ class LocalRunHandle(RunHandle):
 
     def get_file_names(self):
         return self.store.file_names(self.id)
+
+    def get_metric_records(self):
+        return self.store.get_metric_records(self.id)
+
+    def get_children(self):
+        return [LocalRunHandle(self.backend, child) for child in self.store.children_of(self.id)]
+
+    def set_tags(self, tags, remove=()):
+        return self.store.update_tags(self.id, tags, remove)
+
+    def add_properties(self, properties):
+        return self.store.add_properties(self.id, properties)
 
     def download_file(self, name, output_file_path=None):
         source = self.store.verified_file_path(self.id, name)

@@ -533,3 +533,10 @@ def combine_node_resources(parts, host=None):
         gpu_ids=tuple(gpu for part in parts for gpu in part.gpu_ids),
         emulated_gpus=sum(part.emulated_gpus for part in parts),
     )
+
+
+def target_has_gpus(target, host):
+    """Whether runs on the target get GPUs, real or (emulate_gpus) emulated on the CPU."""
+    if target.name == LOCAL_TARGET:
+        return bool(host.gpus)
+    return target.size.gpus > 0

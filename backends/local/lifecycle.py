@@ -26,6 +26,7 @@ from amlocal.backends.base import LogLine, StageFinished, StageStarted, StatusCh
 from amlocal.backends.local.compute import ComputeTargets, combine_node_resources, node_resources
 from amlocal.backends.local.recovery import reconcile_blockers
 from amlocal.backends.local.store import BUILD_LOG, DRIVER_LOG
+from amlocal.backends.local.telemetry import end_open_children
 from amlocal.errors import AmlocalError, IllegalTransitionError
 
 RUNTIME_DIR = Path(__file__).resolve().parent / "runtime"
@@ -235,6 +236,12 @@ class RunDriver:
             self._release_job()
             self.compute.release(self.run_id)
             self._remove_scratch()
+            try:
+                status = self.store.get_status(self.run_id)
+                if run_status.is_terminal(status):
+                    end_open_children(self.store, self.run_id, status)
+            except (OSError, sqlite3.Error):
+                pass  # the history is unwritable (a full disk); the run's own end is recorded
 
     def _wait_for_nodes(self, target):
         """Wait at the queue until the target gives this run its nodes; return them, and seconds waited."""
@@ -258,6 +265,7 @@ class RunDriver:
             time.sleep(POLL_INTERVAL_S)
 
     def _run_script(self, record, prepared, resources, driver_log):
+        (self.run_dir / DRIVER_LOG).touch()  # every run that ran has a driver log, as on Azure
         self.job = self.executor.start(record, self.run_dir, RUNTIME_DIR, prepared, driver_log,
                                        resources)
         self.store.update_run(self.run_id, **self.job.identity())

@@ -4,7 +4,9 @@ For hosts without Docker (a GPU box without the NVIDIA container runtime, CI wit
 There is no image: Preparing checks the interpreter, and the run uses whatever is installed in it.
 """
 
+import importlib.metadata
 import os
+import re
 import subprocess
 import sys
 
@@ -41,11 +43,9 @@ class ProcessExecutor:
         self.python = python or sys.executable
 
     def prepare(self, record, on_line, should_cancel):
-        packages = record["spec"]["environment"]["pip_packages"]
-        if packages:
-            raise UserInputError(
-                "--pip needs the docker executor (the process executor uses the Python it runs "
-                f"in: install {' '.join(packages)} there yourself)")
+        missing = missing_packages(record["spec"]["environment"]["pip_packages"])
+        if missing:
+            raise UserInputError(missing_packages_message(missing, self.python))
         version = ".".join(map(str, sys.version_info[:3]))
         return Prepared(image=None, detail=f"no image: Python {version} at {self.python}")
 
@@ -73,3 +73,25 @@ class ProcessExecutor:
                                    stderr=subprocess.STDOUT, start_new_session=True,
                                    preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None)
         return ProcessJob(process, on_line)
+
+
+def missing_packages(requirements):
+    """The pip requirements whose distribution is not installed in this Python.
+
+    The process executor installs nothing (it would change the user's own environment), so it
+    checks that what the run asks for is already there; versions are not compared.
+    """
+    missing = []
+    for requirement in requirements:
+        name = re.split(r"[\s\[<>=!~;@]", requirement.strip(), maxsplit=1)[0]
+        try:
+            importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(requirement)
+    return missing
+
+
+def missing_packages_message(missing, python):
+    return (f"the process executor runs the script with {python}, which lacks "
+            f"{', '.join(missing)}: install them there (pip install {' '.join(missing)}) or use "
+            "the docker executor")

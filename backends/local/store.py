@@ -410,6 +410,59 @@ class RunStore:
             return [(row["status"], row["at"]) for row in conn.execute(
                 "SELECT status, at FROM status_history WHERE run_id = ? ORDER BY rowid", (run_id,))]
 
+    def get_metric_records(self, run_id):
+        """Every logged value in logging order: {name, position, type, value, step, description,
+        logged_at, damaged}. A value that is not valid JSON is kept as its text, damaged=True."""
+        self.get_status(run_id)
+        records = []
+        with self._connection() as conn:
+            for row in conn.execute(
+                    "SELECT name, position, metric_type, value, step, description, logged_at "
+                    "FROM metrics WHERE run_id = ? ORDER BY rowid", (run_id,)):
+                try:
+                    value, damaged = json.loads(row["value"]), False
+                except (TypeError, json.JSONDecodeError):
+                    value, damaged = row["value"], True
+                records.append({"name": row["name"], "position": row["position"],
+                                "type": row["metric_type"], "value": value, "step": row["step"],
+                                "description": row["description"] or "",
+                                "logged_at": row["logged_at"], "damaged": damaged})
+        return records
+
+    def children_of(self, run_id):
+        with self._connection() as conn:
+            return [row["id"] for row in conn.execute(
+                "SELECT id FROM runs WHERE parent_id = ? ORDER BY created_at, id", (run_id,))]
+
+    def update_tags(self, run_id, set_tags=None, remove=()):
+        """Add or change tags, and remove some, in one transaction; returns the tags."""
+        with self.transaction() as conn:
+            row = conn.execute("SELECT tags FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise RunNotFoundError(f"no run with id {run_id!r} in {self.home}")
+            tags = json.loads(row["tags"])
+            tags.update({str(key): "" if value is None else str(value)
+                         for key, value in (set_tags or {}).items()})
+            for key in remove:
+                tags.pop(str(key), None)
+            conn.execute("UPDATE runs SET tags = ? WHERE id = ?", (json.dumps(tags), run_id))
+        return tags
+
+    def add_properties(self, run_id, properties):
+        """Add properties; as on Azure ML a property keeps its first value."""
+        with self.transaction() as conn:
+            row = conn.execute("SELECT properties FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise RunNotFoundError(f"no run with id {run_id!r} in {self.home}")
+            current = json.loads(row["properties"])
+            for key, value in properties.items():
+                if str(key) in current and current[str(key)] != str(value):
+                    raise UserInputError(f"property {key!r} of run {run_id} is already "
+                                         f"{current[str(key)]!r}; run properties cannot be changed")
+                current[str(key)] = str(value)
+            conn.execute("UPDATE runs SET properties = ? WHERE id = ?", (json.dumps(current), run_id))
+        return current
+
     def get_metrics(self, run_id):
         """{name: [values in logging order]} (a log_list entry is one value that is a list)."""
         self.get_status(run_id)  # raises for an unknown run

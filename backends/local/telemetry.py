@@ -109,7 +109,7 @@ class _Batch:
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (child_id, number, parent["experiment"], run_status.RUNNING, parent["backend"],
              parent["executor"], parent["compute"],
-             json.dumps({"script": spec.get("script"), "arguments": [], "child_of": self.run_id}),
+             json.dumps(dict(spec, child_of=self.run_id)),
              now, now, self.run_id, name or None, parent["driver_pid"]))
         # A child run is started by its parent's script: it has no stages of its own but Running.
         self.conn.executemany(
@@ -120,15 +120,7 @@ class _Batch:
                           (child_id, run_status.RUNNING, now))
 
     def end_child(self, child_id, status, error):
-        path = {run_status.COMPLETED: (run_status.FINALIZING, run_status.COMPLETED),
-                run_status.FAILED: (run_status.FAILED,),
-                run_status.CANCELED: (run_status.CANCEL_REQUESTED, run_status.CANCELED)}.get(status)
-        current = self.conn.execute("SELECT status FROM runs WHERE id = ?", (child_id,)).fetchone()
-        if path is None or current is None or run_status.is_terminal(current["status"]):
-            return
-        for step in path:
-            self.store.set_status_in(self.conn, child_id, step)
-        if error:
+        if end_child_in(self.store, self.conn, child_id, status) and error:
             self.run(child_id)["error"] = error  # written with the child's row in write_back
 
     def move_upload(self, run_id, name):
@@ -149,6 +141,30 @@ class _Batch:
             self.conn.execute("UPDATE runs SET tags = ?, properties = ?, error = ? WHERE id = ?",
                               (json.dumps(state["tags"]), json.dumps(state["properties"]),
                                state["error"], run_id))
+
+
+_PATH_TO = {run_status.COMPLETED: (run_status.FINALIZING, run_status.COMPLETED),
+            run_status.FAILED: (run_status.FAILED,),
+            run_status.CANCELED: (run_status.CANCEL_REQUESTED, run_status.CANCELED)}
+
+
+def end_child_in(store, conn, child_id, status):
+    """Take a running child run to `status` through the state machine; False if it had ended."""
+    current = conn.execute("SELECT status FROM runs WHERE id = ?", (child_id,)).fetchone()
+    if status not in _PATH_TO or current is None or run_status.is_terminal(current["status"]):
+        return False
+    for step in _PATH_TO[status]:
+        store.set_status_in(conn, child_id, step)
+    conn.execute("UPDATE stages SET status = ?, ended_at = ? WHERE run_id = ? AND name = 'Running'",
+                 (status, time.time(), child_id))
+    return True
+
+
+def end_open_children(store, parent_id, status):
+    """When a run ends, its children still running end with it (with its status)."""
+    with store.transaction() as conn:
+        for row in conn.execute("SELECT id FROM runs WHERE parent_id = ?", (parent_id,)).fetchall():
+            end_child_in(store, conn, row["id"], status)
 
 
 def ingest(store, run_id):

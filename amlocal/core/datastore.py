@@ -1,0 +1,5 @@
+"""Mirrors `azureml.core.datastore`."""
+
+from amlocal.datastore import Datastore
+
+__all__ = ["Datastore"]

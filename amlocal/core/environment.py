@@ -1,0 +1,5 @@
+"""Mirrors `azureml.core.environment`."""
+
+from amlocal.environment import Environment
+
+__all__ = ["Environment"]

@@ -1,0 +1,5 @@
+"""Mirrors `azureml.core.model`."""
+
+from amlocal.model import Model
+
+__all__ = ["Model"]

@@ -1,0 +1,5 @@
+"""Mirrors `azureml.core.runconfig`."""
+
+from amlocal.script_run_config import DockerConfiguration, RunConfiguration
+
+__all__ = ["DockerConfiguration", "RunConfiguration"]

@@ -1,0 +1,5 @@
+"""Mirrors `azureml.core.workspace`."""
+
+from amlocal.workspace import Workspace
+
+__all__ = ["Workspace"]

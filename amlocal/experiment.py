@@ -1,0 +1,59 @@
+"""`Experiment`: a named group of runs in the workspace, and where runs are submitted."""
+
+import re
+
+from amlocal.errors import UserInputError
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,254}$")
+
+
+class Experiment:
+    """Runs of one experiment in a workspace."""
+
+    def __init__(self, workspace, name, _skip_name_validation=False, _id=None,
+                 _archived_time=None, _create_in_cloud=True, _experiment_dto=None, **kwargs):
+        if not _skip_name_validation and not _NAME.match(name):
+            raise UserInputError(f"invalid experiment name {name!r}: 1-255 letters, digits, '_' or "
+                                 "'-', starting with a letter or digit")
+        self.workspace = workspace
+        self.name = name
+        self.id = name
+
+    def __repr__(self):
+        return f"Experiment(Name: {self.name}, Workspace: {self.workspace.name})"
+
+    def _backend(self):
+        return self.workspace._backend()
+
+    def submit(self, config, tags=None, **kwargs):
+        """Start a run of `config` (a ScriptRunConfig or an estimator); return its Run at once.
+
+        The run is driven by a process of its own, as on Azure ML it runs on its compute target
+        whatever the notebook does: follow it with run.wait_for_completion(show_output=True).
+        """
+        from amlocal.run import Run
+
+        to_spec = getattr(config, "_to_spec", None)
+        if to_spec is None:
+            raise UserInputError(f"cannot submit a {type(config).__name__}: give a ScriptRunConfig "
+                                 "or an estimator")
+        handle = self._backend().submit(to_spec(self.name, tags=tags), detach=True)
+        return Run(self, handle.id, _handle=handle)
+
+    def get_runs(self, type=None, tags=None, properties=None, include_children=False):
+        """This experiment's runs, newest first (children only with include_children=True)."""
+        from amlocal.run import Run, _matches_tags
+
+        for record in self._backend().list_runs(experiment=self.name):
+            if "corrupted" in record:
+                continue
+            if record.get("parent_id") and not include_children:
+                continue
+            run = Run(self, record["id"])
+            if _matches_tags(record["tags"], tags) and _matches_tags(record["properties"], properties):
+                yield run
+
+    @staticmethod
+    def list(workspace, experiment_name=None, view_type=None, tags=None):
+        return [experiment for name, experiment in workspace.experiments.items()
+                if experiment_name in (None, name)]

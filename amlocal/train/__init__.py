@@ -1,0 +1,1 @@
+"""Mirrors `azureml.train`: estimators (`amlocal.train.dnn.Chainer`, `amlocal.train.estimator`)."""
