@@ -33,10 +33,13 @@ class Experiment:
         """
         from amlocal.run import Run
 
+        submit_to = getattr(config, "_submit_to", None)
+        if submit_to is not None:  # configs that start runs of their own kind (HyperDriveConfig)
+            return submit_to(self, tags=tags, **kwargs)
         to_spec = getattr(config, "_to_spec", None)
         if to_spec is None:
-            raise UserInputError(f"cannot submit a {type(config).__name__}: give a ScriptRunConfig "
-                                 "or an estimator")
+            raise UserInputError(f"cannot submit a {type(config).__name__}: give a ScriptRunConfig, "
+                                 "an estimator or a HyperDriveConfig")
         handle = self._backend().submit(to_spec(self.name, tags=tags), detach=True)
         return Run(self, handle.id, _handle=handle)
 
