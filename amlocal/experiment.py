@@ -45,14 +45,18 @@ class Experiment:
 
     def get_runs(self, type=None, tags=None, properties=None, include_children=False):
         """This experiment's runs, newest first (children only with include_children=True)."""
-        from amlocal.run import Run, _matches_tags
+        from amlocal.run import _matches_tags, run_of
 
-        for record in self._backend().list_runs(experiment=self.name):
+        backend = self._backend()
+        for record in backend.list_runs(experiment=self.name):
             if "corrupted" in record:
                 continue
             if record.get("parent_id") and not include_children:
                 continue
-            run = Run(self, record["id"])
+            if type is not None and (("hyperdrive" if record.get("sweep") else "azureml.scriptrun")
+                                     != type):
+                continue
+            run = run_of(self, backend.get_run(record["id"]))
             if _matches_tags(record["tags"], tags) and _matches_tags(record["properties"], properties):
                 yield run
 

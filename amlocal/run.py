@@ -77,7 +77,7 @@ class Run:
         self._handle = _handle or experiment._backend().get_run(run_id)
 
     def __repr__(self):
-        return (f"Run(Experiment: {self.experiment.name}, Id: {self.id}, Type: azureml.scriptrun, "
+        return (f"Run(Experiment: {self.experiment.name}, Id: {self.id}, Type: {self.type}, "
                 f"Status: {self.get_status()})")
 
     # -- script side ----------------------------------------------------------------------------
@@ -333,3 +333,11 @@ class _AzureStylePrinter:
                 self.streaming = log
                 print(f"\nStreaming {log}\n{'=' * (len(log) + 10)}\n")
             print(event.line)
+
+
+def run_of(experiment, handle):
+    """The SDK object for a run: a HyperDriveRun for a sweep's parent, else a Run."""
+    if handle.get_details().get("sweep"):
+        from amlocal.train.hyperdrive.run import HyperDriveRun
+        return HyperDriveRun(experiment, handle.id, _handle=handle)
+    return Run(experiment, handle.id, _handle=handle)

@@ -142,10 +142,10 @@ class Workspace:
     def get_run(self, run_id):
         """The run with this id, of whichever experiment."""
         from amlocal.experiment import Experiment
-        from amlocal.run import Run
+        from amlocal.run import run_of
 
         handle = self._backend().get_run(run_id)
-        return Run(Experiment(self, handle.get_details()["experiment"]), run_id, _handle=handle)
+        return run_of(Experiment(self, handle.get_details()["experiment"]), handle)
 
     @property
     def experiments(self):

@@ -216,3 +216,49 @@ def predictions_figure(title, bin_edges, bin_averages, bin_errors):
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=9)
     return figure
+
+
+def sweep_scatter_figure(parameter, points, metric):
+    """The primary metric against one hyperparameter: a point per child run.
+
+    `points` are (value, metric, terminated) with terminated children drawn as red crosses. A
+    hyperparameter whose values are not all numbers is drawn over its categories, in order of
+    first appearance.
+    """
+    figure = new_figure(6.2, 3.6)
+    ax = figure.add_subplot()
+    numeric = all(isinstance(value, (int, float)) and not isinstance(value, bool)
+                  for value, _metric, _terminated in points)
+    categories = list(dict.fromkeys(str(value) for value, _m, _t in points))
+
+    def position(value):
+        return value if numeric else categories.index(str(value))
+
+    for terminated, style in ((False, dict(marker="o", color="#1a7f37", label="completed")),
+                              (True, dict(marker="x", color="#cf222e", label="terminated early"))):
+        chosen = [(position(value), metric_value) for value, metric_value, flag in points
+                  if flag == terminated]
+        if chosen:
+            ax.scatter([x for x, _ in chosen], [_plottable(y) for _, y in chosen], s=36, **style)
+    if not numeric:
+        ax.set_xticks(range(len(categories)), [_shorten(c, 16) for c in categories])
+    ax.set_title(f"{_shorten(metric, 40)} against {_shorten(parameter, 40)}", fontsize=12)
+    ax.set_xlabel(_shorten(parameter, 50))
+    ax.set_ylabel(_shorten(metric, 40))
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=9)
+    return figure
+
+
+def sweep_curves_figure(metric, series, terminated):
+    """Every child's primary-metric curve; the children in `terminated` (labels) dashed, ending
+    in a red cross where the policy stopped them."""
+    figure = curve_figure(f"{metric} of each child run", series, "interval (times logged)",
+                          y_label=metric, legend=True)
+    ax = figure.axes[0]
+    for line, item in zip(ax.get_lines(), series):
+        if item.label in terminated and item.y:
+            line.set_linestyle("--")
+            ax.plot([item.x[-1]], [_plottable(item.y[-1])], marker="x", markersize=10,
+                    color="#cf222e", linestyle="none")
+    return figure

@@ -143,8 +143,10 @@ def _register_subcommands():
     from amlocal.cli.datasets import datasets
     from amlocal.cli.models import models
     from amlocal.cli.runs import runs
+    from amlocal.cli.sweep import sweep
 
     cli.add_command(runs)
+    cli.add_command(sweep)
     cli.add_command(base_image)
     cli.add_command(datasets)
     cli.add_command(compute)

@@ -727,10 +727,46 @@ class _Report:
         return Markup(f'<section id="{anchor}"><h2>{esc(title)}</h2>'
                       + "".join(esc(part) for part in parts) + "</section>")
 
+    def sweep(self):
+        """A sweep's children: the primary metric against each hyperparameter, their curves
+        (early-terminated ones marked), and a table of all of them."""
+        from amlocal.backends.local.sweep import child_summaries, primary_values
+
+        metric = self.details["sweep"]["primary_metric_config"]["name"]
+        children = child_summaries(self.store, self.details["id"])
+        if not children:
+            return self.section("sweep", "Sweep", [Markup('<p class="note">No child runs yet.</p>')])
+        terminated = {child["run_id"] for child in children
+                      if child["status"] == "Canceled" and "policy" in (child["error"] or "")}
+        parts = [Markup(f'<p class="note">{esc(self.details["stages"][2]["detail"])}</p>')]
+        parameters = sorted({name for child in children for name in (child["hyperparameters"] or {})})
+        for parameter in parameters:
+            points = [(child["hyperparameters"][parameter], child["best_primary_metric"],
+                       child["run_id"] in terminated) for child in children
+                      if child["hyperparameters"] and child["best_primary_metric"] is not None]
+            if points:
+                parts.append(self.figure(charts.sweep_scatter_figure(parameter, points, metric),
+                                         f"{metric} against {parameter}"))
+        series = [charts.Series(child["run_id"], list(range(1, len(values) + 1)), values)
+                  for child in children
+                  for values in [primary_values(self.store, child["run_id"], metric)] if values]
+        if series:
+            parts.append(self.figure(charts.sweep_curves_figure(metric, series, terminated),
+                                     f"{metric} of each child run"))
+        rows = [[child["run_id"], badge(child["status"]), child["best_primary_metric"],
+                 child["last_primary_metric"], json.dumps(child["hyperparameters"]),
+                 child["error"] if child["run_id"] in terminated else None] for child in children]
+        parts.append(html_table(["Child run", "Status", f"Best {metric}", f"Last {metric}",
+                                 "Hyperparameters", "Terminated because"], rows, numeric=(2, 3),
+                                nowrap=(0, 1)))
+        return self.section("sweep", "Sweep", parts)
+
     def html(self):
-        body = [self.header(), self.stages(), self.status_history(), self.metrics(),
+        sweep = [self.sweep()] if self.details.get("sweep") else []
+        body = [self.header(), *sweep, self.stages(), self.status_history(), self.metrics(),
                 self.tags_and_properties(), self.files(), self.driver_log()]
         nav = "".join(f'<a href="#{anchor}">{label}</a>' for anchor, label in (
+            *((("sweep", "Sweep"),) if sweep else ()),
             ("stages", "Stages"), ("status-history", "Status history"), ("metrics", "Metrics"),
             ("tags", "Tags and properties"), ("files", "Files"), ("log", "Driver log")))
         generated = _iso(self.now)

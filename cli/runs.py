@@ -66,6 +66,11 @@ def show(run_id, as_json):
     click.echo()
     click.echo(table(details["stages"], [("STAGE", "name"), ("STATUS", "status"),
                                          ("DURATION_S", "duration_s"), ("DETAIL", "detail")]))
+    if details.get("sweep"):
+        from amlocal.cli.sweep import children_table
+
+        click.echo()
+        click.echo(children_table(handle.store, run_id))
     metrics = handle.get_metrics()
     if metrics:
         click.echo()

@@ -8,6 +8,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from dataclasses import asdict
 from pathlib import Path
 
@@ -31,6 +32,9 @@ def _iso(timestamp):
         return None
     return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).isoformat(
         timespec="milliseconds").replace("+00:00", "Z")
+
+
+SWEEP_EXECUTOR = "sweep"  # the executor name of a sweep's parent run: it runs no script itself
 
 
 def spec_to_json(spec):
@@ -66,7 +70,8 @@ class LocalBackend(Backend):
             return "docker"
         return "process"
 
-    def submit(self, spec, on_event=ignore_event, detach=False):
+    def submit(self, spec, on_event=ignore_event, detach=False, run_id=None, parent_id=None):
+        """Start a run of `spec` (see Backend.submit); `run_id`/`parent_id` name a sweep's child."""
         spec = spec.validated()
         executor_name = self._choose_executor(spec.executor)
         if executor_name == "docker":
@@ -92,7 +97,8 @@ class LocalBackend(Backend):
             experiment=spec.experiment, executor=executor_name, compute=spec.compute,
             spec=spec_to_json(spec), driver_pid=None if detach else os.getpid(),
             fill_snapshot=lambda folder: take_snapshot(spec.source_dir, folder, files),
-            also=lambda conn, run_id: targets.enqueue(conn, run_id, target.name, spec.node_count))
+            also=lambda conn, run_id: targets.enqueue(conn, run_id, target.name, spec.node_count),
+            run_id=run_id, parent_id=parent_id)
         if detach:
             self._start_supervisor(run_id)
             return LocalRunHandle(self, run_id)
@@ -127,10 +133,33 @@ class LocalBackend(Backend):
             raise
         self.store.update_run(run_id, driver_pid=supervisor.pid)
 
+    def submit_sweep(self, template, sweep, detach=True):
+        """Start a hyperparameter sweep: a parent run of type hyperdrive whose children are runs of
+        `template` (a RunSpec) with sampled hyperparameters. `sweep` holds the sampling, policy,
+        primary metric and limits (HyperDriveConfig._sweep()). Returns the parent's handle."""
+        template = template.validated()
+        ComputeTargets(self.store).get(template.compute)  # a missing target is an error now
+        files = snapshot_files(template.source_dir)
+        spec = dict(spec_to_json(template), sweep=sweep)
+        run_id = self.store.create_run(
+            experiment=template.experiment, executor=SWEEP_EXECUTOR, compute=template.compute,
+            spec=spec, driver_pid=None if detach else os.getpid(),
+            fill_snapshot=lambda folder: take_snapshot(template.source_dir, folder, files),
+            run_id=f"HD_{uuid.uuid4()}")
+        self.store.update_tags(run_id, {"amlocal.run_type": "hyperdrive"})
+        if detach:
+            self._start_supervisor(run_id)
+            return LocalRunHandle(self, run_id)
+        self.drive(run_id)
+        return LocalRunHandle(self, run_id)
+
     def drive(self, run_id, on_event=ignore_event):
         """Drive an existing NotStarted run in this process (what a detached supervisor does)."""
         record = self.store.get_run(run_id)
         self.store.update_run(run_id, driver_pid=os.getpid())
+        if record["executor"] == SWEEP_EXECUTOR:
+            from amlocal.backends.local.sweep import SweepDriver
+            return SweepDriver(self, run_id).drive()
         return RunDriver(self.store, run_id, self._executor(record["executor"]), on_event).drive()
 
     def get_run(self, run_id):
@@ -207,6 +236,7 @@ class LocalRunHandle(RunHandle):
             "properties": record["properties"],
             "parent_id": record["parent_id"],
             "display_name": record["display_name"],
+            "sweep": spec.get("sweep"),
             "run_dir": str(self.run_dir),
         }
 
@@ -270,12 +300,13 @@ class LocalRunHandle(RunHandle):
             if isinstance(event, LogLine) and event.source == "driver":
                 yield event.line
 
-    def cancel(self, force=False):
+    def cancel(self, force=False, reason=None):
         """Ask the run to stop; with force=True (a second Ctrl-C) a script this process runs is
-        killed at once instead of after its grace period."""
+        killed at once instead of after its grace period. `reason` becomes the run's error."""
         if run_status.is_terminal(self.store.get_status(self.id)):
             return
-        self.store.try_set_status(self.id, run_status.CANCEL_REQUESTED)
+        self.store.try_set_status(self.id, run_status.CANCEL_REQUESTED,
+                                  **({"error": reason} if reason else {}))
         if force and self._driven_here():
             self._driver.kill()
         self._reconcile()

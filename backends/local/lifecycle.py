@@ -342,7 +342,9 @@ class RunDriver:
     def _finish_canceled(self, reason):
         self._release_job()
         self.store.ingest_telemetry(self.run_id)
-        self.store.set_status(self.run_id, run_status.CANCELED, error=reason)
+        # A reason given with the cancel request (a sweep's policy, say) is kept.
+        requested = self.store.get_run(self.run_id)["error"]
+        self.store.set_status(self.run_id, run_status.CANCELED, error=requested or reason)
         self._emit(StatusChanged(self.run_id, run_status.CANCELED))
         return run_status.CANCELED
 

@@ -311,15 +311,16 @@ class RunStore:
     # -- creating runs ------------------------------------------------------------------------
 
     def create_run(self, *, experiment, executor, compute, spec, fill_snapshot, backend="local",
-                   driver_pid=None, also=None):
+                   driver_pid=None, also=None, run_id=None, parent_id=None):
         """Create a run in NotStarted with its snapshot; return its id.
 
         `fill_snapshot(folder)` writes the source snapshot. The run folder is assembled under a
         temporary name and renamed into place before the record is inserted, so a failure at any
         point leaves neither a folder nor a record. `also(conn, run_id)`, if given, runs inside
         the record's transaction (the run's place in its target's queue is taken there).
+        `run_id` and `parent_id` name a child run (a sweep's children are <parent id>_<index>).
         """
-        run_id = new_run_id(experiment)
+        run_id = run_id or new_run_id(experiment)
         staging = self.runs_dir / f".creating-{run_id}"
         final = self.runs_dir / run_id
         try:
@@ -335,9 +336,10 @@ class RunStore:
                     (experiment,)).fetchone()[0]
                 conn.execute(
                     "INSERT INTO runs (id, number, experiment, status, backend, executor, compute, "
-                    "spec, created_at, tags, driver_pid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "spec, created_at, tags, driver_pid, parent_id) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (run_id, number, experiment, run_status.NOT_STARTED, backend, executor, compute,
-                     json.dumps(spec), now, json.dumps(spec.get("tags", {})), driver_pid))
+                     json.dumps(spec), now, json.dumps(spec.get("tags", {})), driver_pid, parent_id))
                 conn.executemany(
                     "INSERT INTO stages (run_id, name, position, status) VALUES (?, ?, ?, ?)",
                     [(run_id, name, position, run_status.NOT_STARTED)
@@ -462,6 +464,15 @@ class RunStore:
                 current[str(key)] = str(value)
             conn.execute("UPDATE runs SET properties = ? WHERE id = ?", (json.dumps(current), run_id))
         return current
+
+    def add_metric(self, run_id, name, metric_type, value):
+        """Record a metric value from the host side (a sweep's summary of its children)."""
+        with self.transaction() as conn:
+            position = conn.execute("SELECT COALESCE(MAX(position) + 1, 0) FROM metrics "
+                                    "WHERE run_id = ? AND name = ?", (run_id, name)).fetchone()[0]
+            conn.execute("INSERT INTO metrics (run_id, name, position, metric_type, value, "
+                         "logged_at) VALUES (?, ?, ?, ?, ?, ?)",
+                         (run_id, name, position, metric_type, json.dumps(value), time.time()))
 
     def get_metrics(self, run_id):
         """{name: [values in logging order]} (a log_list entry is one value that is a list)."""
