@@ -1,5 +1,6 @@
 """The local backend: runs on this machine, history under $AMLOCAL_HOME."""
 
+import dataclasses
 import datetime
 import os
 import shutil
@@ -17,7 +18,7 @@ from amlocal.backends.base import (Backend, LogLine, RunHandle, StageFinished, S
                                    StatusChanged, ignore_event)
 from amlocal.backends.local import engine, images
 from amlocal.backends.local.docker_executor import DockerExecutor
-from amlocal.backends.local.compute import ComputeTargets, target_has_gpus
+from amlocal.backends.local.compute import ComputeTargets, target_has_gpus, target_has_real_gpus
 from amlocal.backends.local.lifecycle import POLL_INTERVAL_S, RunDriver
 from amlocal.backends.local.process_executor import (ProcessExecutor, missing_packages,
                                                       missing_packages_message)
@@ -34,6 +35,8 @@ def _iso(timestamp):
         timespec="milliseconds").replace("+00:00", "Z")
 
 
+# Recipes with a GPU build, used when a run asks for GPUs and its node has real ones.
+GPU_RECIPES = {"chainer": "chainer-gpu"}
 SWEEP_EXECUTOR = "sweep"  # the executor name of a sweep's parent run: it runs no script itself
 
 
@@ -87,9 +90,14 @@ class LocalBackend(Backend):
                                  f"at most {target.max_nodes}")
         if spec.use_gpu and not target_has_gpus(target, targets.host):
             raise UserInputError(
-                f"the run asks for a GPU (use_gpu=True) but compute target {target.name!r} has "
-                "none on this host: use a GPU VM size, created with --emulate-gpus (or "
-                "emulate_gpus=True) to run its GPU work on the CPU")
+                f"the run asks for a GPU (--gpu, use_gpu=True) but compute target {target.name!r} "
+                f"has none on this host ({targets.host.describe()}): run on a GPU machine, or on "
+                "a target of a GPU VM size created with --emulate-gpus to run its GPU work on the CPU")
+        if (spec.use_gpu and executor_name == "docker" and spec.environment.recipe in GPU_RECIPES
+                and target_has_real_gpus(target, targets.host)):
+            # The framework's GPU build (CuPy on CUDA) for nodes that have real GPUs.
+            spec = dataclasses.replace(spec, environment=dataclasses.replace(
+                spec.environment, recipe=GPU_RECIPES[spec.environment.recipe]))
         files = snapshot_files(spec.source_dir)
         # The run takes its place in the target's queue when it is created, so runs get their
         # nodes in the order they were submitted, however long each one's image takes to build.

@@ -540,3 +540,10 @@ def target_has_gpus(target, host):
     if target.name == LOCAL_TARGET:
         return bool(host.gpus)
     return target.size.gpus > 0
+
+
+def target_has_real_gpus(target, host):
+    """Whether runs on the target get real GPUs of this host (not emulated ones)."""
+    if target.name == LOCAL_TARGET:
+        return bool(host.gpus)
+    return 0 < target.size.gpus <= len(host.gpus)

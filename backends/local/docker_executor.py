@@ -6,6 +6,7 @@ import docker.errors
 import requests.exceptions
 
 from amlocal.backends.local import engine, images
+from amlocal.errors import AmlocalError
 from amlocal.backends.local.jobs import Job, Prepared
 from amlocal.backends.local.run_settings import CONTAINER_LABEL, container_settings
 from amlocal.backends.local.snapshot import copy_working_directory
@@ -82,6 +83,12 @@ class DockerExecutor:
 
     def prepare(self, record, on_line, should_cancel):
         environment = record["spec"]["environment"]
+        if environment["recipe"].endswith("-gpu") and not engine.has_nvidia_runtime(self.client):
+            raise AmlocalError(
+                "the run asks for GPUs but this Docker engine cannot give containers GPUs: install "
+                "the NVIDIA Container Toolkit (https://docs.nvidia.com/datacenter/cloud-native/"
+                "container-toolkit/install-guide.html) and restart Docker, or run with "
+                "--executor process (the run then uses the GPU that CuPy sees)")
         prepared = images.ensure_image(
             self.client, environment["recipe"], tuple(environment["pip_packages"]),
             environment["base_image"], on_line=on_line, should_cancel=should_cancel,

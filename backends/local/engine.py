@@ -1,5 +1,7 @@
 """The one place that connects to the Docker engine."""
 
+import shutil
+
 import docker
 import docker.errors
 import requests.exceptions
@@ -31,3 +33,11 @@ def engine_answers():
     except EngineUnavailableError:
         return False
     return True
+
+
+def has_nvidia_runtime(client):
+    """Whether containers of this engine can be given NVIDIA GPUs (the NVIDIA Container Toolkit:
+    an "nvidia" runtime, or the hook that serves `--gpus` requests)."""
+    runtimes = client.info().get("Runtimes") or {}
+    return "nvidia" in runtimes or any(shutil.which(tool) for tool in (
+        "nvidia-container-runtime-hook", "nvidia-container-cli"))
