@@ -25,13 +25,33 @@ class Experiment:
     def _backend(self):
         return self.workspace._backend()
 
-    def submit(self, config, tags=None, **kwargs):
+    def submit(self, config, tags=None, dry_run=False, **kwargs):
         """Start a run of `config` (a ScriptRunConfig or an estimator); return its Run at once.
 
         The run is driven by a process of its own, as on Azure ML it runs on its compute target
         whatever the notebook does: follow it with run.wait_for_completion(show_output=True).
+
+        dry_run=True (amlocal's) submits nothing: it prints what would be submitted to Azure ML
+        (the run configuration as azureml-core serializes it, the environment's Dockerfile, the
+        compute configuration, the uploads) and returns it as a dict. It needs the `azure` extra,
+        and no network or Azure account.
         """
         from amlocal.run import Run
+
+        if dry_run:
+            from amlocal.backends import get_backend
+            from amlocal.backends.azure.backend import dry_run_text
+
+            to_spec = getattr(config, "_to_spec", None)
+            if to_spec is None:
+                raise UserInputError(f"a dry run shows a ScriptRunConfig or an estimator, not a "
+                                     f"{type(config).__name__}")
+            document = get_backend(
+                "azure", home=self.workspace._home,
+                workspace_config=getattr(self.workspace, "_azure_config", None),
+            ).dry_run(to_spec(self.name, tags=tags))
+            print(dry_run_text(document))
+            return document
 
         submit_to = getattr(config, "_submit_to", None)
         if submit_to is not None:  # configs that start runs of their own kind (HyperDriveConfig)

@@ -168,8 +168,10 @@ class Run:
         return details
 
     def get_portal_url(self):
-        """Where to look at the run here: its folder in the run history."""
-        return Path(self._handle.get_details()["run_dir"]).as_uri()
+        """Where to look at the run: its Azure ML studio page, or for a local run its folder in
+        the run history."""
+        details = self._handle.get_details()
+        return details.get("portal_url") or Path(details["run_dir"]).as_uri()
 
     # -- waiting --------------------------------------------------------------------------------
 
@@ -293,8 +295,15 @@ class Run:
                        model_framework=None, model_framework_version=None, description=None,
                        datasets=None, sample_input_dataset=None, sample_output_dataset=None,
                        resource_configuration=None, **kwargs):
-        """Register a file (or folder) of this run's as a model; returns the Model."""
+        """Register a file (or folder) of this run's as a model; returns the Model (for a run on
+        Azure ML, the model is registered in its workspace: {name, version, id})."""
         from amlocal.model import register_model_from_run
+
+        if hasattr(self._handle, "register_model"):  # the backend keeps models of its own
+            return self._handle.register_model(
+                model_name, model_path=model_path, tags=tags, properties=properties,
+                model_framework=model_framework, model_framework_version=model_framework_version,
+                description=description, **kwargs)
 
         return register_model_from_run(
             self.experiment.workspace, self.id, model_name, model_path=model_path, tags=tags,

@@ -4,8 +4,11 @@
 (config.json or project.json, in .azureml/, aml_config/ or the folder itself, from the given path
 or the current folder up through its parents). With none, it returns the local workspace: the run
 history under $AMLOCAL_HOME (default ~/.amlocal), named "local". A configuration file that names
-an Azure ML workspace is not silently ignored: amlocal has no Azure backend yet, so it raises
-WorkspaceException saying so (Workspace.get("local") still gives the local workspace).
+an Azure ML workspace gives that workspace: runs submitted in it go to Azure ML through the Azure
+backend (the `azure` extra; WorkspaceException says what to install without it), and are recorded
+in the same local history. Compute targets, datastores and models stay local ones: a compute
+target defined here is how the Azure backend creates the cluster of that name if the workspace
+lacks it. Workspace.get("local") is always the local workspace.
 """
 
 import json
@@ -29,9 +32,9 @@ class WorkspaceException(UserInputError):
 
 def _azure_unavailable(what):
     return WorkspaceException(
-        f"{what} names an Azure ML workspace, and amlocal's Azure backend is not available yet: "
-        "only the local workspace can be used (Workspace.get('local'), or Workspace.from_config() "
-        "where no config.json is found)")
+        f"{what} names an Azure ML workspace: amlocal reaches one through its configuration file "
+        "(Workspace.from_config() with the workspace's config.json, or `amlocal run --backend "
+        "azure`); Workspace.get('local') is the local workspace")
 
 
 def _find_config(path, file_name):
@@ -105,7 +108,8 @@ class Workspace:
         self._home = default_home()
 
     def __repr__(self):
-        return f"Workspace.get(name={self.name!r}, subscription_id=None, resource_group=None)"
+        return (f"Workspace.get(name={self.name!r}, subscription_id={self.subscription_id!r}, "
+                f"resource_group={self.resource_group!r})")
 
     @staticmethod
     def from_config(path=None, auth=None, _logger=None, _file_name=None):
@@ -115,10 +119,36 @@ class Workspace:
             return Workspace()
         subscription_id, resource_group, workspace_name = _read_config(found)
         if subscription_id or resource_group:
-            raise _azure_unavailable(
-                f"the configuration file {found} (workspace {workspace_name!r}, subscription "
-                f"{subscription_id!r}, resource group {resource_group!r})")
+            return Workspace._on_azure(found, subscription_id, resource_group, workspace_name)
         return Workspace(workspace_name=workspace_name)
+
+    @classmethod
+    def _on_azure(cls, config_file, subscription_id, resource_group, workspace_name):
+        """The Azure ML workspace a configuration file names; runs submitted in it go to Azure.
+
+        Nothing is asked of Azure here: the workspace is opened (and signed in to) when the
+        first run is submitted.
+        """
+        from amlocal.backends.azure.errors import require_sdk
+        from amlocal.backends.local.store import default_home
+
+        try:
+            require_sdk()
+        except UserInputError as error:
+            raise WorkspaceException(
+                f"the configuration file {config_file} names the Azure ML workspace "
+                f"{workspace_name!r} (subscription {subscription_id!r}, resource group "
+                f"{resource_group!r}), and {error}") from None
+        workspace = cls.__new__(cls)
+        workspace.name = workspace_name
+        workspace.subscription_id = subscription_id
+        workspace.resource_group = resource_group
+        workspace.location = None
+        workspace.tags = None
+        workspace.sku = "basic"
+        workspace._home = default_home()
+        workspace._azure_config = config_file
+        return workspace
 
     @staticmethod
     def get(name, auth=None, subscription_id=None, resource_group=None, location=None,
@@ -134,9 +164,12 @@ class Workspace:
         return {target.name: target for target in ComputeTarget.list(self)}
 
     def _backend(self):
-        """The local backend over this workspace's run history (imported on first use)."""
+        """The backend runs of this workspace go to (imported on first use): the local one, or
+        for a workspace on Azure ML the Azure one; both record runs in the local history."""
         from amlocal.backends import get_backend
 
+        if getattr(self, "_azure_config", None):
+            return get_backend("azure", home=self._home, workspace_config=self._azure_config)
         return get_backend("local", home=self._home)
 
     def get_run(self, run_id):

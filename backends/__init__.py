@@ -8,6 +8,7 @@ from amlocal.errors import UserInputError
 
 _REGISTRY = {
     "local": "amlocal.backends.local:LocalBackend",
+    "azure": "amlocal.backends.azure:AzureBackend",
 }
 
 
@@ -24,3 +25,12 @@ def get_backend(name="local", **options):
             f"unknown backend {name!r}: available: {', '.join(backend_names())}") from None
     module_name, class_name = target.split(":")
     return getattr(importlib.import_module(module_name), class_name)(**options)
+
+
+def open_run(run_id, home=None):
+    """The handle of a run in the local history, from the backend that ran it (an Azure run's
+    handle asks Azure; a local run's reads the history)."""
+    from amlocal.backends.local.store import RunStore
+
+    backend = RunStore(home).get_run(run_id)["backend"]
+    return get_backend(backend, home=home).get_run(run_id)

@@ -64,3 +64,44 @@ def check_transition(current, new):
         raise IllegalTransitionError(f"unknown run status {new!r}")
     if new not in allowed_next(current):
         raise IllegalTransitionError(f"a run cannot go from {current} to {new}")
+
+
+# Azure ML statuses outside the vocabulary above, as the nearest status in it (a remote run's
+# status is observed, never set, by amlocal: see path_to).
+_AZURE_EQUIVALENTS = {"Provisioning": PREPARING, "Unapproved": NOT_STARTED, "Pausing": RUNNING,
+                      "Paused": RUNNING}
+
+
+def from_azure(status):
+    """An Azure ML run status in this module's vocabulary (None if it has no equivalent)."""
+    status = _AZURE_EQUIVALENTS.get(status, status)
+    return status if status in _ALLOWED else None
+
+
+def path_to(current, observed):
+    """The shortest sequence of allowed moves from `current` to `observed`, `current` excluded.
+
+    For runs that go on elsewhere (on Azure): their status is polled, so a run seen Queued may be
+    seen Completed next; the moves in between are the ones the run made. [] when they are equal;
+    IllegalTransitionError when `observed` cannot follow `current` (a run that ended never
+    starts again).
+    """
+    allowed_next(current)  # raises for an unknown status
+    if observed == current:
+        return []
+    if observed not in _ALLOWED:
+        raise IllegalTransitionError(f"unknown run status {observed!r}")
+    paths = {current: []}
+    frontier = [current]
+    while frontier:
+        following = []
+        for status in frontier:
+            for candidate in sorted(allowed_next(status)):
+                if candidate in paths:
+                    continue
+                paths[candidate] = paths[status] + [candidate]
+                if candidate == observed:
+                    return paths[candidate]
+                following.append(candidate)
+        frontier = following
+    raise IllegalTransitionError(f"a run cannot go from {current} to {observed}")

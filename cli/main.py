@@ -79,15 +79,30 @@ def cli():
 @click.option("--detach", is_flag=True, help="Return once the run is submitted; it runs on.")
 @click.option("--quiet-build", is_flag=True, help="Do not show image build output.")
 @click.option("--json", "as_json", is_flag=True, help="End with the run record as one JSON line.")
+@click.option("--backend", "backend_name", type=click.Choice(["local", "azure"]), default="local",
+              show_default=True,
+              help="Where the run goes: this machine, or Azure ML (the `azure` extra; the "
+                   "workspace is named by config.json, and --compute names an AmlCompute cluster).")
+@click.option("--workspace-config", type=click.Path(), metavar="PATH",
+              help="--backend azure: the workspace's config.json (or a folder to search from) "
+                   "[default: found from the current folder up, as azureml-core finds it].")
+@click.option("--dry-run", is_flag=True,
+              help="--backend azure: print what would be submitted (run configuration, "
+                   "Dockerfile, compute, uploads) and send nothing.")
 @click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
 def run(source_dir, script, experiment, executor, inputs, pip_packages, recipe, base_image,
-        compute, node_count, max_duration, tags, detach, quiet_build, as_json, script_args):
+        compute, node_count, max_duration, tags, detach, quiet_build, as_json, backend_name,
+        workspace_config, dry_run, script_args):
     """Run SCRIPT from SOURCE_DIR as an Azure ML-style run; arguments after -- go to the script.
 
     \b
     Example:
       amlocal run trainer --script chainer_mnist.py --input mnist=./mnist \\
           -- --epochs 3 --data-dir '$AZUREML_DATAREFERENCE_mnist'
+    The same run on Azure ML (see what it sends first with --dry-run):
+      amlocal run trainer --script chainer_mnist.py --input mnist=./mnist \\
+          --backend azure --compute gpu-cluster -- --epochs 3 \\
+          --data-dir '$AZUREML_DATAREFERENCE_mnist'
     """
     tag_pairs = {}
     for tag in tags:
@@ -102,12 +117,31 @@ def run(source_dir, script, experiment, executor, inputs, pip_packages, recipe, 
         environment=EnvironmentSpec(recipe=recipe, pip_packages=tuple(pip_packages),
                                     base_image=base_image),
     )
-    backend = get_backend("local")
+    if dry_run and backend_name != "azure":
+        raise UserInputError("--dry-run shows what would be submitted to Azure ML: use it with "
+                             "--backend azure")
+    if workspace_config and backend_name != "azure":
+        raise UserInputError("--workspace-config names an Azure ML workspace: use it with "
+                             "--backend azure")
+    if backend_name == "azure":
+        backend = get_backend("azure", workspace_config=workspace_config)
+        if dry_run:
+            from amlocal.backends.azure.backend import dry_run_text
+            document = backend.dry_run(spec)
+            if as_json:
+                echo_json(document)
+            else:
+                click.echo(dry_run_text(document))
+            return
+    else:
+        backend = get_backend("local")
     printer = EventPrinter(show_build_output=not quiet_build)
     handle = backend.submit(spec, on_event=printer, detach=detach)
     if detach:
         details = handle.get_details()
         echo_status(f"RunId: {handle.id} submitted; follow it with `amlocal runs logs {handle.id} -f`")
+        if details.get("portal_url"):
+            echo_status(f"Web View: {details['portal_url']}")
         if as_json:
             echo_json(details)
         else:
@@ -117,7 +151,9 @@ def run(source_dir, script, experiment, executor, inputs, pip_packages, recipe, 
     # orphaned in Running.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
-        details = handle.wait()
+        # A local run driven here already sends its events to the printer; an Azure run's output
+        # arrives while it is waited for.
+        details = handle.wait(on_event=printer)
     except KeyboardInterrupt:
         echo_status(f"Canceling run {handle.id} (the script gets SIGTERM; Ctrl-C again to kill "
                     "it now) ...")

@@ -2,7 +2,7 @@
 
 import click
 
-from amlocal.backends import get_backend
+from amlocal.backends import get_backend, open_run
 from amlocal.backends.status import is_terminal
 from amlocal.cli.render import EventPrinter, echo_json, format_value, summary_line, table
 from amlocal.errors import AmlocalError, UserInputError
@@ -17,7 +17,8 @@ class WaitTimeoutError(AmlocalError):
 
 
 def _handle(run_id):
-    return get_backend("local").get_run(run_id)
+    """The run's handle from the backend that ran it (an Azure run's goes to Azure)."""
+    return open_run(run_id)
 
 
 @click.group()
@@ -28,19 +29,31 @@ def runs():
 @runs.command("list")
 @click.option("--experiment", help="Only runs of this experiment.")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--refresh", is_flag=True,
+              help="Ask Azure ML for the status of Azure runs that have not ended (else the "
+                   "status last recorded is shown).")
 @json_option
-def list_runs(experiment, limit, as_json):
-    """List runs, newest first."""
+def list_runs(experiment, limit, refresh, as_json):
+    """List runs, local and Azure ones, newest first."""
     records = get_backend("local").list_runs(experiment=experiment, limit=limit)
+    remote = [index for index, record in enumerate(records)
+              if record.get("backend", "local") != "local" and "corrupted" not in record]
+    for index in remote:
+        # An Azure run's record holds its portal URL; --refresh asks Azure for its status.
+        handle = get_backend(records[index]["backend"]).get_run(records[index]["id"])
+        records[index] = handle.get_details(refresh=refresh)
     if as_json:
         echo_json(records)
         return
     if not records:
         click.echo("No runs yet: start one with `amlocal run`.")
         return
-    click.echo(table(records, [("ID", "id"), ("EXPERIMENT", "experiment"), ("STATUS", "status"),
-                               ("EXECUTOR", "executor"), ("CREATED", "created_at"),
-                               ("DURATION_S", "duration_s")]))
+    columns = [("ID", "id"), ("EXPERIMENT", "experiment"), ("STATUS", "status"),
+               ("BACKEND", "backend"), ("EXECUTOR", "executor"), ("CREATED", "created_at"),
+               ("DURATION_S", "duration_s")]
+    if remote:
+        columns.append(("PORTAL_URL", "portal_url"))
+    click.echo(table(records, columns))
 
 
 @runs.command()
@@ -57,15 +70,17 @@ def show(run_id, as_json):
     waiting = handle.get_detailed_status()["details"]
     if waiting:
         click.echo(f"{'Waiting:':<12} {waiting}")
-    for label, key in [("Experiment", "experiment"), ("Compute", "compute"),
+    for label, key in [("Experiment", "experiment"), ("Backend", "backend"),
+                       ("Portal URL", "portal_url"), ("Compute", "compute"),
                        ("Executor", "executor"), ("Image", "image"),
                        ("Script", "script"), ("Arguments", "arguments"), ("Inputs", "inputs"),
                        ("Created", "created_at"), ("Exit code", "exit_code")]:
         if details.get(key) not in (None, [], {}):
             click.echo(f"{label + ':':<12} {format_value(details[key])}")
-    click.echo()
-    click.echo(table(details["stages"], [("STAGE", "name"), ("STATUS", "status"),
-                                         ("DURATION_S", "duration_s"), ("DETAIL", "detail")]))
+    if details["stages"]:  # an Azure run's stages are on its portal page
+        click.echo()
+        click.echo(table(details["stages"], [("STAGE", "name"), ("STATUS", "status"),
+                                             ("DURATION_S", "duration_s"), ("DETAIL", "detail")]))
     if details.get("sweep"):
         from amlocal.cli.sweep import children_table
 

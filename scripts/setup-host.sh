@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Set up this machine for amlocal, idempotently: a Docker engine that answers, mmdebstrap, a
-# virtual environment (.venv) with amlocal, pytest and Chainer (for the process executor), and a
-# base image for the environment recipes (pulled, or built from Debian packages where no
-# registry is reachable). Linux (Debian/Ubuntu) with root or sudo for the system parts.
+# virtual environment (.venv) with amlocal, pytest, the azure extra and Chainer (for the process
+# executor), and a base image for the environment recipes (pulled, or built from Debian packages
+# where no registry is reachable). Linux (Debian/Ubuntu) with root or sudo for the system parts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,7 +40,9 @@ log "Docker engine $(docker version --format '{{.Server.Version}}') answers"
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/pip install -q --upgrade pip
-.venv/bin/pip install -q -e ".[test]"
+# The `azure` extra (azureml-core, azureml-train-core: about 250 MB) too, so that the tests of the
+# Azure backend's translation run here; amlocal itself never needs it for local runs.
+.venv/bin/pip install -q -e ".[test,azure]"
 if ! .venv/bin/pip show chainer >/dev/null 2>&1; then
     .venv/bin/pip install -q "setuptools<70" wheel
     .venv/bin/pip install -q --no-build-isolation chainer==7.8.1

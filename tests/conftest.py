@@ -4,7 +4,15 @@ The Docker tests need an engine that answers. Where there is none they fail (CI 
 on a host that has no Docker at all, set AMLOCAL_SKIP_DOCKER_TESTS=1 to skip them explicitly.
 """
 
+import atexit
+import functools
+import importlib.util
 import os
+import shutil
+import site
+import sys
+import tempfile
+import venv
 from pathlib import Path
 
 import pytest
@@ -42,3 +50,24 @@ def write_script(folder, name, body):
     folder.mkdir(parents=True, exist_ok=True)
     (folder / name).write_text(body)
     return folder
+
+
+@functools.lru_cache(maxsize=1)
+def python_without_azureml():
+    """A Python like the one running the tests, but without azureml (the `azure` extra), for
+    what a run sees where azureml-core is not installed (amlocal's images, most users' Pythons).
+
+    The test Python itself may have the extra (CI installs it to test the Azure backend); this
+    one is a virtual environment whose site-packages links every entry of this one's but azureml.
+    """
+    if importlib.util.find_spec("azureml") is None:
+        return sys.executable
+    root = Path(tempfile.mkdtemp(prefix="amlocal-python-without-azureml-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    venv.EnvBuilder(with_pip=False, symlinks=True).create(root)
+    target = next((root / "lib").glob("python3*/site-packages"))
+    for source in site.getsitepackages():
+        for entry in Path(source).iterdir():
+            if not entry.name.startswith("azureml") and not (target / entry.name).exists():
+                (target / entry.name).symlink_to(entry)
+    return str(root / "bin" / "python")

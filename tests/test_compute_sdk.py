@@ -319,35 +319,35 @@ def azure_config(folder, **extra):
     return folder / "config.json"
 
 
-def test_a_config_file_naming_an_azure_workspace_is_refused(amlocal_home, tmp_path, monkeypatch):
+def test_a_config_file_naming_an_azure_workspace_gives_that_workspace(amlocal_home, tmp_path,
+                                                                       monkeypatch):
+    pytest.importorskip("azureml.core")  # without the azure extra: test_azure_backend.py
     found = azure_config(tmp_path / "project" / ".azureml")
     nested = tmp_path / "project" / "src" / "deep"
     nested.mkdir(parents=True)
     monkeypatch.chdir(nested)  # found from a subfolder, in .azureml/ of a parent, as azureml-core does
 
-    with pytest.raises(WorkspaceException) as raised:
-        Workspace.from_config()
+    ws = Workspace.from_config()
 
-    message = raised.value.message
-    assert str(found) in message and "'ml-ws'" in message and "00000000-1111" in message
-    assert "Azure backend is not available yet" in message
-    assert "Workspace.get('local')" in message
-    assert raised.value.exit_code == 2
+    assert (ws.name, ws.subscription_id, ws.resource_group) == (
+        "ml-ws", "00000000-1111-2222-3333-444444444444", "ml-rg")
+    assert ws._azure_config == str(found)
+    assert type(ws._backend()).__name__ == "AzureBackend"  # runs submitted here go to Azure ML
+    assert ws._home == amlocal_home
 
 
 def test_from_config_takes_a_path_or_a_file(amlocal_home, tmp_path, monkeypatch):
+    pytest.importorskip("azureml.core")
     monkeypatch.chdir(tmp_path)
     config_file = azure_config(tmp_path / "elsewhere")
-    with pytest.raises(WorkspaceException, match="Azure backend is not available yet"):
-        Workspace.from_config(path=str(config_file))
-    with pytest.raises(WorkspaceException, match="Azure backend is not available yet"):
-        Workspace.from_config(path=str(tmp_path / "elsewhere"))
+    assert Workspace.from_config(path=str(config_file)).name == "ml-ws"
+    assert Workspace.from_config(path=str(tmp_path / "elsewhere")).name == "ml-ws"
     scoped = tmp_path / "scoped"
     scoped.mkdir()
     (scoped / "ws.json").write_text(json.dumps({"Scope": "/subscriptions/sub/resourceGroups/rg/providers/"
                                                          "Microsoft.MachineLearningServices/workspaces/ws"}))
-    with pytest.raises(WorkspaceException, match="workspace 'ws', subscription 'sub'"):
-        Workspace.from_config(path=str(scoped), _file_name="ws.json")
+    ws = Workspace.from_config(path=str(scoped), _file_name="ws.json")
+    assert (ws.name, ws.subscription_id, ws.resource_group) == ("ws", "sub", "rg")
     assert Workspace.from_config(path=str(tmp_path)).name == "local"  # nothing at or above tmp_path
 
 
@@ -361,11 +361,13 @@ def test_unusable_config_files_are_errors(amlocal_home, tmp_path):
 
 
 def test_workspace_get_refuses_azure_and_other_names(amlocal_home):
-    with pytest.raises(WorkspaceException, match="Azure backend is not available yet"):
+    with pytest.raises(WorkspaceException, match="names an Azure ML workspace: amlocal reaches one "
+                                                 "through its configuration file"):
         Workspace.get("ml-ws", subscription_id="sub", resource_group="rg")
     with pytest.raises(WorkspaceException, match="no workspace named 'ml-ws'"):
         Workspace.get("ml-ws")
-    with pytest.raises(WorkspaceException, match="Azure backend is not available yet"):
+    with pytest.raises(WorkspaceException, match="Workspace.from_config\\(\\) with the workspace's "
+                                                 "config.json"):
         Workspace("sub", "rg", "ml-ws")
 
 

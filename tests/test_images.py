@@ -238,5 +238,5 @@ def test_the_chainer_recipe_is_found():
 @pytest.mark.parametrize("name", ["tensorflow", "../docker", ""])
 def test_an_unknown_recipe_raises_listing_the_known_ones(name):
     with pytest.raises(UserInputError, match=rf"unknown environment recipe '{re.escape(name)}': "
-                                             r"known: chainer, python$"):
+                                             r"known: chainer, chainer-gpu, python$"):
         recipe_dir(name)

@@ -2,19 +2,20 @@
 `Run.get_context()` and what it writes to the run's telemetry file.
 
 Scripts run in a real subprocess, set up as amlocal sets up a run: PYTHONPATH=<runtime dir>,
-AZUREML_RUN_ID and AMLOCAL_TELEMETRY_FILE. The Python running the tests has no azureml-core.
+AZUREML_RUN_ID and AMLOCAL_TELEMETRY_FILE, in a Python without azureml-core (conftest's
+python_without_azureml: the test Python may have the `azure` extra).
 """
 
 import json
 import os
 import subprocess
-import sys
 import textwrap
 
 import numpy
 import pytest
 
 from amlocal.backends.local.lifecycle import RUNTIME_DIR
+from conftest import python_without_azureml
 
 RUN_ID = "mnist_1700000000_0a1b2c3d"
 
@@ -32,7 +33,7 @@ def run_script(tmp_path, body, *, in_run=True, extra_path=()):
         telemetry.parent.mkdir()
         environment.update(AZUREML_RUN_ID=RUN_ID, AZUREML_ARM_PROJECT_NAME="mnist",
                            AMLOCAL_TELEMETRY_FILE=str(telemetry))
-    result = subprocess.run([sys.executable, "train.py"], cwd=source, env=environment,
+    result = subprocess.run([python_without_azureml(), "train.py"], cwd=source, env=environment,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     return result.stdout, read_events(telemetry)
@@ -70,7 +71,7 @@ def test_both_azureml_imports_give_the_current_run_without_azureml_installed(tmp
 
 def test_azureml_is_really_absent_from_the_test_python():
     # The test above would prove nothing if this Python could import azureml-core itself.
-    result = subprocess.run([sys.executable, "-c", "import azureml"], capture_output=True,
+    result = subprocess.run([python_without_azureml(), "-c", "import azureml"], capture_output=True,
                             env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     assert result.returncode != 0
 

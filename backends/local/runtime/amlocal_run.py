@@ -459,7 +459,11 @@ def get_context(allow_offline=True):
         return _current
     if not allow_offline:
         from azureml.exceptions import RunEnvironmentException
-        raise RunEnvironmentException("not inside an amlocal or Azure ML run")
+        try:
+            error = RunEnvironmentException("not inside an amlocal or Azure ML run")
+        except TypeError:  # azureml-core's own takes no message: it has one of its own
+            error = RunEnvironmentException()
+        raise error
     return _OfflineRun()
 
 

@@ -1,0 +1,480 @@
+"""The Azure backend: the same RunSpec a local run takes, submitted to Azure ML (SDK v1).
+
+    spec --translate_v1 (pure)--> azureml-core objects --AzureSession (the seam)--> Azure ML
+
+`AzureBackend.submit` translates the spec, makes sure the compute target exists (created from the
+local target of the same name, if there is one), uploads the named inputs, submits, and records
+the run in the local run history (backend "azure", the same run id as on Azure, its portal URL,
+the source snapshot), so `amlocal runs list` shows it beside its local twin. `AzureRunHandle` is
+the one Run interface over such a run: status, logs, metrics, files and cancel go to Azure through
+the session, and what it learns (status, error, tags) is mirrored into the local record.
+
+`dry_run` does everything up to the seam and returns what would be submitted; it needs no
+network, no Azure account and no workspace configuration file.
+
+Nothing here imports azureml: the translation and the session do, when first used, so that the
+local backend (and listing Azure runs already in the history) works without the `azure` extra.
+"""
+
+import os
+import queue
+import threading
+import time
+from pathlib import Path
+
+from amlocal.backends import status as run_status
+from amlocal.backends.azure.errors import (AzureComputeError, AzureConfigError, redact,
+                                           redact_data, require_sdk)
+from amlocal.backends.base import Backend, LogLine, RunHandle, StatusChanged, ignore_event
+from amlocal.backends.local.store import RunStore, new_run_id
+from amlocal.errors import IllegalTransitionError
+
+EXECUTOR = "amlcompute"
+DEFAULT_DATASTORE = "workspaceblobstore"
+# Log files that hold a script's output on Azure ML, newest runtime first.
+DRIVER_LOGS = ("user_logs/std_log.txt", "azureml-logs/70_driver_log.txt")
+
+
+def _poll_interval():
+    return float(os.environ.get("AMLOCAL_AZURE_POLL_S", "10"))
+
+
+# -- the workspace configuration file ----------------------------------------------------------
+
+def find_workspace_config(path=None):
+    """The Azure ML workspace named by a config.json, as azureml-core finds it (no network).
+
+    Returns {config_file, subscription_id, resource_group, workspace_name}, or None where no
+    configuration file is found. Raises AzureConfigError for a file that cannot be used.
+    """
+    from amlocal.workspace import WorkspaceException, _find_config, _read_config
+
+    found = _find_config(path if path is not None else ".", None)
+    if found is None:
+        if path is not None:
+            raise AzureConfigError(f"no workspace configuration file at {path}")
+        return None
+    try:
+        subscription_id, resource_group, workspace_name = _read_config(found)
+    except WorkspaceException as error:
+        raise AzureConfigError(str(error)) from None
+    if not subscription_id or not resource_group:
+        raise AzureConfigError(
+            f"the workspace configuration file {found} names the local workspace, not an Azure ML "
+            "one: download your workspace's config.json from the Azure portal (the workspace's "
+            "Overview, 'Download config.json') into .azureml/config.json")
+    return {"config_file": found, "subscription_id": subscription_id,
+            "resource_group": resource_group, "workspace_name": workspace_name}
+
+
+def _required_workspace_config(path):
+    config = find_workspace_config(path)
+    if config is None:
+        raise AzureConfigError(
+            "no workspace configuration file (config.json) in this folder, its .azureml/ or "
+            "aml_config/, or their parents: download it from the Azure portal (your workspace's "
+            "Overview, 'Download config.json') into .azureml/config.json, or name it with "
+            "--workspace-config (a dry run, --dry-run, needs none)")
+    return config
+
+
+# -- the backend -----------------------------------------------------------------------------
+
+def _iso(timestamp):
+    from amlocal.backends.local.backend import _iso as iso
+    return iso(timestamp)
+
+
+class AzureBackend(Backend):
+    name = "azure"
+
+    def __init__(self, home=None, workspace_config=None, session=None):
+        """`workspace_config`: a config.json (or the folder to search from; default: the current
+        folder); `session`: the seam to Azure (default: an AzureSession over that workspace)."""
+        self.store = RunStore(home)
+        self._workspace_config = workspace_config
+        self._session = session
+
+    def session(self):
+        if self._session is None:
+            require_sdk()
+            from amlocal.backends.azure.session import AzureSession
+            config = _required_workspace_config(self._workspace_config)
+            self._session = AzureSession(config["config_file"])
+        return self._session
+
+    def _local_target(self, name):
+        """The local compute target called `name`, if the history has one (its settings are how
+        amlocal creates the cluster on Azure)."""
+        from amlocal.backends.local.compute import LOCAL_TARGET, ComputeTargets
+
+        targets = ComputeTargets(self.store)
+        if name == LOCAL_TARGET or name not in targets.names():
+            return None
+        return targets.get(name)
+
+    def translate(self, spec, datastore=DEFAULT_DATASTORE):
+        """The translate_v1.Submission of a validated spec."""
+        require_sdk()
+        from amlocal.backends.azure import translate_v1
+
+        return translate_v1.translate(spec, local_target=self._local_target(spec.compute),
+                                      datastore=datastore)
+
+    def dry_run(self, spec):
+        """What `submit` would send, as JSON-ready data; touches no network.
+
+        The workspace configuration file is read if there is one (to name the workspace), never
+        required. Uploads are listed, not made.
+        """
+        from amlocal.backends.local.snapshot import snapshot_files
+
+        spec = spec.validated()
+        config = find_workspace_config(self._workspace_config)
+        submission = self.translate(spec)
+        files = snapshot_files(spec.source_dir)
+        document = {"backend": self.name, "dry_run": True,
+                    "workspace": config, **submission.describe(
+                        subscription_id=config["subscription_id"] if config else None)}
+        document["snapshot"] = {"files": len(files), "bytes": sum(size for _, size in files)}
+        if config is None:
+            document["notes"].append("no workspace configuration file (config.json) was found: "
+                                     "submitting needs one")
+        if submission.uploads:
+            document["notes"].append(
+                f"inputs are uploaded to the workspace's default datastore ({DEFAULT_DATASTORE} "
+                "unless it was changed) before the run is submitted; files already there are "
+                "not uploaded again")
+        return document
+
+    def submit(self, spec, on_event=ignore_event, detach=False):
+        """Submit `spec` to Azure ML; return its handle (the run goes on in Azure whatever this
+        process does: `detach` changes nothing but is accepted, as the interface has it)."""
+        from amlocal.backends.local.backend import spec_to_json
+        from amlocal.backends.local.snapshot import snapshot_files, take_snapshot
+
+        spec = spec.validated()
+        files = snapshot_files(spec.source_dir)
+        submission = self.translate(spec)  # a spec Azure cannot take is refused before any request
+        run_id = new_run_id(spec.experiment)
+
+        def progress(line):
+            on_event(LogLine(run_id, "build", line))
+
+        session = self.session()
+        workspace = session.workspace_info()
+        progress(f"Workspace {workspace['workspace_name']} (resource group "
+                 f"{workspace['resource_group']}, subscription {workspace['subscription_id']})")
+        datastore = session.default_datastore()
+        if datastore != DEFAULT_DATASTORE:
+            submission = self.translate(spec, datastore=datastore)
+        self._ensure_compute(session, submission.compute, workspace, progress)
+        for upload in submission.uploads:
+            progress(f"Uploading input {upload.name} ({upload.source}) to "
+                     f"{upload.datastore}/{upload.target_path}")
+            session.upload_input(upload)
+        progress(f"Submitting {spec.script} to experiment {spec.experiment} on "
+                 f"{submission.compute.name}")
+        result = session.submit(spec.experiment, submission.config, submission.tags, run_id)
+        run_id = result["run_id"]
+        record_spec = dict(spec_to_json(spec), azure={
+            "workspace": workspace,
+            "portal_url": redact(result.get("portal_url")),
+            "environment": submission.environment.name,
+            "datastore": datastore,
+            "uploads": [upload.describe() for upload in submission.uploads],
+            "compute": {"name": submission.compute.name, "vm_size": submission.compute.vm_size},
+        })
+        self.store.create_run(
+            experiment=spec.experiment, executor=EXECUTOR, compute=spec.compute, spec=record_spec,
+            backend=self.name, run_id=run_id,
+            fill_snapshot=lambda folder: take_snapshot(spec.source_dir, folder, files))
+        handle = AzureRunHandle(self, run_id)
+        handle.mirror(result.get("status"))
+        progress(f"Web View: {record_spec['azure']['portal_url']}")
+        on_event(StatusChanged(run_id, self.store.get_status(run_id)))
+        return handle
+
+    @staticmethod
+    def _ensure_compute(session, plan, workspace, progress):
+        """The cluster exists with the VM size the run was made for (created if it can be)."""
+        vm_size = session.compute_vm_size(plan.name)
+        where = f"workspace {workspace['workspace_name']}"
+        if vm_size is None:
+            if plan.provisioning is None:
+                raise AzureComputeError(
+                    f"{where} has no compute target named {plan.name!r}: create it in Azure ML "
+                    f"studio, or define it here with `amlocal compute create {plan.name} --vm-size "
+                    "SIZE --max-nodes N` and amlocal creates it on Azure with those settings")
+            progress(f"Creating compute target {plan.name} ({plan.vm_size}, up to "
+                     f"{plan.provisioning.scale_settings.maximum_node_count} nodes)")
+            session.create_compute(plan.name, plan.provisioning)
+            return
+        if plan.vm_size and vm_size.upper() != plan.vm_size.upper():
+            raise AzureComputeError(
+                f"compute target {plan.name!r} exists in {where} with VM size {vm_size}, but the "
+                f"local target {plan.name!r} the run was made for has {plan.vm_size}: use another "
+                f"--compute name, or make the local target match (`amlocal compute delete "
+                f"{plan.name}` and create it with --vm-size {vm_size})")
+        progress(f"Compute target {plan.name} ({vm_size})")
+
+    def get_run(self, run_id):
+        record = self.store.get_run(run_id)
+        if record["backend"] != self.name:
+            from amlocal.errors import RunNotFoundError
+            raise RunNotFoundError(f"run {run_id} ran on the {record['backend']} backend, not on Azure")
+        return AzureRunHandle(self, run_id)
+
+    def list_runs(self, experiment=None, limit=None):
+        """The Azure runs in the local history, newest first, with their recorded status."""
+        return [AzureRunHandle(self, record["id"]).get_details(refresh=False)
+                for record in self.store.list_runs(experiment, None)
+                if record.get("backend") == self.name][:limit]
+
+
+class AzureRunHandle(RunHandle):
+    """A run submitted to Azure ML, as the one Run interface; its record is in the local history."""
+
+    def __init__(self, backend, run_id):
+        self.backend = backend
+        self.store = backend.store
+        self.id = run_id
+
+    def __repr__(self):
+        return f"AzureRunHandle({self.id!r})"
+
+    @property
+    def _session(self):
+        return self.backend.session()
+
+    # -- status ----------------------------------------------------------------------------------
+
+    def mirror(self, observed, error=None):
+        """Record a status seen on Azure, through the state machine (the moves in between are
+        the ones the run made while nobody looked). A status that cannot follow the recorded one
+        (an old answer) is ignored."""
+        status = run_status.from_azure(observed) if observed else None
+        if status is None:
+            return
+        try:
+            steps = run_status.path_to(self.store.get_status(self.id), status)
+        except IllegalTransitionError:
+            return
+        for step in steps:
+            fields = {"error": redact(error)} if error and step == run_status.FAILED else {}
+            self.store.try_set_status(self.id, step, **fields)
+
+    def refresh(self):
+        """Ask Azure for the run's status (and error) and record them; returns Azure's details."""
+        details = self._session.run_details(self.id)
+        self.mirror(details.get("status"), error=_error_message(details))
+        return details
+
+    def get_status(self):
+        if not run_status.is_terminal(self.store.get_status(self.id)):
+            self.refresh()
+        return self.store.get_status(self.id)
+
+    def get_detailed_status(self):
+        return {"status": self.get_status(), "details": ""}
+
+    def get_details(self, refresh=True):
+        """The run record, as the local backend gives it, plus `portal_url` and `workspace`;
+        with refresh=True a run that has not ended is first looked up on Azure."""
+        if refresh and not run_status.is_terminal(self.store.get_status(self.id)):
+            self.refresh()
+        record = self.store.get_run(self.id)
+        spec = record["spec"]
+        azure = spec.get("azure", {})
+        ended = record["ended_at"]
+        return redact_data({
+            "id": record["id"],
+            "number": record["number"],
+            "experiment": record["experiment"],
+            "status": record["status"],
+            "backend": record["backend"],
+            "executor": record["executor"],
+            "compute": record["compute"],
+            "node_count": spec.get("node_count", 1),
+            "nodes": [],
+            "preemptions": 0,
+            "max_run_duration_seconds": spec.get("max_run_duration_seconds"),
+            "script": spec.get("script"),
+            "arguments": spec.get("arguments", []),
+            "source_dir": spec.get("source_dir"),
+            "inputs": spec.get("inputs", {}),
+            "environment": spec.get("environment", {}),
+            "image": azure.get("environment"),
+            "exit_code": None,
+            "error": record["error"],
+            "created_at": _iso(record["created_at"]),
+            "started_at": _iso(record["started_at"]),
+            "ended_at": _iso(ended),
+            "duration_s": round(ended - record["created_at"], 3) if ended else None,
+            "stages": [],
+            "tags": record["tags"],
+            "properties": record["properties"],
+            "parent_id": record["parent_id"],
+            "display_name": record["display_name"],
+            "run_dir": str(self.store.run_dir(self.id)),
+            "portal_url": azure.get("portal_url"),
+            "workspace": azure.get("workspace"),
+            "uploads": azure.get("uploads", []),
+        })
+
+    def wait(self, on_event=ignore_event, timeout=None):
+        """Follow the run to its end: its output streamed as azureml-core's
+        wait_for_completion(show_output=True) streams it (LogLine events), or, with a timeout,
+        its status polled until then."""
+        if timeout is None:
+            # As azureml-core does, a run that has ended still shows its output.
+            self._session.wait_for_completion(
+                self.id, lambda line: on_event(LogLine(self.id, "driver", line)))
+        else:
+            deadline = time.monotonic() + timeout
+            while not run_status.is_terminal(self.get_status()):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"run {self.id} is still {self.store.get_status(self.id)}")
+                time.sleep(min(_poll_interval(), max(0.0, deadline - time.monotonic())))
+        details = self.get_details(refresh=True)
+        on_event(StatusChanged(self.id, details["status"]))
+        return details
+
+    def stream_logs(self, follow=False):
+        if follow:
+            yield from self._follow_lines()
+            return
+        names = set(self.get_file_names())
+        for name in DRIVER_LOGS:
+            if name in names:
+                yield from redact(self._session.read_text_file(self.id, name)).splitlines()
+                return
+
+    def _follow_lines(self):
+        lines = queue.Queue()
+        done = object()
+
+        def follow():
+            try:
+                self._session.wait_for_completion(self.id, lines.put)
+            finally:
+                lines.put(done)
+
+        threading.Thread(target=follow, name=f"amlocal-azure-{self.id}", daemon=True).start()
+        while (line := lines.get()) is not done:
+            yield line
+
+    def cancel(self, force=False, reason=None):
+        """Ask Azure to cancel the run (CancelRequested, then Canceled when Azure says so)."""
+        if run_status.is_terminal(self.store.get_status(self.id)):
+            return
+        self._session.cancel(self.id)
+        self.store.try_set_status(self.id, run_status.CANCEL_REQUESTED,
+                                  **({"error": reason} if reason else {}))
+
+    # -- metrics, files, tags ---------------------------------------------------------------------
+
+    def get_metrics(self):
+        return {name: value if isinstance(value, list) else [value]
+                for name, value in self._session.metrics(self.id).items()}
+
+    def get_metric_records(self):
+        records = []
+        for name, value in self._session.metrics(self.id).items():
+            if isinstance(value, dict):
+                records.append(_metric_record(name, "table", value, 0))
+                continue
+            for position, item in enumerate(value if isinstance(value, list) else [value]):
+                records.append(_metric_record(name, "scalar", item, position))
+        return records
+
+    def get_file_names(self):
+        return sorted(self._session.file_names(self.id))
+
+    def download_file(self, name, output_file_path=None):
+        target = Path(output_file_path) if output_file_path else Path.cwd() / Path(name).name
+        if target.is_dir():
+            target = target / Path(name).name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self._session.download_file(self.id, name, target)
+        return target
+
+    def download_files(self, prefix=None, output_directory=None):
+        root = Path(output_directory) if output_directory else Path.cwd()
+        return [self.download_file(name, root / name) for name in self.get_file_names()
+                if not prefix or name.startswith(prefix)]
+
+    def get_children(self):
+        """Child runs of an Azure run stay in Azure ML (its portal page lists them): amlocal's
+        history holds the runs it submitted."""
+        return []
+
+    def set_tags(self, tags, remove=()):
+        remote = self._session.set_tags(self.id, tags, remove)
+        self.store.update_tags(self.id, tags, remove)
+        return remote
+
+    def add_properties(self, properties):
+        remote = self._session.add_properties(self.id, properties)
+        self.store.add_properties(self.id, properties)
+        return remote
+
+    def register_model(self, model_name, model_path=None, **kwargs):
+        """Register a file of the run's as a model in the Azure ML workspace: {name, version, id}."""
+        return self._session.register_model(self.id, model_name, model_path=model_path, **kwargs)
+
+
+def _metric_record(name, kind, value, position):
+    return {"name": name, "position": position, "type": kind, "value": value, "step": None,
+            "description": "", "logged_at": None, "damaged": False}
+
+
+def _error_message(details):
+    error = details.get("error") or {}
+    inner = error.get("error", error) if isinstance(error, dict) else {}
+    message = inner.get("message") if isinstance(inner, dict) else None
+    return redact(message) if message else None
+
+
+def dry_run_text(document):
+    """A dry run (AzureBackend.dry_run) as text for a terminal; --json gives the document itself."""
+    import json
+
+    lines = [f"Dry run: nothing is sent to Azure ML. The submission, as {document['sdk']} makes it:",
+             ""]
+    workspace = document.get("workspace")
+    lines.append("Workspace:       " + (
+        f"{workspace['workspace_name']} (resource group {workspace['resource_group']}, "
+        f"subscription {workspace['subscription_id']}) from {workspace['config_file']}"
+        if workspace else "none: no config.json found (submitting needs one)"))
+    lines.append(f"Experiment:      {document['experiment']}")
+    snapshot = document.get("snapshot", {})
+    lines.append(f"Source folder:   {document['source_directory']} (snapshot of "
+                 f"{snapshot.get('files', '?')} files, {snapshot.get('bytes', 0) / 2**20:.2f} MB)")
+    lines.append(f"Script:          {document['script']} {' '.join(document['arguments'])}".rstrip())
+    if document["tags"]:
+        lines.append(f"Tags:            {json.dumps(document['tags'])}")
+    compute = document["compute"]
+    lines += ["", f"Compute target:  {compute['name']} (AmlCompute)"]
+    if compute["provisioning"] is None:
+        lines.append(f"  {compute['note']}")
+    else:
+        lines.append(f"  created if the workspace lacks it, from {compute['from']}, with:")
+        lines += ["  " + line for line in json.dumps(compute["provisioning"], indent=2).splitlines()]
+    if document["uploads"]:
+        lines += ["", "Inputs, uploaded first, then mounted ($AZUREML_DATAREFERENCE_<name>):"]
+        for upload in document["uploads"]:
+            lines.append(f"  {upload['input']}: {upload['from']} -> "
+                         f"{upload['datastore']}/{upload['path_on_datastore']}")
+    environment = document["environment"]
+    lines += ["", f"Environment {environment['name']}, which Azure builds from this Dockerfile:", ""]
+    lines += ["    " + line if line else "" for line in environment["dockerfile"].splitlines()]
+    run_configuration = json.loads(json.dumps(document["run_configuration"]))
+    docker = run_configuration.get("environment", {}).get("docker", {})
+    if docker.get("baseDockerfile") == environment["dockerfile"]:
+        docker["baseDockerfile"] = "<the Dockerfile above; --json shows it in place>"
+    lines += ["", "Run configuration, as azureml-core serializes it into the run definition:", ""]
+    lines += json.dumps(run_configuration, indent=2).splitlines()
+    if document["notes"]:
+        lines += ["", "Notes:"] + [f"  - {note}" for note in document["notes"]]
+    return "\n".join(lines)

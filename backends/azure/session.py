@@ -1,0 +1,243 @@
+"""The seam: the one class through which amlocal talks to Azure ML (with azureml-core).
+
+Everything before this class is pure and tested with real azureml-core objects
+(translate_v1.py); everything in it makes requests. Each method is one azureml-core call (or a
+few that belong together), takes and returns plain data or the translation's objects, and turns
+azureml-core's exceptions into amlocal's, redacted. Tests replace this class with a fake of the
+same methods, and fake nothing beyond it.
+
+Authentication is azureml-core's own (`Workspace.from_config(auth=None)`): the Azure CLI's
+login (`az login`), else a service principal from AZUREML_SERVICE_PRINCIPAL_ID /
+AZUREML_SERVICE_PRINCIPAL_PASSWORD / AZUREML_SERVICE_PRINCIPAL_TENANT_ID or a managed identity,
+else an interactive (device code) sign-in. Credentials stay inside azureml-core: amlocal never
+reads or stores them.
+"""
+
+import contextlib
+import io
+import tempfile
+from pathlib import Path
+
+from amlocal.backends.azure.errors import (AzureAuthenticationError, AzureComputeError,
+                                           AzureConfigError, AzureError, redact, require_sdk)
+
+
+class _LineWriter(io.TextIOBase):
+    """A text stream that hands each complete line written to it to `on_line`."""
+
+    def __init__(self, on_line):
+        self._on_line = on_line
+        self._pending = ""
+
+    def writable(self):
+        return True
+
+    def write(self, text):
+        self._pending += text
+        *lines, self._pending = self._pending.split("\n")
+        for line in lines:
+            self._on_line(redact(line.rstrip("\r")))
+        return len(text)
+
+    def close_pending(self):
+        if self._pending:
+            self._on_line(redact(self._pending))
+            self._pending = ""
+
+
+@contextlib.contextmanager
+def _azure_call(what):
+    """Turn azureml-core's (and its HTTP stack's) exceptions into amlocal's, redacted."""
+    from azureml.exceptions import (AuthenticationException, ComputeTargetException,
+                                    UserErrorException, WorkspaceException)
+    try:
+        yield
+    except AuthenticationException as error:
+        raise AzureAuthenticationError(
+            f"{what}: Azure sign-in failed ({_message(error)}); sign in with `az login`, or set "
+            "AZUREML_SERVICE_PRINCIPAL_ID, AZUREML_SERVICE_PRINCIPAL_PASSWORD and "
+            "AZUREML_SERVICE_PRINCIPAL_TENANT_ID for a service principal") from None
+    except ComputeTargetException as error:
+        raise AzureComputeError(f"{what}: {_message(error)}") from None
+    except WorkspaceException as error:
+        raise AzureConfigError(redact(f"{what}: {_message(error)}")) from None
+    except UserErrorException as error:
+        raise AzureError(f"{what}: {_message(error)}") from None
+    except KeyboardInterrupt:
+        raise
+    except Exception as error:  # the HTTP stack's errors are many; Azure's message is what matters
+        raise AzureError(f"{what}: {type(error).__name__}: {_message(error)}") from None
+
+
+def _message(error):
+    message = getattr(error, "message", None) or str(error)
+    return redact(" ".join(str(message).split()))
+
+
+class AzureSession:
+    """One Azure ML workspace, named by a config.json, reached through azureml-core."""
+
+    def __init__(self, config_path, auth=None):
+        require_sdk()
+        self.config_path = str(config_path)
+        self._auth = auth
+        self._workspace = None
+        self._runs = {}
+
+    # -- the workspace ---------------------------------------------------------------------------
+
+    def _ws(self):
+        if self._workspace is None:
+            from azureml.core import Workspace
+            with _azure_call(f"opening the workspace named in {self.config_path}"):
+                self._workspace = Workspace.from_config(path=self.config_path, auth=self._auth)
+        return self._workspace
+
+    def workspace_info(self):
+        """{subscription_id, resource_group, workspace_name, location} (signs in on first use)."""
+        ws = self._ws()
+        with _azure_call("reading the workspace"):
+            return {"subscription_id": ws.subscription_id, "resource_group": ws.resource_group,
+                    "workspace_name": ws.name, "location": ws.location}
+
+    def default_datastore(self):
+        with _azure_call("reading the workspace's default datastore"):
+            return self._ws().get_default_datastore().name
+
+    # -- compute ---------------------------------------------------------------------------------
+
+    def compute_vm_size(self, name):
+        """The VM size of the workspace's compute target `name`; None if there is none.
+
+        Raises AzureComputeError if `name` is a compute target of another kind than AmlCompute.
+        """
+        from azureml.core.compute import AmlCompute, ComputeTarget
+        from azureml.exceptions import ComputeTargetException
+        try:
+            target = ComputeTarget(workspace=self._ws(), name=name)
+        except ComputeTargetException:
+            return None
+        if not isinstance(target, AmlCompute):
+            raise AzureComputeError(f"compute target {name!r} is a {target.type}, not an AmlCompute "
+                                    "cluster: give the name of a cluster")
+        return target.vm_size
+
+    def create_compute(self, name, provisioning):
+        """Create AmlCompute `name` from a provisioning configuration and wait until it exists."""
+        from azureml.core.compute import ComputeTarget
+        with _azure_call(f"creating compute target {name!r}"):
+            target = ComputeTarget.create(self._ws(), name, provisioning)
+            target.wait_for_completion(show_output=False)
+            if getattr(target, "provisioning_state", None) == "Failed":
+                errors = getattr(target, "provisioning_errors", None)
+                raise AzureComputeError(f"creating compute target {name!r} failed: {errors}")
+
+    # -- inputs ----------------------------------------------------------------------------------
+
+    def upload_input(self, upload):
+        """Upload one named input (translate_v1.InputUpload); files already there are kept."""
+        from azureml.core import Datastore
+        with _azure_call(f"uploading input {upload.name!r} to datastore {upload.datastore!r}"):
+            datastore = Datastore.get(self._ws(), upload.datastore)
+            if upload.is_file:
+                datastore.upload_files([str(upload.source)], target_path=upload.target_path,
+                                       overwrite=False, show_progress=False)
+            else:
+                datastore.upload(src_dir=str(upload.source), target_path=upload.target_path,
+                                 overwrite=False, show_progress=False)
+
+    # -- runs ------------------------------------------------------------------------------------
+
+    def submit(self, experiment, config, tags, run_id):
+        """Experiment.submit; returns {run_id, status, portal_url}."""
+        from azureml.core import Experiment
+        with _azure_call(f"submitting run {run_id} to experiment {experiment!r}"):
+            run = Experiment(self._ws(), experiment).submit(config, tags=tags or None, run_id=run_id)
+            self._runs[run.id] = run
+            return {"run_id": run.id, "status": run.get_status(),
+                    "portal_url": run.get_portal_url()}
+
+    def _run(self, run_id):
+        if run_id not in self._runs:
+            from azureml.core import Run
+            with _azure_call(f"finding run {run_id}"):
+                self._runs[run_id] = Run.get(self._ws(), run_id)
+        return self._runs[run_id]
+
+    def run_details(self, run_id):
+        """Run.get_details() (status, startTimeUtc, endTimeUtc, error, ...), logFiles left out:
+        their URLs carry SAS tokens."""
+        with _azure_call(f"reading run {run_id}"):
+            details = dict(self._run(run_id).get_details())
+        details.pop("logFiles", None)
+        return details
+
+    def portal_url(self, run_id):
+        with _azure_call(f"reading run {run_id}"):
+            return self._run(run_id).get_portal_url()
+
+    def wait_for_completion(self, run_id, on_line):
+        """Run.wait_for_completion(show_output=True), its output handed line by line to
+        `on_line` (redacted). Ctrl-C stops waiting (KeyboardInterrupt), not the run."""
+        from azureml.exceptions import ExperimentExecutionException
+        writer = _LineWriter(on_line)
+        run = self._run(run_id)
+        try:
+            with _azure_call(f"following run {run_id}"), contextlib.redirect_stdout(writer):
+                try:
+                    run.wait_for_completion(show_output=True, raise_on_error=False)
+                except ExperimentExecutionException as error:
+                    if "interrupted" in str(error):
+                        raise KeyboardInterrupt from None
+                    raise
+        finally:
+            writer.close_pending()
+
+    def cancel(self, run_id):
+        with _azure_call(f"canceling run {run_id}"):
+            self._run(run_id).cancel()
+
+    def metrics(self, run_id):
+        """Run.get_metrics(): {name: value, or [values] for a name logged more than once}."""
+        with _azure_call(f"reading the metrics of run {run_id}"):
+            return self._run(run_id).get_metrics()
+
+    def file_names(self, run_id):
+        with _azure_call(f"listing the files of run {run_id}"):
+            return list(self._run(run_id).get_file_names())
+
+    def download_file(self, run_id, name, output_file_path):
+        with _azure_call(f"downloading {name} of run {run_id}"):
+            self._run(run_id).download_file(name, output_file_path=str(output_file_path))
+
+    def read_text_file(self, run_id, name):
+        with tempfile.TemporaryDirectory(prefix="amlocal-azure-") as folder:
+            target = Path(folder) / Path(name).name
+            self.download_file(run_id, name, target)
+            return target.read_text(errors="replace")
+
+    def set_tags(self, run_id, tags, remove=()):
+        with _azure_call(f"tagging run {run_id}"):
+            run = self._run(run_id)
+            if tags:
+                run.set_tags(dict(tags))
+            if remove:
+                run.remove_tags(list(remove))
+            return dict(run.get_tags())
+
+    def add_properties(self, run_id, properties):
+        with _azure_call(f"adding properties to run {run_id}"):
+            run = self._run(run_id)
+            run.add_properties(dict(properties))
+            return dict(run.get_properties())
+
+    def children(self, run_id):
+        with _azure_call(f"listing the child runs of {run_id}"):
+            return [child.id for child in self._run(run_id).get_children()]
+
+    def register_model(self, run_id, model_name, model_path=None, **kwargs):
+        """Run.register_model; returns {name, version, id}."""
+        with _azure_call(f"registering model {model_name!r} from run {run_id}"):
+            model = self._run(run_id).register_model(model_name=model_name,
+                                                     model_path=model_path, **kwargs)
+            return {"name": model.name, "version": model.version, "id": model.id}
