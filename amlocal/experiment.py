@@ -42,14 +42,16 @@ class Experiment:
             from amlocal.backends import get_backend
             from amlocal.backends.azure.backend import dry_run_text
 
-            to_spec = getattr(config, "_to_spec", None)
-            if to_spec is None:
-                raise UserInputError(f"a dry run shows a ScriptRunConfig or an estimator, not a "
-                                     f"{type(config).__name__}")
-            document = get_backend(
-                "azure", home=self.workspace._home,
-                workspace_config=getattr(self.workspace, "_azure_config", None),
-            ).dry_run(to_spec(self.name, tags=tags))
+            azure = get_backend("azure", home=self.workspace._home,
+                                workspace_config=getattr(self.workspace, "_azure_config", None))
+            if hasattr(config, "_sweep"):  # a HyperDriveConfig
+                template = (config.estimator or config.run_config)._to_spec(self.name, tags=tags)
+                document = azure.dry_run_sweep(template, config._sweep())
+            elif hasattr(config, "_to_spec"):
+                document = azure.dry_run(config._to_spec(self.name, tags=tags))
+            else:
+                raise UserInputError(f"a dry run shows a ScriptRunConfig, an estimator or a "
+                                     f"HyperDriveConfig, not a {type(config).__name__}")
             print(dry_run_text(document))
             return document
 

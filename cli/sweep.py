@@ -86,12 +86,19 @@ def parse_policy(text):
 @click.option("--input", "inputs", multiple=True, metavar="NAME=PATH")
 @click.option("--pip", "pip_packages", multiple=True, metavar="PKG")
 @click.option("--recipe", default="chainer", show_default=True)
+@click.option("--backend", "backend_name", type=click.Choice(["local", "azure"]), default="local",
+              show_default=True, help="Sweep here, or on Azure ML as a HyperDrive run.")
+@click.option("--workspace-config", type=click.Path(), metavar="PATH",
+              help="--backend azure: the workspace's config.json (or a folder to search from).")
+@click.option("--dry-run", is_flag=True, help="--backend azure: print the HyperDrive configuration "
+                                              "and the child runs' submission; send nothing.")
 @click.option("--detach", is_flag=True, help="Return once the sweep is submitted; it runs on.")
 @click.option("--json", "as_json", is_flag=True, help="End with the sweep and its children as JSON.")
 @click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
 def sweep(source_dir, script, params, sampling, policy, metric, goal, max_total_runs,
           max_concurrent_runs, max_duration_minutes, seed, experiment, compute, executor, inputs,
-          pip_packages, recipe, detach, as_json, script_args):
+          pip_packages, recipe, backend_name, workspace_config, dry_run, detach, as_json,
+          script_args):
     """Sweep hyperparameters of SCRIPT (HyperDrive): child runs on the compute target, sampled,
     early-terminated by the policy; arguments after -- go to every child.
 
@@ -114,6 +121,24 @@ def sweep(source_dir, script, params, sampling, policy, metric, goal, max_total_
         policy=parse_policy(policy), primary_metric_name=metric,
         primary_metric_goal=PrimaryMetricGoal.from_str(goal), max_total_runs=max_total_runs,
         max_concurrent_runs=max_concurrent_runs, max_duration_minutes=max_duration_minutes)
+    if (dry_run or workspace_config) and backend_name != "azure":
+        raise UserInputError("--dry-run and --workspace-config are for --backend azure")
+    if backend_name == "azure":
+        azure = get_backend("azure", workspace_config=workspace_config)
+        if dry_run:
+            from amlocal.backends.azure.backend import dry_run_text
+
+            document = azure.dry_run_sweep(config.estimator.spec, config._sweep())
+            if as_json:
+                echo_json(document)
+            else:
+                click.echo(dry_run_text(document))
+            return
+        handle = azure.submit_sweep(config.estimator.spec, config._sweep())
+        echo_status(f"HyperDrive run {handle.id} submitted to Azure ML; follow it with "
+                    f"`amlocal runs wait {handle.id}`")
+        click.echo(handle.id)
+        return
     backend = get_backend("local")
     handle = backend.submit_sweep(config.estimator.spec, config._sweep(), detach=True)
     echo_status(f"Sweep {handle.id} submitted: {max_total_runs} run(s), "

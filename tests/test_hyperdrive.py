@@ -335,3 +335,27 @@ def test_bad_sweep_requests_are_one_line_errors(amlocal_home, tmp_path, args, me
     assert result.exit_code == 2
     assert message in result.stderr and result.stderr.count("\n") == 1
     assert last_json(invoke("runs", "list", "--json")) == []
+
+
+def test_azure_dry_run_shows_azureml_train_cores_hyperdrive_config(amlocal_home, tmp_path, capsys):
+    pytest.importorskip("azureml.train.hyperdrive", reason="the azure extra (CI installs it)")
+    source = write_script(tmp_path / "src", "train.py", TOY)
+    config = sweep_config(source, RandomParameterSampling(
+        {"batchsize": choice(64, 128, 256), "lr": loguniform(-6, -1)}),
+        BanditPolicy(slack_factor=0.1, evaluation_interval=2), total=8, concurrent=2)
+    config.run_config.run_config.target = "gpu-cluster"
+
+    document = Experiment(Workspace.from_config(path=str(amlocal_home)), "sweep").submit(
+        config, dry_run=True)
+    printed = capsys.readouterr().out
+
+    assert document["hyperdrive"]["generator_config"] == {
+        "name": "RANDOM", "parameter_space": {"batchsize": ["choice", [[64, 128, 256]]],
+                                              "lr": ["loguniform", [-6, -1]]}}
+    assert document["hyperdrive"]["policy_config"]["name"] == "Bandit"
+    assert document["hyperdrive"]["max_total_runs"] == 8
+    assert document["hyperdrive"]["max_concurrent_runs"] == 2
+    assert document["run_configuration"]["script"] == "train.py"
+    assert document["run_configuration"]["target"] == "gpu-cluster"
+    assert "HyperDrive configuration" in printed
+    assert last_json(invoke("runs", "list", "--json")) == []  # nothing was submitted or recorded

@@ -147,11 +147,36 @@ class AzureBackend(Backend):
                 "not uploaded again")
         return document
 
+    def dry_run_sweep(self, template, sweep):
+        """A sweep's dry run: the child runs' submission, and the HyperDrive configuration
+        (azureml-train-core's real HyperDriveConfig) that would carry it; no network."""
+        from amlocal.backends.azure import translate_v1
+
+        document = self.dry_run(template)
+        config = translate_v1.hyperdrive_config(self.translate(template.validated()), sweep)
+        document["hyperdrive"] = translate_v1.describe_hyperdrive(config)
+        return document
+
+    def submit_sweep(self, template, sweep, detach=True):
+        """Submit a sweep to Azure ML as a HyperDrive run; its children run there."""
+        from amlocal.backends.azure import translate_v1
+
+        template = template.validated()
+        submission = self.translate(template)
+        session = self.session()
+        self._ensure_compute(session, submission.compute, session.workspace_info(), lambda line: None)
+        for upload in submission.uploads:
+            session.upload_input(upload)
+        result = session.submit_hyperdrive(template.experiment,
+                                           translate_v1.hyperdrive_config(submission, sweep),
+                                           submission.tags)
+        return self._record(template, submission, result, session.workspace_info(),
+                            session.default_datastore(), sweep=sweep)
+
     def submit(self, spec, on_event=ignore_event, detach=False):
         """Submit `spec` to Azure ML; return its handle (the run goes on in Azure whatever this
         process does: `detach` changes nothing but is accepted, as the interface has it)."""
-        from amlocal.backends.local.backend import spec_to_json
-        from amlocal.backends.local.snapshot import snapshot_files, take_snapshot
+        from amlocal.backends.local.snapshot import snapshot_files
 
         spec = spec.validated()
         files = snapshot_files(spec.source_dir)
@@ -176,7 +201,17 @@ class AzureBackend(Backend):
         progress(f"Submitting {spec.script} to experiment {spec.experiment} on "
                  f"{submission.compute.name}")
         result = session.submit(spec.experiment, submission.config, submission.tags, run_id)
-        run_id = result["run_id"]
+        handle = self._record(spec, submission, result, workspace, datastore, files=files)
+        progress(f"Web View: {self.store.get_run(handle.id)['spec']['azure']['portal_url']}")
+        on_event(StatusChanged(handle.id, self.store.get_status(handle.id)))
+        return handle
+
+    def _record(self, spec, submission, result, workspace, datastore, files=None, sweep=None):
+        """Keep the submitted run in the local history (one history); return its handle."""
+        from amlocal.backends.local.backend import spec_to_json
+        from amlocal.backends.local.snapshot import snapshot_files, take_snapshot
+
+        files = files if files is not None else snapshot_files(spec.source_dir)
         record_spec = dict(spec_to_json(spec), azure={
             "workspace": workspace,
             "portal_url": redact(result.get("portal_url")),
@@ -185,14 +220,14 @@ class AzureBackend(Backend):
             "uploads": [upload.describe() for upload in submission.uploads],
             "compute": {"name": submission.compute.name, "vm_size": submission.compute.vm_size},
         })
+        if sweep is not None:
+            record_spec["sweep"] = sweep
         self.store.create_run(
             experiment=spec.experiment, executor=EXECUTOR, compute=spec.compute, spec=record_spec,
-            backend=self.name, run_id=run_id,
+            backend=self.name, run_id=result["run_id"],
             fill_snapshot=lambda folder: take_snapshot(spec.source_dir, folder, files))
-        handle = AzureRunHandle(self, run_id)
+        handle = AzureRunHandle(self, result["run_id"])
         handle.mirror(result.get("status"))
-        progress(f"Web View: {record_spec['azure']['portal_url']}")
-        on_event(StatusChanged(run_id, self.store.get_status(run_id)))
         return handle
 
     @staticmethod
@@ -469,6 +504,10 @@ def dry_run_text(document):
     environment = document["environment"]
     lines += ["", f"Environment {environment['name']}, which Azure builds from this Dockerfile:", ""]
     lines += ["    " + line if line else "" for line in environment["dockerfile"].splitlines()]
+    if document.get("hyperdrive"):
+        lines += ["", "HyperDrive configuration (azureml-train-core's HyperDriveConfig over the "
+                      "run configuration below, one child run per sampled configuration):", ""]
+        lines += json.dumps(document["hyperdrive"], indent=2).splitlines()
     run_configuration = json.loads(json.dumps(document["run_configuration"]))
     docker = run_configuration.get("environment", {}).get("docker", {})
     if docker.get("baseDockerfile") == environment["dockerfile"]:

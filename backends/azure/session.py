@@ -157,6 +157,15 @@ class AzureSession:
             return {"run_id": run.id, "status": run.get_status(),
                     "portal_url": run.get_portal_url()}
 
+    def submit_hyperdrive(self, experiment, config, tags):
+        """Experiment.submit of a HyperDriveConfig; returns {run_id, status, portal_url}."""
+        from azureml.core import Experiment
+        with _azure_call(f"submitting a HyperDrive run to experiment {experiment!r}"):
+            run = Experiment(self._ws(), experiment).submit(config, tags=tags or None)
+            self._runs[run.id] = run
+            return {"run_id": run.id, "status": run.get_status(),
+                    "portal_url": run.get_portal_url()}
+
     def _run(self, run_id):
         if run_id not in self._runs:
             from azureml.core import Run

@@ -291,3 +291,45 @@ def recipe_dockerfile_text(recipe):
 
     return (recipe_dir(recipe) / "Dockerfile").read_text()
 
+
+
+# -- sweeps (HyperDrive) ----------------------------------------------------------------------
+
+def hyperdrive_config(submission, sweep):
+    """azureml-train-core's HyperDriveConfig for a sweep (HyperDriveConfig._sweep() of amlocal's)
+    over the translated ScriptRunConfig: the same search space, policy, primary metric and limits.
+    """
+    from azureml.train import hyperdrive
+
+    samplings = {"RANDOM": hyperdrive.RandomParameterSampling,
+                 "GRID": hyperdrive.GridParameterSampling,
+                 "BayesianOptimization": hyperdrive.BayesianParameterSampling}
+    generator = sweep["generator_config"]
+    sampling = samplings[generator["name"]](generator["parameter_space"],
+                                            properties=generator.get("properties"))
+    policy_config = sweep["policy_config"]
+    properties = policy_config.get("properties") or {}
+    policies = {"Bandit": lambda: hyperdrive.BanditPolicy(**properties),
+                "MedianStopping": lambda: hyperdrive.MedianStoppingPolicy(**properties),
+                "TruncationSelection": lambda: hyperdrive.TruncationSelectionPolicy(**properties),
+                "Default": hyperdrive.NoTerminationPolicy}
+    metric = sweep["primary_metric_config"]
+    return hyperdrive.HyperDriveConfig(
+        run_config=submission.config, hyperparameter_sampling=sampling,
+        policy=policies[policy_config["name"]](), primary_metric_name=metric["name"],
+        primary_metric_goal=hyperdrive.PrimaryMetricGoal.from_str(metric["goal"]),
+        max_total_runs=sweep["max_total_runs"], max_concurrent_runs=sweep["max_concurrent_runs"],
+        max_duration_minutes=sweep["max_duration_minutes"])
+
+
+def describe_hyperdrive(config):
+    """The HyperDrive configuration as azureml-train-core sends it (its JSON parts)."""
+    return {
+        "generator_config": config._generator_config,
+        "policy_config": config._policy_config,
+        "primary_metric_config": config._primary_metric_config,
+        "max_total_runs": config._max_total_runs,
+        "max_concurrent_runs": config._max_concurrent_runs,
+        "max_duration_minutes": config._max_duration_minutes,
+        "platform": config._platform,
+    }
