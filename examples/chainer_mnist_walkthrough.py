@@ -38,8 +38,9 @@ ws = Workspace.from_config()
 project_folder = './chainer-mnist'
 os.makedirs(project_folder, exist_ok=True)
 
-shutil.copy(os.path.join(REPO, 'trainer', 'chainer_mnist.py'), project_folder)
-shutil.copy(os.path.join(REPO, 'trainer', 'chainer_compat.py'), project_folder)
+# The how-to copies its one training script; amlocal's trainer is a few modules beside it.
+shutil.copytree(os.path.join(REPO, 'trainer'), project_folder, dirs_exist_ok=True,
+                ignore=shutil.ignore_patterns('__pycache__'))
 
 experiment_name = 'chainer-mnist'
 experiment = Experiment(ws, name=experiment_name)

@@ -2,10 +2,15 @@
 
 Usage:
     python chainer_mnist.py --data-dir DIR [--epochs 20] [--batchsize 100]
-        [--output_dir ./outputs] [--gpu_id N] [--seed 0]
+        [--output_dir ./outputs] [--gpu_id N] [--seed 0] [--loop fast|seed]
 
 DIR holds the four canonical MNIST IDX files (gzip-compressed).  The trained
 model is written to <output_dir>/model.npz; score.py serves it.
+
+--loop seed is the original Chainer loop (SerialIterator, concat_examples,
+optimizer.update) and the reference; --loop fast (the default, fast_loop.py)
+trains the same model with the same optimizer on the same batches without
+Chainer's per-step machinery, to the same results.
 """
 import argparse
 import gzip
@@ -127,9 +132,9 @@ def evaluate(model, test_iter, device):
     return float(sum_loss) / count, float(sum_acc) / count
 
 
-def train(model, train_data, test_data, device, epochs, batchsize, run):
+def train(model, train_data, test_data, device, epochs, batchsize, run, lr=0.01):
     """Train for `epochs`, validating and logging to `run` after each epoch."""
-    optimizer = chainer.optimizers.MomentumSGD(lr=0.01, momentum=0.9)
+    optimizer = chainer.optimizers.MomentumSGD(lr=lr, momentum=0.9)
     optimizer.setup(model)
     train_iter = chainer.iterators.SerialIterator(train_data, batchsize)
     test_iter = chainer.iterators.SerialIterator(
@@ -169,6 +174,14 @@ def parse_args(argv=None):
                         help='directory with the four MNIST IDX .gz files '
                              '(default: $' + DATA_DIR_ENV + ')')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--lr', type=float, default=0.01,
+                        help="MomentumSGD's learning rate (momentum 0.9)")
+    parser.add_argument('--loop', choices=('fast', 'seed'), default='fast',
+                        help='training loop: fast (default, fast_loop.py) or seed '
+                             '(the original Chainer loop, the reference)')
+    parser.add_argument('--fast-mode', choices=('auto', 'graph', 'raw', 'cublas'),
+                        default='auto',
+                        help='on a GPU, how the fast loop runs a step (see fast_gpu.py)')
     args = parser.parse_args(argv)
     if not args.data_dir:
         parser.error('no MNIST data: pass --data-dir DIR (the directory with '
@@ -184,10 +197,12 @@ def main(argv=None):
 
     args = parse_args(argv)
     try:
-        train_data = chainer.datasets.TupleDataset(*load_mnist(args.data_dir, 'train'))
-        test_data = chainer.datasets.TupleDataset(*load_mnist(args.data_dir, 'test'))
+        train_arrays = load_mnist(args.data_dir, 'train')
+        test_arrays = load_mnist(args.data_dir, 'test')
     except (OSError, ValueError) as e:
         sys.exit('chainer_mnist.py: error: {}'.format(e))
+    train_data = chainer.datasets.TupleDataset(*train_arrays)
+    test_data = chainer.datasets.TupleDataset(*test_arrays)
 
     device = chainer.get_device(args.gpu_id)
     device.use()
@@ -198,13 +213,27 @@ def main(argv=None):
     run = Run.get_context()
     run.log('Batch size', args.batchsize)
     run.log('Epochs', args.epochs)
-    print('device {}  train {:,}  test {:,}  batchsize {}  epochs {}  seed {}'.format(
+    print('device {}  train {:,}  test {:,}  batchsize {}  epochs {}  seed {}  loop {}'.format(
         device, len(train_data), len(test_data), args.batchsize, args.epochs,
-        args.seed), flush=True)
+        args.seed, args.loop), flush=True)
 
     model = build_model()
     model.to_device(device)
-    train(model, train_data, test_data, device, args.epochs, args.batchsize, run)
+    fast_loop = None
+    if args.loop == 'fast':
+        try:
+            import fast_loop
+        except ImportError as e:  # a project folder with only this script (and chainer_compat.py)
+            print('fast loop unavailable ({}); running the seed loop'.format(e), flush=True)
+    if fast_loop is None:
+        train(model, train_data, test_data, device, args.epochs, args.batchsize, run, args.lr)
+    else:
+        try:
+            fast_loop.train(model, train_arrays, test_arrays, device, args.epochs, args.batchsize,
+                            run, gpu_mode=args.fast_mode, lr=args.lr)
+        except fast_loop.FastLoopUnavailable as e:
+            print('fast loop unavailable here ({}); running the seed loop'.format(e), flush=True)
+            train(model, train_data, test_data, device, args.epochs, args.batchsize, run, args.lr)
 
     os.makedirs(args.output_dir, exist_ok=True)
     model_path = os.path.join(args.output_dir, 'model.npz')
