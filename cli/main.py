@@ -73,6 +73,9 @@ def cli():
               help="Compute target (see `amlocal compute list`); `local` is one node, the host.")
 @click.option("--node-count", type=click.IntRange(min=1), default=1, show_default=True,
               help="Nodes the run waits for and gets.")
+@click.option("--gpu", "use_gpu", is_flag=True,
+              help="Give the run its node's GPUs (docker: the chainer-gpu image and the NVIDIA "
+                   "runtime; process: the GPU CuPy sees). Refused at once where there is none.")
 @click.option("--max-duration", type=click.IntRange(min=1), metavar="SECONDS",
               help="Cancel the run if it runs longer (max_run_duration_seconds).")
 @click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Run tag. Repeatable.")
@@ -91,7 +94,7 @@ def cli():
                    "Dockerfile, compute, uploads) and send nothing.")
 @click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
 def run(source_dir, script, experiment, executor, inputs, pip_packages, recipe, base_image,
-        compute, node_count, max_duration, tags, detach, quiet_build, as_json, backend_name,
+        compute, node_count, use_gpu, max_duration, tags, detach, quiet_build, as_json, backend_name,
         workspace_config, dry_run, script_args):
     """Run SCRIPT from SOURCE_DIR as an Azure ML-style run; arguments after -- go to the script.
 
@@ -113,7 +116,7 @@ def run(source_dir, script, experiment, executor, inputs, pip_packages, recipe, 
     spec = RunSpec(
         source_dir=source_dir, script=script, arguments=tuple(script_args), experiment=experiment,
         inputs=parse_inputs(inputs), executor=executor, tags=tag_pairs, compute=compute,
-        node_count=node_count, max_run_duration_seconds=max_duration,
+        node_count=node_count, max_run_duration_seconds=max_duration, use_gpu=use_gpu,
         environment=EnvironmentSpec(recipe=recipe, pip_packages=tuple(pip_packages),
                                     base_image=base_image),
     )

@@ -350,3 +350,17 @@ def test_a_killed_driver_is_reported_and_its_script_stopped(amlocal_home, tmp_pa
 def _alive(pid):
     from amlocal.backends.local.processes import process_alive
     return process_alive(pid)
+
+
+def test_gpu_on_a_host_without_one_fails_early_with_what_to_do(amlocal_home, tmp_path):
+    from amlocal.backends.local.compute import host_resources
+    if host_resources().gpus:
+        pytest.skip("this host has a GPU")
+    source = write_script(tmp_path / "src", "train.py", "print('hi')\n")
+
+    result = invoke("run", source, "--script", "train.py", "--executor", "process", "--gpu")
+
+    assert result.exit_code == 2
+    assert "asks for a GPU" in result.stderr and "--emulate-gpus" in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert last_json(invoke("runs", "list", "--json")) == []
