@@ -299,9 +299,6 @@ def throughput(data, gpu, batch_sizes, seconds, rounds, torch_ok):
         for mode in ('auto', 'graph', 'raw', 'cublas'):
             configs.append(('fast loop, GPU ' + mode, lambda b, mode=mode: fast_loop_epochs(
                 data, device, b, mode)[0]))
-        if torch_ok:
-            configs.append(('PyTorch GPU eager', lambda b: torch_epochs(data, b, graph=False)))
-            configs.append(('PyTorch GPU CUDA graph', lambda b: torch_epochs(data, b, graph=True)))
     rows = {name: {'what': name} for name, _ in configs}
     for b in batch_sizes:
         epochs = {}
@@ -324,7 +321,48 @@ def throughput(data, gpu, batch_sizes, seconds, rounds, torch_ok):
                 name, b, '{:,.0f} images/s'.format(row[b]) if row.get(b) else row['errors'][b]),
                 flush=True)
         del epochs
+    if torch_ok:
+        rows.update(torch_in_own_process(batch_sizes, seconds, rounds))
     return list(rows.values())
+
+
+TORCH_CONFIGS = (('PyTorch GPU eager', False), ('PyTorch GPU CUDA graph', True))
+
+
+def torch_rows(data, batch_sizes, seconds, rounds):
+    """PyTorch's images/s at each batch size, timed as the others are."""
+    rows = {name: {'what': name} for name, _ in TORCH_CONFIGS}
+    for b in batch_sizes:
+        for name, graph in TORCH_CONFIGS:
+            try:
+                epoch = torch_epochs(data, b, graph)
+                epoch()   # warm-up
+                rows[name][b] = max(timed(epoch, seconds / rounds) for _ in range(rounds))
+            except Exception as e:   # noqa: BLE001 - report it in the table, go on
+                rows[name][b] = None
+                rows[name].setdefault('errors', {})[b] = repr(e)
+    return rows
+
+
+def torch_in_own_process(batch_sizes, seconds, rounds):
+    """torch_rows in a process of its own: PyTorch and CuPy in one process share the device,
+    and a failure of one (a device-side assert) would poison the other's context."""
+    import subprocess
+    command = [sys.executable, os.path.abspath(__file__), '--torch-only',
+               '--batch-sizes', ','.join(map(str, batch_sizes)), '--seconds', str(seconds),
+               '--rounds', str(rounds), '--data-dir', default_data_dir_arg[0]]
+    result = subprocess.run(command, capture_output=True, text=True)
+    try:
+        rows = json.loads(result.stdout.strip().splitlines()[-1])
+        return {name: {k if k in ('what', 'errors') else int(k): v for k, v in row.items()}
+                for name, row in rows.items()}
+    except (IndexError, ValueError):
+        error = (result.stderr.strip().splitlines() or ['no output'])[-1]
+        return {name: dict({'what': name, 'errors': {b: error for b in batch_sizes}},
+                           **{b: None for b in batch_sizes}) for name, _ in TORCH_CONFIGS}
+
+
+default_data_dir_arg = [None]
 
 
 def thread_sweep(data, seconds, rounds, batch_size=128):
@@ -411,10 +449,16 @@ def main():
     parser.add_argument('--epochs', type=int, default=5)
     parser.add_argument('--json', help='also write the results here')
     parser.add_argument('--no-gpu', action='store_true')
+    parser.add_argument('--torch-only', action='store_true',
+                        help='time only the PyTorch reference and print it as one JSON line')
     args = parser.parse_args()
     batch_sizes = [int(b) for b in args.batch_sizes.split(',')]
+    default_data_dir_arg[0] = args.data_dir
 
     data = chainer_mnist.load_mnist(args.data_dir, 'train')
+    if args.torch_only:
+        print(json.dumps(torch_rows(data, batch_sizes, args.seconds, args.rounds), default=str))
+        return 0
     test = chainer_mnist.load_mnist(args.data_dir, 'test')
     gpu = not args.no_gpu and chainer_mnist.default_gpu_id() >= 0
     env = environment(gpu)
