@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from amlocal.backends.local.store import DRIVER_LOG
+from amlocal.backends.local.store import DRIVER_LOG, iso_time
 from amlocal.cli import charts
 from amlocal.errors import AmlocalError, UserInputError
 
@@ -444,7 +444,7 @@ class _Report:
         ])
 
     def status_history(self):
-        rows = [[badge(status), _iso(at), f"+{_seconds(max(at - self.created, 0))}"]
+        rows = [[badge(status), iso_time(at), f"+{_seconds(max(at - self.created, 0))}"]
                 for status, at in self.store.status_history(self.details["id"])]
         return self.section("status-history", "Status history",
                             [html_table(["Status", "At", "Since created"], rows, numeric=(2,),
@@ -769,7 +769,7 @@ class _Report:
             *((("sweep", "Sweep"),) if sweep else ()),
             ("stages", "Stages"), ("status-history", "Status history"), ("metrics", "Metrics"),
             ("tags", "Tags and properties"), ("files", "Files"), ("log", "Driver log")))
-        generated = _iso(self.now)
+        generated = iso_time(self.now)
         return (
             "<!DOCTYPE html>\n"
             '<html lang="en"><head><meta charset="utf-8">'
@@ -804,11 +804,6 @@ def _accuracy_rows(tables, thresholds, labels):
                 return None
             rows.append([text_of(label), value_cell(threshold), *(value_cell(count) for count in counts)])
     return rows
-
-
-def _iso(timestamp):
-    return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).isoformat(
-        timespec="milliseconds").replace("+00:00", "Z")
 
 
 def write_report(handle, out_dir, now=None):

@@ -21,6 +21,7 @@ from amlocal.train.hyperdrive.policy import decide
 from amlocal.train.hyperdrive.sampling import Sampler
 from conftest import MNIST_DIR, TRAINER_DIR, write_script
 from test_cli import AMLOCAL, DATA_ARGS, invoke, last_json, wait_for
+from test_scheduling import max_overlap
 
 # A cheap stand-in for training: Accuracy rises each epoch, best near lr=0.3 and depth=1.
 TOY = """
@@ -224,16 +225,6 @@ def running_spans(run):
     return spans
 
 
-def most_at_once(spans):
-    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans],
-                   key=lambda edge: (edge[0], edge[1]))
-    peak = current = 0
-    for _moment, change in edges:
-        current += change
-        peak = max(peak, current)
-    return peak
-
-
 def test_random_sweep_with_bandit_on_two_nodes(workspace, tmp_path):
     ComputeTargets(workspace._backend().store).create(TargetSpec("two", "STANDARD_D1_V2", max_nodes=2))
     source = write_script(tmp_path / "src", "train.py", TOY)
@@ -252,7 +243,7 @@ def test_random_sweep_with_bandit_on_two_nodes(workspace, tmp_path):
     canceled = [c for c in run.get_children() if c.get_status() == "Canceled"]
     assert all("early termination policy: BanditPolicy" in c.get_details()["error"]["error"]["message"]
                for c in canceled)
-    assert most_at_once(running_spans(run)) <= 2
+    assert max_overlap(running_spans(run)) <= 2
     best = run.get_best_run_by_primary_metric()
     best_values = {c["run_id"]: c["best_primary_metric"] for c in children}
     assert best.id == max(best_values, key=best_values.get)
@@ -390,7 +381,7 @@ def test_random_sweep_of_chainer_mnist_in_docker_on_a_two_node_target(amlocal_ho
               datetime.datetime.fromisoformat(running["ended_at"]).timestamp())
              for running in (next(s for s in record["stages"] if s["name"] == "Running")
                              for record in records) if running["started_at"]]
-    assert len(spans) == 8 and most_at_once(spans) <= 2
+    assert len(spans) == 8 and max_overlap(spans) <= 2
     # Each child trained: its hyperparameters reached the trainer, and it logged Accuracy per epoch.
     for child in sweep["children"]:
         assert set(child["hyperparameters"]) == {"batchsize", "lr"}

@@ -26,7 +26,7 @@ from amlocal.backends import status as run_status
 from amlocal.backends.azure.errors import (AzureComputeError, AzureConfigError, redact,
                                            redact_data, require_sdk)
 from amlocal.backends.base import Backend, LogLine, RunHandle, StatusChanged, ignore_event
-from amlocal.backends.local.store import RunStore, new_run_id
+from amlocal.backends.local.store import RunStore, new_run_id, run_details
 from amlocal.errors import IllegalTransitionError
 
 EXECUTOR = "amlcompute"
@@ -79,11 +79,6 @@ def _required_workspace_config(path):
 
 
 # -- the backend -----------------------------------------------------------------------------
-
-def _iso(timestamp):
-    from amlocal.backends.local.backend import _iso as iso
-    return iso(timestamp)
-
 
 class AzureBackend(Backend):
     name = "azure"
@@ -319,39 +314,15 @@ class AzureRunHandle(RunHandle):
         if refresh and not run_status.is_terminal(self.store.get_status(self.id)):
             self.refresh()
         record = self.store.get_run(self.id)
-        spec = record["spec"]
-        azure = spec.get("azure", {})
-        ended = record["ended_at"]
+        azure = record["spec"].get("azure", {})
+        # What Azure keeps (nodes, stages, the exit code) is on the portal, not mirrored here.
         return redact_data({
-            "id": record["id"],
-            "number": record["number"],
-            "experiment": record["experiment"],
-            "status": record["status"],
-            "backend": record["backend"],
-            "executor": record["executor"],
-            "compute": record["compute"],
-            "node_count": spec.get("node_count", 1),
+            **run_details(record, self.store.run_dir(self.id)),
             "nodes": [],
             "preemptions": 0,
-            "max_run_duration_seconds": spec.get("max_run_duration_seconds"),
-            "script": spec.get("script"),
-            "arguments": spec.get("arguments", []),
-            "source_dir": spec.get("source_dir"),
-            "inputs": spec.get("inputs", {}),
-            "environment": spec.get("environment", {}),
             "image": azure.get("environment"),
             "exit_code": None,
-            "error": record["error"],
-            "created_at": _iso(record["created_at"]),
-            "started_at": _iso(record["started_at"]),
-            "ended_at": _iso(ended),
-            "duration_s": round(ended - record["created_at"], 3) if ended else None,
             "stages": [],
-            "tags": record["tags"],
-            "properties": record["properties"],
-            "parent_id": record["parent_id"],
-            "display_name": record["display_name"],
-            "run_dir": str(self.store.run_dir(self.id)),
             "portal_url": azure.get("portal_url"),
             "workspace": azure.get("workspace"),
             "uploads": azure.get("uploads", []),

@@ -1,7 +1,6 @@
 """The local backend: runs on this machine, history under $AMLOCAL_HOME."""
 
 import dataclasses
-import datetime
 import os
 import shutil
 import subprocess
@@ -24,15 +23,8 @@ from amlocal.backends.local.process_executor import (ProcessExecutor, missing_pa
                                                       missing_packages_message)
 from amlocal.backends.local.recovery import reconcile_run
 from amlocal.backends.local.snapshot import snapshot_files, take_snapshot
-from amlocal.backends.local.store import BUILD_LOG, DRIVER_LOG, RunStore
+from amlocal.backends.local.store import BUILD_LOG, DRIVER_LOG, RunStore, run_details
 from amlocal.errors import UserInputError
-
-
-def _iso(timestamp):
-    if timestamp is None:
-        return None
-    return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).isoformat(
-        timespec="milliseconds").replace("+00:00", "Z")
 
 
 # Recipes with a GPU build, used when a run asks for GPUs and its node has real ones.
@@ -209,44 +201,7 @@ class LocalRunHandle(RunHandle):
 
     def get_details(self):
         self._reconcile()
-        record = self.store.get_run(self.id)
-        spec = record["spec"]
-        ended = record["ended_at"]
-        return {
-            "id": record["id"],
-            "number": record["number"],
-            "experiment": record["experiment"],
-            "status": record["status"],
-            "backend": record["backend"],
-            "executor": record["executor"],
-            "compute": record["compute"],
-            "node_count": spec.get("node_count", 1),
-            "nodes": record["nodes"],
-            "preemptions": record["preemptions"],
-            "max_run_duration_seconds": spec.get("max_run_duration_seconds"),
-            "script": spec["script"],
-            "arguments": spec["arguments"],
-            "source_dir": spec["source_dir"],
-            "inputs": spec["inputs"],
-            "environment": spec["environment"],
-            "image": record["image"],
-            "exit_code": record["exit_code"],
-            "error": record["error"],
-            "created_at": _iso(record["created_at"]),
-            "started_at": _iso(record["started_at"]),
-            "ended_at": _iso(ended),
-            "duration_s": round(ended - record["created_at"], 3) if ended else None,
-            "stages": [
-                {**stage, "started_at": _iso(stage["started_at"]), "ended_at": _iso(stage["ended_at"])}
-                for stage in record["stages"]
-            ],
-            "tags": record["tags"],
-            "properties": record["properties"],
-            "parent_id": record["parent_id"],
-            "display_name": record["display_name"],
-            "sweep": spec.get("sweep"),
-            "run_dir": str(self.run_dir),
-        }
+        return run_details(self.store.get_run(self.id), self.run_dir)
 
     def wait(self, on_event=ignore_event, timeout=None):
         deadline = None if timeout is None else time.monotonic() + timeout

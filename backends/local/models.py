@@ -33,6 +33,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+from amlocal.backends.local.store import sha256_of_file
 from amlocal.errors import AmlocalError, RunRecordCorruptedError, UserInputError
 
 MODELS_FOLDER = "models"
@@ -333,7 +334,7 @@ class ModelRegistry:
         for entry in record["files"]:
             path = folder / entry["path"]
             try:
-                size, digest = path.stat().st_size, _sha256_of(path)
+                size, digest = path.stat().st_size, sha256_of_file(path)
             except OSError as error:
                 raise self._damaged(record, f"{entry['path']} is unreadable ({error.strerror})") \
                     from None
@@ -667,14 +668,6 @@ def _copy_hashing(source, target, reading=False):
             handle_out.write(block)
             size += len(block)
     return size, digest.hexdigest()
-
-
-def _sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _difference(entry, size):

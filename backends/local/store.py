@@ -14,6 +14,7 @@ runs and readers share the file. Status changes go through `set_status`, which a
 machine (backends.status) and writes with a compare-and-set inside one IMMEDIATE transaction.
 """
 
+import datetime
 import hashlib
 import json
 import os
@@ -596,7 +597,7 @@ class RunStore:
         for name in self.file_names(run_id):
             if not name.startswith("azureml-logs/"):
                 path = self._resolve_file(root, name)
-                rows.append((run_id, name, path.stat().st_size, _sha256_of(path)))
+                rows.append((run_id, name, path.stat().st_size, sha256_of_file(path)))
         with self.transaction() as conn:
             conn.execute("DELETE FROM files WHERE run_id = ?", (run_id,))
             conn.executemany("INSERT INTO files (run_id, name, size, sha256) VALUES (?, ?, ?, ?)", rows)
@@ -609,7 +610,7 @@ class RunStore:
             recorded = conn.execute("SELECT size, sha256 FROM files WHERE run_id = ? AND name = ?",
                                     (run_id, name)).fetchone()
         if recorded is not None and (path.stat().st_size != recorded["size"]
-                                     or _sha256_of(path) != recorded["sha256"]):
+                                     or sha256_of_file(path) != recorded["sha256"]):
             raise RunRecordCorruptedError(
                 f"run {run_id}'s file {name} is damaged: it is not the file the run left "
                 f"({path.stat().st_size} bytes now, {recorded['size']} recorded, SHA-256 differs)")
@@ -626,7 +627,55 @@ class RunStore:
         return candidate if inside and candidate.is_file() else None
 
 
-def _sha256_of(path):
+def iso_time(timestamp):
+    """A stored epoch time as the ISO 8601 UTC text run details show (milliseconds, Z)."""
+    if timestamp is None:
+        return None
+    return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).isoformat(
+        timespec="milliseconds").replace("+00:00", "Z")
+
+
+def run_details(record, run_dir):
+    """A run's details (what `get_details()` and `amlocal runs show --json` give) from its stored
+    record: one shape for every backend, which a backend may add to or override."""
+    spec = record["spec"]
+    ended = record["ended_at"]
+    return {
+        "id": record["id"],
+        "number": record["number"],
+        "experiment": record["experiment"],
+        "status": record["status"],
+        "backend": record["backend"],
+        "executor": record["executor"],
+        "compute": record["compute"],
+        "node_count": spec.get("node_count", 1),
+        "nodes": record["nodes"],
+        "preemptions": record["preemptions"],
+        "max_run_duration_seconds": spec.get("max_run_duration_seconds"),
+        "script": spec.get("script"),
+        "arguments": spec.get("arguments", []),
+        "source_dir": spec.get("source_dir"),
+        "inputs": spec.get("inputs", {}),
+        "environment": spec.get("environment", {}),
+        "image": record["image"],
+        "exit_code": record["exit_code"],
+        "error": record["error"],
+        "created_at": iso_time(record["created_at"]),
+        "started_at": iso_time(record["started_at"]),
+        "ended_at": iso_time(ended),
+        "duration_s": round(ended - record["created_at"], 3) if ended else None,
+        "stages": [{**stage, "started_at": iso_time(stage["started_at"]),
+                    "ended_at": iso_time(stage["ended_at"])} for stage in record["stages"]],
+        "tags": record["tags"],
+        "properties": record["properties"],
+        "parent_id": record["parent_id"],
+        "display_name": record["display_name"],
+        "sweep": spec.get("sweep"),
+        "run_dir": str(run_dir),
+    }
+
+
+def sha256_of_file(path):
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
