@@ -44,6 +44,17 @@ def parse_inputs(values):
     return inputs
 
 
+def parse_key_values(values, option):
+    """{KEY: VALUE} from repeated KEY=VALUE options (tags, properties)."""
+    pairs = {}
+    for value in values:
+        key, separator, text = value.partition("=")
+        if not separator or not key:
+            raise UserInputError(f"{option} expects KEY=VALUE, got {value!r}")
+        pairs[key] = text
+    return pairs
+
+
 @click.group(cls=AmlocalGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(amlocal.__version__, prog_name="amlocal")
 def cli():
@@ -107,12 +118,7 @@ def run(source_dir, script, experiment, executor, inputs, pip_packages, recipe, 
           --backend azure --compute gpu-cluster -- --epochs 3 \\
           --data-dir '$AZUREML_DATAREFERENCE_mnist'
     """
-    tag_pairs = {}
-    for tag in tags:
-        key, separator, value = tag.partition("=")
-        if not separator or not key:
-            raise UserInputError(f"--tag expects KEY=VALUE, got {tag!r}")
-        tag_pairs[key] = value
+    tag_pairs = parse_key_values(tags, "--tag")
     spec = RunSpec(
         source_dir=source_dir, script=script, arguments=tuple(script_args), experiment=experiment,
         inputs=parse_inputs(inputs), executor=executor, tags=tag_pairs, compute=compute,

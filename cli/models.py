@@ -6,6 +6,7 @@ import click
 
 from amlocal.backends.local.models import ModelRegistry, collect_local_files, parse_model_id
 from amlocal.backends.local.store import RunStore
+from amlocal.cli.main import parse_key_values
 from amlocal.cli.render import echo_json, format_value, table
 from amlocal.errors import UserInputError
 
@@ -14,17 +15,6 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON i
 
 def _registry():
     return ModelRegistry(RunStore())
-
-
-def _pairs(values, option):
-    """{KEY: VALUE} from repeated KEY=VALUE options."""
-    pairs = {}
-    for value in values:
-        key, separator, text = value.partition("=")
-        if not separator or not key:
-            raise UserInputError(f"{option} expects KEY=VALUE, got {value!r}")
-        pairs[key] = text
-    return pairs
 
 
 def _filters(values, option):
@@ -83,7 +73,7 @@ def register(name, run_id, model_path, local_path, child_paths, tags, properties
         raise UserInputError("--path names a run's file: use it with --run (or use --from-path)")
     if run_id is not None and child_paths:
         raise UserInputError("--child-path goes with --from-path")
-    metadata = dict(tags=_pairs(tags, "--tag"), properties=_pairs(properties, "--property"),
+    metadata = dict(tags=parse_key_values(tags, "--tag"), properties=parse_key_values(properties, "--property"),
                     description=description, framework=framework,
                     framework_version=framework_version)
     registry = _registry()
@@ -189,9 +179,9 @@ def download(model_id, output_dir, exist_ok, as_json):
 def update(model_id, tags, remove_tags, properties, description, as_json):
     """Change a model version's tags or description, or add properties."""
     name, version = parse_model_id(model_id, version_required=True)
-    record = _registry().update(name, version, add_tags=_pairs(tags, "--tag"),
+    record = _registry().update(name, version, add_tags=parse_key_values(tags, "--tag"),
                                 remove_tags=list(remove_tags),
-                                add_properties=_pairs(properties, "--property"),
+                                add_properties=parse_key_values(properties, "--property"),
                                 description=description)
     if as_json:
         echo_json(record)
