@@ -6,6 +6,7 @@ below, through the `on_event` callback given to `submit`/`wait`, and the caller 
 """
 
 import abc
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,9 @@ class RunSpec:
     tags: dict = field(default_factory=dict)
     environment_variables: dict = field(default_factory=dict)  # set for the script
     use_gpu: bool = False  # the script wants its node's GPUs
+    # docker executor: root with Docker's default capabilities and a writable root filesystem,
+    # instead of an unprivileged user; needs amlocal itself to run as root.
+    run_as_root: bool = False
 
     def validated(self):
         """Return this spec with absolute paths, or raise UserInputError naming what is wrong.
@@ -88,6 +92,10 @@ class RunSpec:
         for name in self.environment_variables:
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(name)):
                 raise UserInputError(f"invalid environment variable name {name!r}")
+        if self.run_as_root and self.executor != "process" and os.getuid() != 0:
+            # (The process executor runs the script as the submitter anyway.)
+            raise UserInputError("--run-as-root needs amlocal itself to run as root (sudo): the "
+                                 "files a root script writes could not be given back to you")
         if self.executor is not None and self.executor not in EXECUTORS:
             raise UserInputError(f"unknown executor {self.executor!r}: use one of {', '.join(EXECUTORS)}")
         inputs = {}
@@ -125,6 +133,7 @@ class RunSpec:
             environment_variables={str(name): str(value)
                                    for name, value in self.environment_variables.items()},
             use_gpu=bool(self.use_gpu),
+            run_as_root=bool(self.run_as_root),
         )
 
 

@@ -90,6 +90,12 @@ def cli():
 @click.option("--max-duration", type=click.IntRange(min=1), metavar="SECONDS",
               help="Cancel the run if it runs longer (max_run_duration_seconds).")
 @click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Run tag. Repeatable.")
+@click.option("--env", "env_vars", multiple=True, metavar="KEY=VALUE",
+              help="Set KEY=VALUE for the script. It gets none of this shell's variables "
+                   "but (process executor) PATH, HOME, locale, proxy and CA settings. Repeatable.")
+@click.option("--run-as-root", is_flag=True,
+              help="docker: run the script as root with Docker's default capabilities and a "
+                   "writable root filesystem, not unprivileged (needs amlocal run as root).")
 @click.option("--detach", is_flag=True, help="Return once the run is submitted; it runs on.")
 @click.option("--quiet-build", is_flag=True, help="Do not show image build output.")
 @click.option("--json", "as_json", is_flag=True, help="End with the run record as one JSON line.")
@@ -105,8 +111,8 @@ def cli():
                    "Dockerfile, compute, uploads) and send nothing.")
 @click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
 def run(source_dir, script, experiment, executor, inputs, pip_packages, recipe, base_image,
-        compute, node_count, use_gpu, max_duration, tags, detach, quiet_build, as_json, backend_name,
-        workspace_config, dry_run, script_args):
+        compute, node_count, use_gpu, max_duration, tags, env_vars, run_as_root, detach, quiet_build,
+        as_json, backend_name, workspace_config, dry_run, script_args):
     """Run SCRIPT from SOURCE_DIR as an Azure ML-style run; arguments after -- go to the script.
 
     \b
@@ -123,6 +129,7 @@ def run(source_dir, script, experiment, executor, inputs, pip_packages, recipe, 
         source_dir=source_dir, script=script, arguments=tuple(script_args), experiment=experiment,
         inputs=parse_inputs(inputs), executor=executor, tags=tag_pairs, compute=compute,
         node_count=node_count, max_run_duration_seconds=max_duration, use_gpu=use_gpu,
+        environment_variables=parse_key_values(env_vars, "--env"), run_as_root=run_as_root,
         environment=EnvironmentSpec(recipe=recipe, pip_packages=tuple(pip_packages),
                                     base_image=base_image),
     )

@@ -92,7 +92,7 @@ def environment_and_limits(root):
 def dockerfile_gpu_process(root):
     return RunSpec(
         source_dir=_source(root), script="probe.py", compute="gpu-cluster", use_gpu=True,
-        executor="process", experiment="contract-gpu",
+        executor="process", experiment="contract-gpu", run_as_root=True,
         environment=EnvironmentSpec(recipe="python", pip_packages=("numpy",),
                                     dockerfile=USER_DOCKERFILE))
 

@@ -152,6 +152,12 @@ def _check_environment_variables(spec, document):
     assert document["run_configuration"]["environmentVariables"] == spec.environment_variables
 
 
+def _check_run_as_root(spec, document):
+    # Azure ML runs the script as its image's user (root in its base images) with Docker's
+    # defaults: there is nothing to translate, and the document must not mention it.
+    assert "run_as_root" not in json.dumps(document)
+
+
 def _check_use_gpu(spec, document):
     assert any(note.startswith("use_gpu") for note in document["notes"]) == spec.use_gpu
     if spec.use_gpu and spec.environment.dockerfile is None:
@@ -164,6 +170,7 @@ FIELD_CHECKS = {
     "executor": _check_executor, "compute": _check_compute, "node_count": _check_node_count,
     "max_run_duration_seconds": _check_max_run_duration_seconds, "tags": _check_tags,
     "environment_variables": _check_environment_variables, "use_gpu": _check_use_gpu,
+    "run_as_root": _check_run_as_root,
 }
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from amlocal.backends.local.compute import (
     LOCAL_TARGET, VM_SIZES, ComputeTargetError, ComputeTargets, HostResources, NodeResources,
-    TargetSpec, combine_node_resources, local_target, node_resources)
+    TargetSpec, combine_node_resources, local_memory_limit, local_target, node_resources)
 from amlocal.backends.local.store import RunStore
 from amlocal.errors import AmlocalError, UserInputError
 
@@ -262,11 +262,25 @@ def test_without_host_gpus_the_nodes_emulate_theirs_on_the_cpu():
         assert len(cpuset_cores(node)) == 12
 
 
-def test_the_built_in_local_target_is_the_whole_host_without_limits():
+def test_the_built_in_local_target_is_the_whole_host_less_a_memory_reserve():
     local = local_target(GPU_HOST)
 
     assert node_resources(local, 0, GPU_HOST) == NodeResources(
-        cpuset=None, nano_cpus=None, memory_bytes=None, gpu_ids=("0", "1"))
+        cpuset=None, nano_cpus=None, memory_bytes=local_memory_limit(GPU_HOST.memory_bytes),
+        gpu_ids=("0", "1"))
+
+
+@pytest.mark.parametrize("host_gib, limit_gib", [
+    (512, 512 - 51.2),  # a tenth of a big host
+    (24, 24 - 2.4),
+    (8, 7),  # at least 1 GiB
+    (1.5, 0.75),  # never less than half of a tiny host
+])
+def test_the_local_memory_limit_keeps_a_reserve_for_the_host(host_gib, limit_gib):
+    limit = local_memory_limit(int(host_gib * GIB))
+
+    assert limit % 2**20 == 0
+    assert abs(limit - limit_gib * GIB) < 2**20
 
 
 def resources_of_run(target_spec, slots, on_host):

@@ -78,6 +78,11 @@ def test_container_settings_for_a_run_with_two_inputs():
         "name": f"amlocal-{RUN_ID}",
         "detach": True,
         "user": "1000:1000",
+        "security_opt": ["no-new-privileges"],
+        "pids_limit": 2048,
+        "cap_drop": ["ALL"],
+        "read_only": True,
+        "tmpfs": {"/tmp": "rw,exec,nosuid,nodev,mode=1777"},
     }
 
 
@@ -94,6 +99,19 @@ def test_container_settings_without_user_or_inputs_run_as_the_image_user():
     assert not any(name.startswith("AZUREML_DATAREFERENCE_") for name in settings["environment"])
 
 
+def test_container_settings_for_a_run_as_root_keep_no_new_privileges_and_the_pids_limit():
+    def settings(**options):
+        return container_settings(
+            run_id=RUN_ID, experiment=EXPERIMENT, image="img", script="train.py", arguments=(),
+            inputs={}, run_dir="/r", working_dir="/w", runtime_dir="/rt", user="0:0", **options)
+
+    confined, as_root = settings(), settings(run_as_root=True)
+
+    assert {key: value for key, value in confined.items()
+            if key not in ("cap_drop", "read_only", "tmpfs")} == as_root
+    assert as_root["security_opt"] == ["no-new-privileges"] and as_root["pids_limit"] == 2048
+
+
 # -- process_settings ------------------------------------------------------------------------
 
 def make_process_settings(base_environment, arguments=ARGUMENTS):
@@ -106,7 +124,10 @@ def make_process_settings(base_environment, arguments=ARGUMENTS):
 
 
 def test_process_settings_use_host_paths_and_keep_the_inherited_pythonpath_after_the_runtime():
-    base = {"PATH": "/usr/bin", "PYTHONPATH": "/opt/site:/opt/more", "AZUREML_RUN_ID": "stale"}
+    base = {"PATH": "/usr/bin", "PYTHONPATH": "/opt/site:/opt/more", "AZUREML_RUN_ID": "stale",
+            "LC_ALL": "C.UTF-8", "https_proxy": "http://proxy:3128",
+            "AWS_SECRET_ACCESS_KEY": "fake", "AMLOCAL_HOME": "/h", "GITHUB_TOKEN": "fake"}
+    given = dict(base)
 
     settings = make_process_settings(base)
 
@@ -122,6 +143,8 @@ def test_process_settings_use_host_paths_and_keep_the_inherited_pythonpath_after
         "cwd": "/h/runs/r1/wd",
         "env": {
             "PATH": "/usr/bin",
+            "LC_ALL": "C.UTF-8",
+            "https_proxy": "http://proxy:3128",
             "AZUREML_RUN_ID": RUN_ID,
             "AZUREML_ARM_PROJECT_NAME": EXPERIMENT,
             "AZUREML_ARM_WORKSPACE_NAME": "local",
@@ -133,8 +156,7 @@ def test_process_settings_use_host_paths_and_keep_the_inherited_pythonpath_after
             "PYTHONUNBUFFERED": "1",
         },
     }
-    assert base == {"PATH": "/usr/bin", "PYTHONPATH": "/opt/site:/opt/more",
-                    "AZUREML_RUN_ID": "stale"}, "the caller's environment must not change"
+    assert base == given, "the caller's environment must not change"
 
 
 @pytest.mark.parametrize("inherited", [{}, {"PYTHONPATH": ""}])

@@ -169,10 +169,24 @@ class NodeResources:
     emulated_gpus: int = 0
 
 
+def local_memory_limit(host_memory_bytes):
+    """The memory a run on the `local` target may use: the host's, less a reserve.
+
+    The reserve (a tenth of the host's memory, at least 1 GiB) keeps the host itself, its Docker
+    engine and the amlocal process recording the run alive when a script grows without bound:
+    the run is stopped (out of memory) instead of the kernel's OOM killer picking among the
+    host's processes. Whole MiB, as the kernel rounds limits to pages.
+    """
+    reserve = max(host_memory_bytes // 10, 1 << 30)
+    usable = max(host_memory_bytes - reserve, host_memory_bytes // 2)
+    return usable // 2**20 * 2**20
+
+
 def node_resources(target, slot, host):
     """The share of the host that node `slot` of `target` stands for."""
     if target.name == LOCAL_TARGET:
-        return NodeResources(cpuset=None, nano_cpus=None, memory_bytes=None, gpu_ids=host.gpus)
+        return NodeResources(cpuset=None, nano_cpus=None,
+                             memory_bytes=local_memory_limit(host.memory_bytes), gpu_ids=host.gpus)
     size = target.size
     memory = int(size.memory_gib * 2**30)
     if target.allow_overcommit:

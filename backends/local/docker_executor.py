@@ -1,11 +1,9 @@
 """The docker executor: the environment image is built (or found), the script runs in a container."""
 
-import os
-
 import docker.errors
 import requests.exceptions
 
-from amlocal.backends.local import engine, images
+from amlocal.backends.local import engine, images, ownership
 from amlocal.errors import AmlocalError
 from amlocal.backends.local.jobs import Job, Prepared
 from amlocal.backends.local.run_settings import CONTAINER_LABEL, container_settings
@@ -15,6 +13,8 @@ from amlocal.backends.local.snapshot import copy_working_directory
 # Exit codes of a container stopped by a signal: SIGTERM (143) or SIGKILL (137).
 _STOPPED_BY_SIGNAL = (137, 143)
 _ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
+# What the script writes besides its working copy, in the run's folder (see run_settings.py).
+_WRITABLE_RUN_FOLDERS = ("outputs", "logs", "telemetry")
 
 
 class DockerJob(Job):
@@ -66,7 +66,8 @@ class DockerJob(Job):
         except _ENGINE_ERRORS:
             # Gone already, or the engine is unreachable (restarting?): whoever looks at the run
             # later removes what is left.
-            pass
+            return
+        give_back_files(self.container)
 
 
 class DockerExecutor:
@@ -100,12 +101,15 @@ class DockerExecutor:
         spec = record["spec"]
         working_dir = run_dir / "wd"
         copy_working_directory(run_dir / "snapshot", working_dir)
+        run_as_root = spec.get("run_as_root", False)
+        user = ownership.container_user(run_as_root)
+        ownership.hand_over([working_dir, *(run_dir / name for name in _WRITABLE_RUN_FOLDERS)], user)
         settings = container_settings(
             run_id=record["id"], experiment=record["experiment"], image=prepared.image,
             script=spec["script"], arguments=spec["arguments"], inputs=spec["inputs"],
             run_dir=run_dir, working_dir=working_dir, runtime_dir=runtime_dir,
-            user=f"{os.getuid()}:{os.getgid()}", resources=resources,
-            user_variables=spec.get("environment_variables"))
+            user=ownership.docker_user(user), resources=resources,
+            user_variables=spec.get("environment_variables"), run_as_root=run_as_root)
         settings["mounts"] = [docker.types.Mount(
             target=mount["Target"], source=mount["Source"], type="bind",
             read_only=mount["ReadOnly"]) for mount in settings["mounts"]]
@@ -121,3 +125,16 @@ class DockerExecutor:
         """Remove a run's container when the process that drove it is gone."""
         for container in self.client.containers.list(all=True, filters={"label": f"{CONTAINER_LABEL}={run_id}"}):
             container.remove(force=True)
+            give_back_files(container)
+
+
+def give_back_files(container):
+    """Once a run's container is gone: what it wrote belongs to the submitter again.
+
+    The folders are the container's writable bind mounts, as amlocal created it (the script
+    cannot change those); see ownership.py.
+    """
+    if container.attrs["Config"].get("User") == ownership.docker_user(ownership.submitter()):
+        return
+    ownership.give_back([mount["Source"] for mount in container.attrs["HostConfig"].get("Mounts") or ()
+                         if not mount.get("ReadOnly")])

@@ -20,6 +20,7 @@ from pathlib import Path
 import docker.errors
 
 import amlocal
+from amlocal.backends.local.run_settings import PROXY_VARIABLES
 from amlocal.errors import AmlocalError, UserInputError
 
 PUBLIC_BASE_IMAGE = "python:3.11-slim-bookworm"
@@ -32,7 +33,6 @@ SYSTEM_CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/c
 # pip options worth carrying into a build; anything else in the host's pip config stays behind.
 _CARRIED_PIP_OPTIONS = ("index-url", "extra-index-url", "trusted-host", "timeout", "retries",
                         "proxy", "default-timeout")
-_PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
 
 
 class ImageBuildError(AmlocalError):
@@ -233,7 +233,7 @@ def ensure_image(client, recipe, pip_packages=(), base_image=None, on_line=lambd
         on_line(f"(not carried into the build: host pip setting {skipped}, which names a "
                 "local path or file the build cannot reach)")
     build_args = {"BASE_IMAGE": base_name}
-    build_args.update({name: os.environ[name] for name in _PROXY_VARIABLES if os.environ.get(name)})
+    build_args.update({name: os.environ[name] for name in PROXY_VARIABLES if os.environ.get(name)})
     with tempfile.TemporaryDirectory(prefix="amlocal-build-") as context:
         write_build_context(context, folder, pip_packages, settings)
         if dockerfile is not None:

@@ -7,6 +7,7 @@ There is no image: Preparing checks the interpreter, and the run uses whatever i
 import importlib.metadata
 import os
 import re
+import resource
 import subprocess
 import sys
 
@@ -16,15 +17,33 @@ from amlocal.backends.local.run_settings import process_settings
 from amlocal.backends.local.snapshot import copy_working_directory
 from amlocal.errors import UserInputError
 
+# The last line of a traceback that ran out of memory: MemoryError, numpy's _ArrayMemoryError, ...
+_MEMORY_ERROR_LINE = re.compile(r"[\w.]*MemoryError\b")
+
 
 class ProcessJob(Job):
-    def __init__(self, process, on_line):
+    def __init__(self, process, on_line, memory_limit=None):
         self.process = process
+        self.memory_limit = memory_limit
+        self._memory_error_seen = False
+
+        def watch_for_memory_error(line):
+            if memory_limit and _MEMORY_ERROR_LINE.match(line):
+                self._memory_error_seen = True
+            on_line(line)
+
         super().__init__(
             output_chunks=iter(lambda: process.stdout.read1(65536), b""),
             wait_for_exit=process.wait,
-            on_line=on_line,
+            on_line=watch_for_memory_error,
         )
+
+    def termination_reason(self):
+        if self._memory_error_seen and self.exit_code != 0:
+            return (f"out of memory: the script exceeded its memory limit of "
+                    f"{self.memory_limit / 2**30:.1f} GiB (MemoryError; the limit is on each of "
+                    "its processes' data, RLIMIT_DATA)")
+        return None
 
     def identity(self):
         return {"script_pid": self.process.pid}
@@ -61,18 +80,42 @@ class ProcessExecutor:
             run_dir=run_dir, working_dir=working_dir, runtime_dir=runtime_dir,
             base_environment=os.environ,
             user_variables=spec.get("environment_variables"))
-        cores = None
-        if resources is not None and resources.memory_bytes is not None:
-            # A sized node: pin the script to the node's cores and show it only the node's
-            # GPUs. Its memory is not limited (that needs a container).
-            if resources.cpuset:
-                cores = {int(core) for core in resources.cpuset.split(",")}
-            settings["env"]["CUDA_VISIBLE_DEVICES"] = ",".join(resources.gpu_ids)
+        cores = memory_limit = None
+        if resources is not None:
+            if resources.cpuset or resources.nano_cpus:
+                # A node of a sized target: pin the script to the node's cores and show it only
+                # the node's GPUs (on `local` it keeps the CUDA_VISIBLE_DEVICES it was given).
+                if resources.cpuset:
+                    cores = {int(core) for core in resources.cpuset.split(",")}
+                settings["env"]["CUDA_VISIBLE_DEVICES"] = ",".join(resources.gpu_ids)
+            if not (spec.get("use_gpu") or resources.gpu_ids):
+                # CUDA maps far more than the GPU's memory at start; a data limit could break
+                # it, so only a run that sees no GPU gets one.
+                memory_limit = resources.memory_bytes
         process = subprocess.Popen(settings["args"], cwd=settings["cwd"], env=settings["env"],
                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, start_new_session=True,
-                                   preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None)
-        return ProcessJob(process, on_line)
+                                   preexec_fn=_confinement(cores, memory_limit))
+        return ProcessJob(process, on_line, memory_limit)
+
+
+def _confinement(cores, memory_limit):
+    """What the script's process applies to itself before it starts (None: nothing).
+
+    The memory limit is RLIMIT_DATA: since Linux 4.7 it counts every private writable mapping
+    (heap, anonymous mmap, thread stacks), so an allocation past it fails with MemoryError, while
+    reserved but inaccessible address space (malloc arenas) does not count as it would with
+    RLIMIT_AS. It is per process (each data-loader worker gets its own), inherited by children.
+    """
+    if not cores and not memory_limit:
+        return None
+
+    def in_the_child():
+        if cores:
+            os.sched_setaffinity(0, cores)
+        if memory_limit:
+            resource.setrlimit(resource.RLIMIT_DATA, (memory_limit, memory_limit))
+    return in_the_child
 
 
 def missing_packages(requirements):

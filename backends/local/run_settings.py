@@ -23,6 +23,24 @@ IN_RUN_TELEMETRY = IN_RUN_ROOT / "telemetry"
 IN_RUN_INPUTS = IN_RUN_ROOT / "inputs"
 WORKSPACE_NAME = "local"
 CONTAINER_LABEL = "amlocal.run_id"
+# Threads count as pids: 16 data-loader workers with a 64-thread BLAS pool each, plus the main
+# process's, stay under it; a fork bomb stops at it, far below the host's pid_max (32768 or more).
+PIDS_LIMIT = 2048
+# The only writable place in a confined container besides the run's folders: $HOME and temp files.
+# exec: JIT compilers (CuPy, Numba) load what they build there; nosuid keeps it harmless.
+WRITABLE_TMP = {"/tmp": "rw,exec,nosuid,nodev,mode=1777"}
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
+# What a process-executor script takes from the submitter's environment: what it needs to start
+# and behave as in their shell (find programs and libraries, locale, time zone, terminal, the
+# GPUs chosen for the host) and to use the network it shares with the host (proxy, CA bundle: a
+# dataset download needs them). Credentials, cloud tokens and amlocal's own settings stay out;
+# the user passes anything else with --env.
+INHERITED_VARIABLES = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TERM", "TMPDIR",
+    "PYTHONPATH", "PYTHONHOME", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES", "CUDA_HOME", "CUDA_PATH",
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", *PROXY_VARIABLES,
+})
+INHERITED_PREFIXES = ("LC_",)  # LC_ALL, LC_CTYPE, ...
 
 
 @dataclass(frozen=True)
@@ -94,14 +112,28 @@ def resource_settings(resources):
     return settings
 
 
+def confinement_settings(run_as_root=False):
+    """docker-py keyword arguments that keep a script from gaining or using privileges.
+
+    Always: no privilege gain through setuid files (no-new-privileges) and a pids limit. Unless
+    the run opted out with run_as_root: no capabilities and a read-only root filesystem with a
+    writable /tmp. (The container's uid is `user`, see ownership.py.)
+    """
+    settings = {"security_opt": ["no-new-privileges"], "pids_limit": PIDS_LIMIT}
+    if not run_as_root:
+        settings.update(cap_drop=["ALL"], read_only=True, tmpfs=dict(WRITABLE_TMP))
+    return settings
+
+
 def container_settings(*, run_id, experiment, image, script, arguments, inputs, run_dir,
-                       working_dir, runtime_dir, user=None, resources=None, user_variables=None):
+                       working_dir, runtime_dir, user=None, resources=None, user_variables=None,
+                       run_as_root=False):
     """Keyword arguments for docker-py's `containers.create` for one run.
 
     `inputs` maps input names to host paths; `run_dir` is the run's folder in the run history;
-    `working_dir` the host copy of the snapshot the run works in; `user` a "uid:gid" string so
-    files the run writes into the run history belong to the submitting user; `resources` the
-    NodeResources of the node(s) the run was given (None: no limits).
+    `working_dir` the host copy of the snapshot the run works in; `user` the "uid:gid" the script
+    runs as (None: the image's user); `resources` the NodeResources of the node(s) the run was
+    given (None: no limits); `run_as_root` the run's opt-out of the confinement.
     Mounts are plain dicts in the Docker Engine API's shape (docker.types.Mount is such a dict).
     """
     paths = container_paths(inputs)
@@ -118,8 +150,8 @@ def container_settings(*, run_id, experiment, image, script, arguments, inputs, 
         bind(runtime_dir, paths.runtime, True),
     ]
     mounts += [bind(inputs[name], paths.inputs[name], True) for name in sorted(inputs)]
-    # A container running as the host user has no home of its own; libraries that cache under
-    # $HOME (matplotlib, chainer's dataset root) need one that is writable.
+    # The script's user has no home of its own in the image; libraries that cache under $HOME
+    # (matplotlib, chainer's dataset root) need one that is writable.
     extra = {"HOME": "/tmp"}
     if resources is not None and resources.emulated_gpus:
         extra["AMLOCAL_EMULATED_GPUS"] = str(resources.emulated_gpus)
@@ -142,8 +174,15 @@ def container_settings(*, run_id, experiment, image, script, arguments, inputs, 
     }
     if user:
         settings["user"] = user
+    settings.update(confinement_settings(run_as_root))
     settings.update(resource_settings(resources))
     return settings
+
+
+def inherited_environment(base_environment):
+    """The part of the submitter's environment a process-executor script sees (an allow-list)."""
+    return {name: value for name, value in base_environment.items()
+            if name in INHERITED_VARIABLES or name.startswith(INHERITED_PREFIXES)}
 
 
 def process_settings(*, run_id, experiment, python, script, arguments, inputs, run_dir,
@@ -152,7 +191,8 @@ def process_settings(*, run_id, experiment, python, script, arguments, inputs, r
 
     The run sees host paths: its working directory is a copy of the snapshot whose outputs/ and
     logs/ are links into the run history, and inputs are passed by their host paths (read-only
-    is not enforced here: there is no mount namespace).
+    is not enforced here: there is no mount namespace). Of `base_environment` (the submitter's)
+    it sees only INHERITED_VARIABLES; `user_variables` (--env) come on top.
     """
     paths = RunPaths(
         workdir=str(working_dir),
@@ -162,7 +202,7 @@ def process_settings(*, run_id, experiment, python, script, arguments, inputs, r
         telemetry_dir=f"{run_dir}/telemetry",
         inputs={name: str(inputs[name]) for name in sorted(inputs)},
     )
-    environment = dict(base_environment)
+    environment = inherited_environment(base_environment)
     inherited_path = environment.get("PYTHONPATH")
     environment.update(run_environment(run_id, experiment, paths, user_variables=user_variables))
     if inherited_path:

@@ -150,7 +150,7 @@ class SweepDriver:
             max_run_duration_seconds=spec.get("max_run_duration_seconds"),
             tags={"hyperparameters": json.dumps(configuration)},
             environment_variables=spec.get("environment_variables") or {},
-            use_gpu=spec.get("use_gpu", False))
+            use_gpu=spec.get("use_gpu", False), run_as_root=spec.get("run_as_root", False))
         self.store.update_tags(self.run_id, {HYPERPARAMETER_TAG_PREFIX + child_id:
                                              json.dumps(configuration)})
         handle = self.backend.submit(template, run_id=child_id, parent_id=self.run_id)
