@@ -173,6 +173,7 @@ def test_process_script_gets_a_clean_environment_and_what_env_gives(amlocal_home
                                                                     monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "fake-secret")
     monkeypatch.setenv("LC_ALL", "C.UTF-8")
+    monkeypatch.setenv("AMLOCAL_STOP_GRACE_S", "5")
 
     result = invoke("run", probe_source(tmp_path), "--script", "train.py", "--executor", "process",
                     "--env", "GREETING=hello", "--json")
@@ -181,7 +182,8 @@ def test_process_script_gets_a_clean_environment_and_what_env_gives(amlocal_home
     record = last_json(result)
     environment = report_of(record)["env"]
     assert "AWS_SECRET_ACCESS_KEY" not in environment
-    assert "AMLOCAL_HOME" not in environment  # amlocal's own settings are not the script's
+    assert "AMLOCAL_STOP_GRACE_S" not in environment  # amlocal's own settings are not the script's
+    assert environment["AMLOCAL_HOME"] == str(amlocal_home)  # its SDK finds the run's workspace
     assert environment["GREETING"] == "hello"
     assert environment["PATH"] == os.environ["PATH"] and environment["LC_ALL"] == "C.UTF-8"
     assert environment["AZUREML_RUN_ID"] == record["id"]

@@ -126,7 +126,7 @@ def make_process_settings(base_environment, arguments=ARGUMENTS):
 def test_process_settings_use_host_paths_and_keep_the_inherited_pythonpath_after_the_runtime():
     base = {"PATH": "/usr/bin", "PYTHONPATH": "/opt/site:/opt/more", "AZUREML_RUN_ID": "stale",
             "LC_ALL": "C.UTF-8", "https_proxy": "http://proxy:3128",
-            "AWS_SECRET_ACCESS_KEY": "fake", "AMLOCAL_HOME": "/h", "GITHUB_TOKEN": "fake"}
+            "AWS_SECRET_ACCESS_KEY": "fake", "AMLOCAL_STOP_GRACE_S": "5", "GITHUB_TOKEN": "fake"}
     given = dict(base)
 
     settings = make_process_settings(base)
@@ -265,3 +265,13 @@ def test_validated_turns_non_string_arguments_into_strings(project):
     spec = spec_in(project, arguments=("--epochs", 5), inputs={}).validated()
 
     assert spec.arguments == ("--epochs", "5")
+
+
+@pytest.mark.parametrize("executor", [None, "docker"])
+def test_run_as_root_is_refused_to_a_submitter_who_is_not_root(project, monkeypatch, executor):
+    # Files a root script writes could not be chowned back by a non-root amlocal.
+    monkeypatch.setattr("os.getuid", lambda: 1000)
+
+    with pytest.raises(UserInputError, match=r"^--run-as-root needs amlocal itself to run as root"):
+        spec_in(project, run_as_root=True, executor=executor).validated()
+    assert spec_in(project, run_as_root=True, executor="process").validated().run_as_root

@@ -32,11 +32,12 @@ WRITABLE_TMP = {"/tmp": "rw,exec,nosuid,nodev,mode=1777"}
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
 # What a process-executor script takes from the submitter's environment: what it needs to start
 # and behave as in their shell (find programs and libraries, locale, time zone, terminal, the
-# GPUs chosen for the host) and to use the network it shares with the host (proxy, CA bundle: a
-# dataset download needs them). Credentials, cloud tokens and amlocal's own settings stay out;
-# the user passes anything else with --env.
+# GPUs chosen for the host), to use the network it shares with the host (proxy, CA bundle: a
+# dataset download needs them), and AMLOCAL_HOME, so that the SDK in the script (Model.
+# get_model_path, Datastore) finds the workspace the run belongs to, as a run on Azure does.
+# Credentials, cloud tokens and amlocal's other settings stay out; --env passes anything else.
 INHERITED_VARIABLES = frozenset({
-    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TERM", "TMPDIR",
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TERM", "TMPDIR", "AMLOCAL_HOME",
     "PYTHONPATH", "PYTHONHOME", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES", "CUDA_HOME", "CUDA_PATH",
     "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", *PROXY_VARIABLES,
 })
