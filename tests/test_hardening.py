@@ -54,6 +54,9 @@ with open("outputs/report.json", "w") as handle:
     json.dump(report, handle)
 open("outputs/sub/nested.txt", "w").write("nested")
 open("logs/own.log", "w").write("a log of its own")
+with open("outputs/setuid_tool", "wb") as handle:  # setuid/setgid to its own user
+    handle.write(open("/bin/true", "rb").read())
+os.chmod("outputs/setuid_tool", 0o6755)
 # Links to host paths (given as arguments): data to keep, never to follow.
 for index, target in enumerate(sys.argv[1:]):
     os.symlink(target, f"outputs/link_{index}")
@@ -128,9 +131,12 @@ def test_docker_run_files_belong_to_the_submitter_and_links_are_not_followed(bac
     run_dir = Path(details["run_dir"])
     submitter = (os.getuid(), os.getgid())
     outputs, logs = owners_under(run_dir / "outputs"), owners_under(run_dir / "logs")
-    assert {"report.json", "sub", "sub/nested.txt", "link_0", "link_1", "link_2"} <= set(outputs)
+    assert {"report.json", "sub", "sub/nested.txt", "setuid_tool", "link_0", "link_1",
+            "link_2"} <= set(outputs)
     assert "own.log" in logs
     assert set(outputs.values()) | set(logs.values()) == {submitter}
+    # Given to root, a setuid file of the script's would be a way up: the kernel clears the bits.
+    assert (run_dir / "outputs" / "setuid_tool").stat().st_mode & 0o7777 == 0o755
     # The links are kept as links, and what they point at on the host is untouched.
     assert os.readlink(run_dir / "outputs" / "link_0") == str(host_file)
     assert (host_file.stat().st_uid, host_dir.stat().st_uid) == (STRANGER, STRANGER)
