@@ -6,6 +6,7 @@ The tests run as root here, so "a root submitter" is the real case, not a simula
 
 import json
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,10 @@ import pytest
 from amlocal.backends.base import RunSpec
 from amlocal.backends.local import LocalBackend
 from amlocal.backends.local.compute import ComputeTargets, TargetSpec, host_resources, local_memory_limit
+from amlocal.backends.local.processes import process_alive
+from amlocal.backends.local.store import RunStore
 from conftest import write_script
-from test_cli import invoke, last_json
+from test_cli import invoke, last_json, wait_for
 
 # Reports who the script is and what it may do, into outputs/report.json.
 PROBE = r"""
@@ -141,6 +144,29 @@ def test_docker_run_files_belong_to_the_submitter_and_links_are_not_followed(bac
     assert os.readlink(run_dir / "outputs" / "link_0") == str(host_file)
     assert (host_file.stat().st_uid, host_dir.stat().st_uid) == (STRANGER, STRANGER)
     assert os.stat("/etc/passwd").st_uid == passwd_owner
+
+
+@pytest.mark.docker
+def test_run_files_are_given_back_when_the_process_driving_the_run_died(amlocal_home, docker_client,
+                                                                       tmp_path):
+    source = write_script(tmp_path / "src", "train.py", """
+import os, time
+os.makedirs("outputs/sub", exist_ok=True)
+open("outputs/sub/progress.txt", "w").write("epoch 1 done")
+print("started", flush=True)
+time.sleep(3)
+""")
+    run_id = last_json(invoke("run", source, "--script", "train.py", "--executor", "docker",
+                              "--detach", "--json"))["id"]
+    wait_for(lambda: "started" in invoke("runs", "logs", run_id).stdout, timeout=120)
+    supervisor = RunStore().get_run(run_id)["driver_pid"]
+
+    os.kill(supervisor, signal.SIGKILL)
+    wait_for(lambda: not process_alive(supervisor), timeout=10)
+    invoke("runs", "wait", run_id, "--timeout", 120)  # whoever ends the run gives the files back
+
+    run_dir = RunStore().run_dir(run_id)
+    assert set(owners_under(run_dir / "outputs").values()) == {(os.getuid(), os.getgid())}
 
 
 @pytest.mark.docker
