@@ -166,6 +166,23 @@ def test_process_settings_without_an_inherited_pythonpath_put_only_the_runtime_o
     assert settings["env"]["PYTHONPATH"] == "/opt/amlocal/runtime"
 
 
+def test_a_pythonpath_given_for_the_run_goes_after_the_runtime_and_before_the_inherited_one():
+    def pythonpath(settings):
+        return (settings.get("env") or settings["environment"])["PYTHONPATH"]
+
+    in_process = process_settings(
+        run_id=RUN_ID, experiment=EXPERIMENT, python="python3", script="train.py", arguments=(),
+        inputs={}, run_dir=Path("/r"), working_dir=Path("/w"), runtime_dir=Path("/rt"),
+        base_environment={"PYTHONPATH": "/inherited"}, user_variables={"PYTHONPATH": "src:lib"})
+    in_container = container_settings(
+        run_id=RUN_ID, experiment=EXPERIMENT, image="img", script="train.py", arguments=(),
+        inputs={}, run_dir="/r", working_dir="/w", runtime_dir="/rt",
+        user_variables={"PYTHONPATH": "src"})
+
+    assert pythonpath(in_process) == "/rt:src:lib:/inherited"
+    assert pythonpath(in_container) == "/amlocal/runtime:src"
+
+
 # -- data references in arguments --------------------------------------------------------------
 
 @pytest.mark.parametrize("argument, expected", [

@@ -56,12 +56,15 @@ class RunPaths:
     inputs: dict  # name -> path
 
 
-def run_environment(run_id, experiment, paths, extra=None, user_variables=None):
+def run_environment(run_id, experiment, paths, extra=None, user_variables=None,
+                    inherited_pythonpath=None):
     """The environment variables a script sees in a run, named as Azure ML v1 names them.
 
-    `user_variables` (the run's environment_variables) come first, so amlocal's own names win.
+    `user_variables` (the run's environment_variables) come first, so amlocal's own names win;
+    a PYTHONPATH among them, and then `inherited_pythonpath`, go after amlocal's runtime.
     """
     environment = dict(user_variables or {})
+    pythonpath = [paths.runtime, environment.get("PYTHONPATH"), inherited_pythonpath]
     environment.update({
         "AZUREML_RUN_ID": run_id,
         "AZUREML_ARM_PROJECT_NAME": experiment,
@@ -69,7 +72,7 @@ def run_environment(run_id, experiment, paths, extra=None, user_variables=None):
         # azureml-core sets this to the relative ./outputs before a script starts.
         "AZUREML_OUTPUT_DIRECTORY": "./outputs",
         "AMLOCAL_TELEMETRY_FILE": f"{paths.telemetry_dir}/{TELEMETRY_FILE}",
-        "PYTHONPATH": paths.runtime,
+        "PYTHONPATH": ":".join(part for part in pythonpath if part),
         "PYTHONUNBUFFERED": "1",
     })
     for name, path in paths.inputs.items():
@@ -204,10 +207,8 @@ def process_settings(*, run_id, experiment, python, script, arguments, inputs, r
         inputs={name: str(inputs[name]) for name in sorted(inputs)},
     )
     environment = inherited_environment(base_environment)
-    inherited_path = environment.get("PYTHONPATH")
-    environment.update(run_environment(run_id, experiment, paths, user_variables=user_variables))
-    if inherited_path:
-        environment["PYTHONPATH"] = f"{paths.runtime}:{inherited_path}"
+    environment.update(run_environment(run_id, experiment, paths, user_variables=user_variables,
+                                       inherited_pythonpath=environment.get("PYTHONPATH")))
     return {
         "args": script_command(python, script, arguments, paths),
         "cwd": paths.workdir,
