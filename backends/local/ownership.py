@@ -3,8 +3,8 @@
 A root submitter's script runs as UNPRIVILEGED_UID:UNPRIVILEGED_GID (nobody:nogroup), so the
 folders it writes (its working copy, ./outputs, ./logs, telemetry) are handed to that user before
 the container starts and given back to the submitter once it has stopped. A non-root submitter's
-script runs as the submitter (Docker cannot give a container a uid the submitter could not
-chown back), so nothing changes hands.
+script runs as the submitter's own uid (already unprivileged, and a non-root amlocal could not
+chown another uid's files back), so nothing changes hands.
 
 Everything under those folders was made by the script, so the walk never follows a link: a
 symlink to /etc is itself re-owned (lchown), never what it points at.
