@@ -3,7 +3,6 @@
 import dataclasses
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -21,7 +20,7 @@ from amlocal.backends.local.compute import ComputeTargets, target_has_gpus, targ
 from amlocal.backends.local.lifecycle import POLL_INTERVAL_S, RunDriver
 from amlocal.backends.local.process_executor import (ProcessExecutor, missing_packages,
                                                       missing_packages_message)
-from amlocal.backends.local.recovery import reconcile_run
+from amlocal.backends.local.recovery import reconcile_run, start_supervisor
 from amlocal.backends.local.snapshot import snapshot_files, take_snapshot
 from amlocal.backends.local.store import BUILD_LOG, DRIVER_LOG, RunStore, run_details
 from amlocal.errors import UserInputError
@@ -119,14 +118,8 @@ class LocalBackend(Backend):
     def _start_supervisor(self, run_id):
         """Hand a NotStarted run to a process of its own, which outlives this one (and a Ctrl-C
         in this terminal: it runs in a session of its own)."""
-        supervisor_log = self.store.run_dir(run_id) / "azureml-logs" / "55_supervisor_log.txt"
         try:
-            with open(supervisor_log, "ab") as stderr:
-                supervisor = subprocess.Popen(
-                    [sys.executable, "-m", "amlocal.backends.local.supervisor",
-                     "--home", str(self.store.home), run_id],
-                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
-                    start_new_session=True)
+            supervisor = start_supervisor(self.store, run_id)
         except OSError as error:
             self.store.set_status(run_id, run_status.FAILED,
                                   error=f"could not start the process to drive the run: {error}")
@@ -161,6 +154,11 @@ class LocalBackend(Backend):
             from amlocal.backends.local.sweep import SweepDriver
             return SweepDriver(self, run_id).drive()
         return RunDriver(self.store, run_id, self._executor(record["executor"]), on_event).drive()
+
+    def adopt(self, run_id):
+        """Follow a run whose driver died to its end in this process (see recovery.py)."""
+        record = self.store.get_run(run_id)
+        return RunDriver(self.store, run_id, self._executor(record["executor"])).adopt()
 
     def get_run(self, run_id):
         self.store.get_status(run_id)

@@ -1,0 +1,196 @@
+"""The driver log keeps every byte, a closed terminal pipe neither stops a run nor swallows its
+Ctrl-C, and a run whose driving process is killed is adopted and finished by the next look.
+
+Everything real: `amlocal run` as a subprocess with real pipes and signals, real containers, real
+host processes, the real run history.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from amlocal.backends.base import RunSpec
+from amlocal.backends.local import LocalBackend
+from amlocal.backends.local.processes import process_alive
+from amlocal.backends.local.store import DRIVER_LOG, RunStore
+from conftest import write_script
+from test_cli import invoke, last_json, wait_for
+
+AMLOCAL = [sys.executable, "-m", "amlocal"]
+EXECUTORS = ["process", pytest.param("docker", marks=pytest.mark.docker)]
+
+# Prints 'started', waits for its driver to be killed, then finishes its work.
+FINISHES_AFTER_A_WHILE = """
+import os, sys, time
+print("started", flush=True)
+time.sleep(float(sys.argv[1]))
+for step in range(100):
+    print(f"after the driver died {step}", flush=True)
+os.makedirs("outputs", exist_ok=True)
+open("outputs/model.txt", "w").write("weights")
+print("done", flush=True)
+"""
+
+
+def fast_printer(lines):
+    return f"for i in range({lines}):\n    print(f'line {{i}}')\n"
+
+
+def driver_log_lines(run_dir):
+    log = Path(run_dir) / DRIVER_LOG
+    return log.read_bytes().decode(errors="replace").splitlines() if log.exists() else []
+
+
+def open_stages(record):
+    return [stage["name"] for stage in record["stages"] if stage["status"] == "Running"]
+
+
+def start_foreground_run(source, executor, *script_args, stdout=subprocess.DEVNULL):
+    """`amlocal run` as a user starts it in a terminal; returns (process, run id)."""
+    process = subprocess.Popen(
+        [*AMLOCAL, "run", str(source), "--script", "train.py", "--executor", executor,
+         "--", *script_args],
+        stdout=stdout, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    first = process.stderr.readline().decode()
+    assert first.startswith("RunId: "), first
+    return process, first.split()[1]
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_two_million_fast_lines_are_all_kept(amlocal_home, tmp_path, executor):
+    source = write_script(tmp_path / "src", "train.py", fast_printer(2_000_000))
+
+    details = LocalBackend().submit(RunSpec(source_dir=source, script="train.py",
+                                            executor=executor)).wait(timeout=600)
+
+    assert details["status"] == "Completed", details["error"]
+    lines = driver_log_lines(details["run_dir"])
+    assert len(lines) == 2_000_000
+    assert lines[-1] == "line 1999999"
+    assert lines[123_456] == "line 123456"
+
+
+def test_closed_stdout_pipe_keeps_the_run_and_its_whole_log(amlocal_home, tmp_path):
+    source = write_script(tmp_path / "src", "train.py", """
+import os, time
+for i in range(3000):
+    print(f"line {i}", flush=True)
+    if i % 100 == 0:
+        time.sleep(0.01)
+os.makedirs("outputs", exist_ok=True)
+open("outputs/model.txt", "w").write("weights")
+""")
+    process, run_id = start_foreground_run(source, "process", stdout=subprocess.PIPE)
+    head = [process.stdout.readline() for _ in range(8)]  # what `| head -n 8` reads
+    process.stdout.close()
+    try:
+        process.wait(timeout=120)
+    finally:
+        process.kill()
+
+    assert head[-1] == b"line 7\n"
+    record = last_json(invoke("runs", "show", run_id, "--json"))
+    assert record["status"] == "Completed", record["error"]
+    lines = driver_log_lines(record["run_dir"])
+    assert len(lines) == 3000 and lines[-1] == "line 2999"
+
+
+def test_ctrl_c_through_a_broken_pipe_cancels_the_run(amlocal_home, tmp_path):
+    source = write_script(tmp_path / "src", "train.py", """
+import time
+for i in range(100000):
+    print(f"line {i}", flush=True)
+    time.sleep(0.02)
+""")
+    process, run_id = start_foreground_run(source, "process", stdout=subprocess.PIPE)
+    process.stdout.readline()
+    # `amlocal run ... | tee f.log` and Ctrl-C: the shell signals both; tee is gone first.
+    process.stdout.close()
+    wait_for(lambda: len(driver_log_lines(RunStore().run_dir(run_id))) > 20, timeout=30)
+    process.send_signal(signal.SIGINT)
+    try:
+        exit_code = process.wait(timeout=60)
+    finally:
+        process.kill()
+
+    assert exit_code != 0
+    record = last_json(invoke("runs", "show", run_id, "--json"))
+    assert record["status"] == "Canceled", record["error"]
+    assert not open_stages(record)
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_killed_foreground_driver_is_adopted_and_the_run_completes(amlocal_home, tmp_path,
+                                                                  executor):
+    source = write_script(tmp_path / "src", "train.py", FINISHES_AFTER_A_WHILE)
+    process, run_id = start_foreground_run(source, executor, "3")
+    run_dir = RunStore().run_dir(run_id)
+    wait_for(lambda: "started" in driver_log_lines(run_dir), timeout=120)
+
+    process.kill()  # kill -9: no handler, no cleanup
+    process.wait()
+    waited = invoke("runs", "wait", run_id, "--json")
+
+    assert waited.exit_code == 0, waited.output
+    record = last_json(waited)
+    assert record["status"] == "Completed", record["error"]
+    assert record["exit_code"] == 0
+    assert "outputs/model.txt" in last_json(invoke("runs", "files", run_id, "--json"))
+    lines = driver_log_lines(run_dir)
+    assert lines[0] == "started" and lines[-1] == "done"
+    assert [line for line in lines if line.startswith("after the driver died")] == [
+        f"after the driver died {step}" for step in range(100)]
+    assert not open_stages(record)
+    stages = {stage["name"]: stage["status"] for stage in record["stages"]}
+    assert stages["Running"] == "Completed" and stages["PostProcessing"] == "Completed"
+
+
+@pytest.mark.docker
+def test_killed_driver_and_removed_container_end_the_run_with_the_reason(amlocal_home, tmp_path,
+                                                                         docker_client):
+    source = write_script(tmp_path / "src", "train.py", FINISHES_AFTER_A_WHILE)
+    process, run_id = start_foreground_run(source, "docker", "300")
+    wait_for(lambda: "started" in driver_log_lines(RunStore().run_dir(run_id)), timeout=120)
+
+    process.kill()
+    process.wait()
+    for container in docker_client.containers.list(
+            all=True, filters={"label": f"amlocal.run_id={run_id}"}):
+        container.remove(force=True)
+    waited = invoke("runs", "wait", run_id, "--json", "--timeout", "60")
+
+    assert waited.exit_code == 1, waited.output
+    record = last_json(waited)
+    assert record["status"] in ("Failed", "NotResponding")
+    assert "container" in record["error"] and "gone" in record["error"]
+    assert not open_stages(record)
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_cancel_of_an_adopted_run(amlocal_home, tmp_path, executor):
+    source = write_script(tmp_path / "src", "train.py", FINISHES_AFTER_A_WHILE)
+    process, run_id = start_foreground_run(source, executor, "300")
+    store = RunStore()
+    wait_for(lambda: "started" in driver_log_lines(store.run_dir(run_id)), timeout=120)
+    process.kill()
+    process.wait()
+
+    shown = last_json(invoke("runs", "show", run_id, "--json"))  # the look that adopts it
+    assert shown["status"] == "Running", shown["error"]
+    wait_for(lambda: process_alive(store.get_run(run_id)["driver_pid"]), timeout=30)
+    script = store.get_run(run_id)
+    canceled = invoke("runs", "cancel", run_id, "--json")
+
+    assert last_json(canceled)["status"] == "Canceled"
+    record = store.get_run(run_id)
+    assert not open_stages(record)
+    if executor == "process":
+        wait_for(lambda: not process_alive(script["script_pid"]), timeout=30)
+    else:
+        import docker
+        with pytest.raises(docker.errors.NotFound):
+            docker.from_env().containers.get(script["container_id"])
