@@ -194,3 +194,54 @@ def test_cancel_of_an_adopted_run(amlocal_home, tmp_path, executor):
         import docker
         with pytest.raises(docker.errors.NotFound):
             docker.from_env().containers.get(script["container_id"])
+
+
+def test_a_swapped_output_file_is_not_followed_and_the_log_says_it_is_incomplete(amlocal_home,
+                                                                                 tmp_path):
+    secret = tmp_path / "host-secret.txt"
+    secret.write_text("host secret\n")
+    source = write_script(tmp_path / "src", "train.py", f"""
+import os, time
+print("started", flush=True)
+while not os.path.exists("../driver_output/driver-killed"):
+    time.sleep(0.05)
+# Point the output file that the next driver opens at a host file.
+os.symlink({str(secret)!r}, "../driver_output/link")
+os.replace("../driver_output/link", "../driver_output/script_output.txt")
+print("written after the swap", flush=True)
+""")
+    process, run_id = start_foreground_run(source, "process")
+    run_dir = RunStore().run_dir(run_id)
+    wait_for(lambda: "started" in driver_log_lines(run_dir), timeout=60)
+    process.kill()
+    process.wait()
+    (run_dir / "driver_output" / "driver-killed").touch()
+    wait_for(lambda: (run_dir / "driver_output" / "script_output.txt").is_symlink(), timeout=30)
+
+    record = last_json(invoke("runs", "wait", run_id, "--json"))
+
+    assert record["status"] == "Completed", record["error"]
+    lines = driver_log_lines(run_dir)
+    assert "host secret" not in lines
+    assert lines[-1].startswith("[amlocal] this driver log is incomplete")
+
+
+def test_concurrent_looks_start_exactly_one_adopter(amlocal_home, tmp_path):
+    source = write_script(tmp_path / "src", "train.py", FINISHES_AFTER_A_WHILE)
+    process, run_id = start_foreground_run(source, "process", "300")
+    store = RunStore()
+    wait_for(lambda: "started" in driver_log_lines(store.run_dir(run_id)), timeout=60)
+    process.kill()
+    process.wait()
+
+    looks = [subprocess.Popen([*AMLOCAL, "runs", "show", run_id], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL) for _ in range(4)]
+    for look in looks:
+        look.wait(timeout=60)
+    adopter = wait_for(lambda: process_alive(store.get_run(run_id)["driver_pid"])
+                       and store.get_run(run_id)["driver_pid"], timeout=30)
+    supervisors = subprocess.run(["pgrep", "-f", f"amlocal.backends.local.supervisor .*{run_id}"],
+                                 capture_output=True, text=True).stdout.split()
+
+    assert supervisors == [str(adopter)]
+    assert last_json(invoke("runs", "cancel", run_id, "--json"))["status"] == "Canceled"
