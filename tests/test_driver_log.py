@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from amlocal.backends.base import RunSpec
+from amlocal.backends.base import LogLine, RunSpec
 from amlocal.backends.local import LocalBackend
 from amlocal.backends.local.processes import process_alive
 from amlocal.backends.local.store import DRIVER_LOG, RunStore
@@ -245,3 +245,38 @@ def test_concurrent_looks_start_exactly_one_adopter(amlocal_home, tmp_path):
 
     assert supervisors == [str(adopter)]
     assert last_json(invoke("runs", "cancel", run_id, "--json"))["status"] == "Canceled"
+
+
+def test_following_a_run_from_elsewhere_shows_every_line_of_a_big_log(amlocal_home, tmp_path):
+    source = write_script(tmp_path / "src", "train.py", fast_printer(500_000))  # ~6 MB
+    backend = LocalBackend()
+    run_id = backend.submit(RunSpec(source_dir=source, script="train.py", executor="process"),
+                            detach=True).id
+
+    lines = [event.line for event in backend.get_run(run_id).follow(poll_interval=0.05)
+             if isinstance(event, LogLine) and event.source == "driver"]
+
+    assert len(lines) == 500_000 and lines[-1] == "line 499999"
+
+
+def test_a_run_whose_driver_died_in_post_processing_is_finished_by_the_next_look(amlocal_home,
+                                                                                 tmp_path):
+    store = RunStore()
+    spec = {"experiment": "Default", "source_dir": str(tmp_path), "script": "train.py",
+            "arguments": [], "inputs": {}, "environment": {}, "compute": "local",
+            "node_count": 1, "tags": {}}
+    run_id = store.create_run(experiment="Default", executor="process", compute="local",
+                              spec=spec, fill_snapshot=lambda folder: None)
+    for status in ("Preparing", "Queued", "Running", "Finalizing"):
+        store.set_status(run_id, status)
+    store.start_stage(run_id, "PostProcessing")
+    (store.run_dir(run_id) / "outputs" / "model.txt").write_text("weights")
+    dead = subprocess.Popen([sys.executable, "-c", ""])
+    dead.wait()
+    store.update_run(run_id, exit_code=0, driver_pid=dead.pid)
+
+    record = last_json(invoke("runs", "wait", run_id, "--json", "--timeout", "60"))
+
+    assert record["status"] == "Completed", record["error"]
+    assert "outputs/model.txt" in last_json(invoke("runs", "files", run_id, "--json"))
+    assert not open_stages(record)

@@ -228,6 +228,7 @@ except OSError as error:
     assert result.exit_code == 1
     record = last_json(result)
     assert record["status"] == "Failed" and record["error"].startswith("disk full while")
+    assert "its driver log may be incomplete" in record["error"]
     downloaded = invoke("runs", "download", record["id"], "--prefix", "outputs/checkpoint.txt",
                         "-o", tmp_path / "recovered")
     assert downloaded.exit_code == 0, downloaded.output

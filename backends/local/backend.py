@@ -28,7 +28,8 @@ from amlocal.errors import UserInputError
 
 # Recipes with a GPU build, used when a run asks for GPUs and its node has real ones.
 GPU_RECIPES = {"chainer": "chainer-gpu"}
-SWEEP_EXECUTOR = "sweep"  # the executor name of a sweep's parent run: it runs no script itself
+SWEEP_EXECUTOR = "sweep"
+READ_CHUNK_BYTES = 4 << 20  # how much of a followed log is read at once  # the executor name of a sweep's parent run: it runs no script itself
 
 
 def spec_to_json(spec):
@@ -193,7 +194,8 @@ class LocalRunHandle(RunHandle):
         return self._driver_finished is not None and not self._driver_finished.is_set()
 
     def _reconcile(self):
-        """Tell the truth about a run whose driving process died before the run ended."""
+        """Have a run whose driving process died adopted by a new one, or ended with the reason
+        (recovery.reconcile_run)."""
         if not self._driven_here():
             reconcile_run(self.store, self.id)
 
@@ -225,9 +227,13 @@ class LocalRunHandle(RunHandle):
 
         def new_lines(final=False):
             for source, log in logs.items():
-                log[1], lines = _read_new_lines(log[0], log[1], final=final)
-                for line in lines:
-                    yield LogLine(self.id, source, line)
+                while True:  # in bounded reads: a log can grow by hundreds of MB between looks
+                    offset, lines = _read_new_lines(log[0], log[1], final=final)
+                    if offset == log[1]:
+                        break
+                    log[1] = offset
+                    for line in lines:
+                        yield LogLine(self.id, source, line)
 
         while True:
             record = self.store.get_run(self.id)
@@ -255,7 +261,9 @@ class LocalRunHandle(RunHandle):
         if not follow:
             path = self.run_dir / DRIVER_LOG
             if path.exists():
-                yield from path.read_text(errors="replace").splitlines()
+                with open(path, "rb") as log:
+                    for line in log:
+                        yield line.rstrip(b"\r\n").decode("utf-8", errors="replace")
             return
         for event in self.follow():
             if isinstance(event, LogLine) and event.source == "driver":
@@ -311,15 +319,20 @@ class LocalRunHandle(RunHandle):
         return [self.download_file(name, root / name) for name in names]
 
 
-def _read_new_lines(path, offset, final=False):
-    """Complete lines appended to `path` since `offset` (and a trailing partial one if final)."""
+def _read_new_lines(path, offset, final=False, most_bytes=READ_CHUNK_BYTES):
+    """Complete lines appended to `path` since `offset`, from at most `most_bytes` (and a
+    trailing partial line if final and nothing follows it); returns (new offset, lines)."""
     if not path.exists():
         return offset, []
     with open(path, "rb") as handle:
         handle.seek(offset)
-        data = handle.read()
-    if not final:
-        data = data[:data.rfind(b"\n") + 1]
+        data = handle.read(most_bytes + 1)
+    more = len(data) > most_bytes
+    data = data[:most_bytes]
+    if more or not final:
+        complete = data.rfind(b"\n") + 1
+        if complete or not more:  # a line longer than most_bytes comes in pieces
+            data = data[:complete]
     lines = data.decode("utf-8", errors="replace").splitlines()
     return offset + len(data), lines
 

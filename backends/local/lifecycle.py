@@ -216,9 +216,8 @@ class RunDriver:
             where = (f"its container {record['container_id'] or ''}".rstrip()
                      if self.executor.name == "docker" else f"its process {record['script_pid']}")
             raise AmlocalError(
-                f"the amlocal process driving this run (pid {record['driver_pid']}) exited, and "
-                f"the script is gone without a trace ({where} is gone and recorded no exit "
-                "status)")
+                f"the amlocal process driving this run exited, and the script is gone without a "
+                f"trace: {where} is gone and recorded no exit status")
         return self._run_and_finish(record, self.compute.get(record["compute"]),
                                     Prepared(image=record["image"], detail=""), adopted=True)
 
@@ -293,9 +292,10 @@ class RunDriver:
             host=self.compute.host)
 
     def _post_process_and_finish(self, exit_code):
-        # Recorded before PostProcessing, so that a driver adopting the run from here knows it.
-        self.store.update_run(self.run_id, exit_code=exit_code)
-        self._advance(run_status.FINALIZING)
+        if self.store.get_status(self.run_id) != run_status.FINALIZING:  # else adopted there
+            # Recorded before PostProcessing, so that a driver adopting the run from here knows it.
+            self.store.update_run(self.run_id, exit_code=exit_code)
+            self._advance(run_status.FINALIZING)
         with self._stage_of("PostProcessing") as outcome:
             outcome["detail"] = self._post_process()
         return self._finish(exit_code)
