@@ -13,13 +13,12 @@ Uses a throwaway AMLOCAL_HOME. Needs a Docker engine and a base image (see READM
 """
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
+
+from throwaway import throwaway_source
 
 AMLOCAL = [sys.executable, "-m", "amlocal"]
 SCRIPT = "print('hello from the run')\n"
@@ -36,11 +35,7 @@ def main():
     parser.add_argument("--repeat", type=int, default=10)
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="amlocal-bench-"))
-    os.environ["AMLOCAL_HOME"] = str(workdir / "home")
-    source = workdir / "src"
-    source.mkdir()
-    (source / "train.py").write_text(SCRIPT)
+    source = throwaway_source(SCRIPT)
 
     from amlocal.backends.base import RunSpec
     from amlocal.backends.local import LocalBackend

@@ -13,12 +13,11 @@ Needs a Docker engine and a base image (see README).
 
 import argparse
 import datetime
-import os
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
+
+from throwaway import throwaway_source
 
 
 def seconds(iso):
@@ -32,11 +31,8 @@ def main():
     parser.add_argument("--seconds", type=float, default=1.0)
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="amlocal-sched-"))
-    os.environ["AMLOCAL_HOME"] = str(workdir / "home")
-    source = workdir / "src"
-    source.mkdir()
-    (source / "train.py").write_text("import sys, time\ntime.sleep(float(sys.argv[1]))\n")
+    source = throwaway_source("import sys, time\ntime.sleep(float(sys.argv[1]))\n",
+                              prefix="amlocal-sched-")
 
     from amlocal.backends.base import RunSpec
     from amlocal.backends.local import LocalBackend

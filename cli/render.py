@@ -1,6 +1,7 @@
 """How the CLI shows things: run events as they happen, tables, JSON. The library never prints."""
 
 import json
+import os
 import sys
 
 import click
@@ -8,14 +9,40 @@ import click
 from amlocal.backends.base import LogLine, StageFinished, StageStarted
 
 
+_stdout_closed = False
+
+
+def echo_out(text, flush=False):
+    """Write a line to stdout, unless its reader went away (`amlocal run ... | head`): from then
+    on stdout output is dropped, and the run, its log and its status lines on stderr go on."""
+    global _stdout_closed
+    if _stdout_closed:
+        return
+    try:
+        click.echo(text)
+        if flush:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        _stdout_closed = True
+        # What is still buffered could never be written either: point stdout at /dev/null, so
+        # that neither a later write nor Python's flush at exit fails again.
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+
+
 def echo_json(data):
     """One compact JSON document on one line (so `tail -n 1 | jq` works after streamed output)."""
-    click.echo(json.dumps(data, default=str))
+    echo_out(json.dumps(data, default=str))
 
 
 def echo_status(message):
-    """Progress and stage lines go to stderr, so stdout carries only the script's output and data."""
-    click.echo(message, err=True)
+    """Progress and stage lines go to stderr, so stdout carries only the script's output and data.
+    A stderr that cannot be written (its reader is gone too) is no reason to stop."""
+    try:
+        click.echo(message, err=True)
+    except OSError:
+        pass
 
 
 class EventPrinter:
@@ -34,7 +61,8 @@ class EventPrinter:
             echo_status(f"RunId: {event.run_id}")
         if isinstance(event, LogLine):
             if event.source == "driver":
-                click.echo(event.line)
+                echo_out(event.line, flush=True)
+                return
             elif self.show_build_output:
                 echo_status(click.style(f"  | {event.line}", dim=True))
         elif isinstance(event, StageStarted):
@@ -44,7 +72,6 @@ class EventPrinter:
             echo_status(f"[{event.stage}] {click.style(event.status, fg=color)} in "
                         f"{event.duration_s:.2f} s" + (f": {event.detail}" if event.detail else ""))
         # StatusChanged needs no line of its own: stages imply it and the summary ends with it.
-        sys.stdout.flush()
 
 
 def summary_line(details):

@@ -59,11 +59,11 @@ def test_timeout_cancels_the_run_with_the_reason_and_keeps_outputs(backend, dock
 
 
 @pytest.mark.docker
-def test_killed_supervisor_ends_the_run_failed_with_reason_and_keeps_outputs(amlocal_home,
-                                                                            docker_client, tmp_path):
+def test_killed_supervisor_is_adopted_and_the_run_ends_completed_with_its_outputs(
+        amlocal_home, docker_client, tmp_path):
     source = write_script(tmp_path / "src", "train.py", PROGRESS_THEN_SLEEP)
     run_id = last_json(invoke("run", source, "--script", "train.py", "--executor", "docker",
-                              "--detach", "--json"))["id"]
+                              "--detach", "--json", "--", "3"))["id"]
     store = RunStore()
     wait_for(lambda: "started" in invoke("runs", "logs", run_id).stdout, timeout=120)
     supervisor = store.get_run(run_id)["driver_pid"]
@@ -71,9 +71,11 @@ def test_killed_supervisor_ends_the_run_failed_with_reason_and_keeps_outputs(aml
     os.kill(supervisor, signal.SIGKILL)
     wait_for(lambda: not process_alive(supervisor), timeout=10)
     shown = last_json(invoke("runs", "show", run_id, "--json"))
+    waited = last_json(invoke("runs", "wait", run_id, "--json"))
 
-    assert shown["status"] == "Failed"
-    assert f"(pid {supervisor}) exited while the run was Running" in shown["error"]
+    assert shown["status"] == "Running"
+    assert waited["status"] == "Completed" and waited["exit_code"] == 0
+    assert store.get_run(run_id)["driver_pid"] != supervisor
     assert not containers_of(docker_client, run_id)
     assert "outputs/progress.txt" in last_json(invoke("runs", "files", run_id, "--json"))
 
@@ -226,6 +228,7 @@ except OSError as error:
     assert result.exit_code == 1
     record = last_json(result)
     assert record["status"] == "Failed" and record["error"].startswith("disk full while")
+    assert "its driver log may be incomplete" in record["error"]
     downloaded = invoke("runs", "download", record["id"], "--prefix", "outputs/checkpoint.txt",
                         "-o", tmp_path / "recovered")
     assert downloaded.exit_code == 0, downloaded.output

@@ -36,6 +36,8 @@ def test_container_settings_for_a_run_with_two_inputs():
     assert settings == {
         "image": "amlocal/chainer:0123456789abcdef",
         "command": [
+            "python", "-I", "-S", "/amlocal/runtime/amlocal_launch.py",
+            "--output", "/amlocal/output/script_output.txt", "--",
             "python", "train.py",
             "--data=/amlocal/inputs/train",
             "--labels", "/amlocal/inputs/labels",
@@ -67,11 +69,14 @@ def test_container_settings_for_a_run_with_two_inputs():
              "ReadOnly": False},
             {"Type": "bind", "Source": "/opt/amlocal/runtime", "Target": "/amlocal/runtime",
              "ReadOnly": True},
+            {"Type": "bind", "Source": f"{run_dir}/driver_output", "Target": "/amlocal/output",
+             "ReadOnly": False},
             {"Type": "bind", "Source": "/data/mnist/labels", "Target": "/amlocal/inputs/labels",
              "ReadOnly": True},
             {"Type": "bind", "Source": "/data/mnist/train", "Target": "/amlocal/inputs/train",
              "ReadOnly": True},
         ],
+        "log_config": {"Type": "none", "Config": {}},
         "network_mode": "none",
         "init": True,
         "labels": {"amlocal.run_id": RUN_ID},
@@ -92,10 +97,10 @@ def test_container_settings_without_user_or_inputs_run_as_the_image_user():
         inputs={}, run_dir="/r", working_dir="/w", runtime_dir="/rt")
 
     assert "user" not in settings
-    assert settings["command"] == ["python", "sub/train.py"]
+    assert settings["command"][-3:] == ["--", "python", "sub/train.py"]
     assert [m["Target"] for m in settings["mounts"]] == [
         "/amlocal/wd", "/amlocal/wd/outputs", "/amlocal/wd/logs", "/amlocal/telemetry",
-        "/amlocal/runtime"]
+        "/amlocal/runtime", "/amlocal/output"]
     assert not any(name.startswith("AZUREML_DATAREFERENCE_") for name in settings["environment"])
 
 
@@ -133,6 +138,9 @@ def test_process_settings_use_host_paths_and_keep_the_inherited_pythonpath_after
 
     assert settings == {
         "args": [
+            "/usr/bin/python3", "-I", "-S", "/opt/amlocal/runtime/amlocal_launch.py",
+            "--output", "/h/runs/r1/driver_output/script_output.txt",
+            "--exit-status", "/h/runs/r1/driver_output/exit_status", "--",
             "/usr/bin/python3", "train.py",
             "--data=/data/mnist/train",
             "--labels", "/data/mnist/labels",

@@ -3,7 +3,6 @@
 import dataclasses
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -21,7 +20,7 @@ from amlocal.backends.local.compute import ComputeTargets, target_has_gpus, targ
 from amlocal.backends.local.lifecycle import POLL_INTERVAL_S, RunDriver
 from amlocal.backends.local.process_executor import (ProcessExecutor, missing_packages,
                                                       missing_packages_message)
-from amlocal.backends.local.recovery import reconcile_run
+from amlocal.backends.local.recovery import reconcile_run, start_supervisor
 from amlocal.backends.local.snapshot import snapshot_files, take_snapshot
 from amlocal.backends.local.store import BUILD_LOG, DRIVER_LOG, RunStore, run_details
 from amlocal.errors import UserInputError
@@ -29,7 +28,8 @@ from amlocal.errors import UserInputError
 
 # Recipes with a GPU build, used when a run asks for GPUs and its node has real ones.
 GPU_RECIPES = {"chainer": "chainer-gpu"}
-SWEEP_EXECUTOR = "sweep"  # the executor name of a sweep's parent run: it runs no script itself
+SWEEP_EXECUTOR = "sweep"
+READ_CHUNK_BYTES = 4 << 20  # how much of a followed log is read at once  # the executor name of a sweep's parent run: it runs no script itself
 
 
 def spec_to_json(spec):
@@ -119,14 +119,8 @@ class LocalBackend(Backend):
     def _start_supervisor(self, run_id):
         """Hand a NotStarted run to a process of its own, which outlives this one (and a Ctrl-C
         in this terminal: it runs in a session of its own)."""
-        supervisor_log = self.store.run_dir(run_id) / "azureml-logs" / "55_supervisor_log.txt"
         try:
-            with open(supervisor_log, "ab") as stderr:
-                supervisor = subprocess.Popen(
-                    [sys.executable, "-m", "amlocal.backends.local.supervisor",
-                     "--home", str(self.store.home), run_id],
-                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
-                    start_new_session=True)
+            supervisor = start_supervisor(self.store, run_id)
         except OSError as error:
             self.store.set_status(run_id, run_status.FAILED,
                                   error=f"could not start the process to drive the run: {error}")
@@ -162,6 +156,11 @@ class LocalBackend(Backend):
             return SweepDriver(self, run_id).drive()
         return RunDriver(self.store, run_id, self._executor(record["executor"]), on_event).drive()
 
+    def adopt(self, run_id):
+        """Follow a run whose driver died to its end in this process (see recovery.py)."""
+        record = self.store.get_run(run_id)
+        return RunDriver(self.store, run_id, self._executor(record["executor"])).adopt()
+
     def get_run(self, run_id):
         self.store.get_status(run_id)
         return LocalRunHandle(self, run_id)
@@ -195,7 +194,8 @@ class LocalRunHandle(RunHandle):
         return self._driver_finished is not None and not self._driver_finished.is_set()
 
     def _reconcile(self):
-        """Tell the truth about a run whose driving process died before the run ended."""
+        """Have a run whose driving process died adopted by a new one, or ended with the reason
+        (recovery.reconcile_run)."""
         if not self._driven_here():
             reconcile_run(self.store, self.id)
 
@@ -227,9 +227,13 @@ class LocalRunHandle(RunHandle):
 
         def new_lines(final=False):
             for source, log in logs.items():
-                log[1], lines = _read_new_lines(log[0], log[1], final=final)
-                for line in lines:
-                    yield LogLine(self.id, source, line)
+                while True:  # in bounded reads: a log can grow by hundreds of MB between looks
+                    offset, lines = _read_new_lines(log[0], log[1], final=final)
+                    if offset == log[1]:
+                        break
+                    log[1] = offset
+                    for line in lines:
+                        yield LogLine(self.id, source, line)
 
         while True:
             record = self.store.get_run(self.id)
@@ -257,7 +261,9 @@ class LocalRunHandle(RunHandle):
         if not follow:
             path = self.run_dir / DRIVER_LOG
             if path.exists():
-                yield from path.read_text(errors="replace").splitlines()
+                with open(path, "rb") as log:
+                    for line in log:
+                        yield line.rstrip(b"\r\n").decode("utf-8", errors="replace")
             return
         for event in self.follow():
             if isinstance(event, LogLine) and event.source == "driver":
@@ -313,15 +319,20 @@ class LocalRunHandle(RunHandle):
         return [self.download_file(name, root / name) for name in names]
 
 
-def _read_new_lines(path, offset, final=False):
-    """Complete lines appended to `path` since `offset` (and a trailing partial one if final)."""
+def _read_new_lines(path, offset, final=False, most_bytes=READ_CHUNK_BYTES):
+    """Complete lines appended to `path` since `offset`, from at most `most_bytes` (and a
+    trailing partial line if final and nothing follows it); returns (new offset, lines)."""
     if not path.exists():
         return offset, []
     with open(path, "rb") as handle:
         handle.seek(offset)
-        data = handle.read()
-    if not final:
-        data = data[:data.rfind(b"\n") + 1]
+        data = handle.read(most_bytes + 1)
+    more = len(data) > most_bytes
+    data = data[:most_bytes]
+    if more or not final:
+        complete = data.rfind(b"\n") + 1
+        if complete or not more:  # a line longer than most_bytes comes in pieces
+            data = data[:complete]
     lines = data.decode("utf-8", errors="replace").splitlines()
     return offset + len(data), lines
 

@@ -7,6 +7,7 @@ from amlocal.backends.local import engine, images, ownership
 from amlocal.errors import AmlocalError
 from amlocal.backends.local.jobs import Job, Prepared
 from amlocal.backends.local.run_settings import CONTAINER_LABEL, container_settings
+from amlocal.backends.local.script_output import OUTPUT_DIR, follow_output, prepare_output_file
 from amlocal.backends.local.snapshot import copy_working_directory
 
 
@@ -14,18 +15,14 @@ from amlocal.backends.local.snapshot import copy_working_directory
 _STOPPED_BY_SIGNAL = (137, 143)
 _ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
 # What the script writes besides its working copy, in the run's folder (see run_settings.py).
-_WRITABLE_RUN_FOLDERS = ("outputs", "logs", "telemetry")
+_WRITABLE_RUN_FOLDERS = ("outputs", "logs", "telemetry", OUTPUT_DIR)
 
 
 class DockerJob(Job):
-    def __init__(self, container, on_line):
+    def __init__(self, container, output):
         self.container = container
         self._stopped_by_amlocal = False
-        super().__init__(
-            output_chunks=container.logs(stream=True, follow=True),
-            wait_for_exit=lambda: container.wait()["StatusCode"],
-            on_line=on_line,
-        )
+        super().__init__(wait_for_exit=lambda: container.wait()["StatusCode"], output=output)
 
     def identity(self):
         return {"container_id": self.container.id}
@@ -101,6 +98,7 @@ class DockerExecutor:
         spec = record["spec"]
         working_dir = run_dir / "wd"
         copy_working_directory(run_dir / "snapshot", working_dir)
+        prepare_output_file(run_dir)
         run_as_root = spec.get("run_as_root", False)
         user = ownership.container_user(run_as_root)
         ownership.hand_over([working_dir, *(run_dir / name for name in _WRITABLE_RUN_FOLDERS)], user)
@@ -118,8 +116,21 @@ class DockerExecutor:
                 driver=request["Driver"], device_ids=request["DeviceIDs"],
                 capabilities=request["Capabilities"]) for request in settings["device_requests"]]
         container = self.client.containers.create(**settings)
+        tail = follow_output(run_dir, on_line)  # opened before the script runs, so it follows the file it writes
         container.start()
-        return DockerJob(container, on_line)
+        return DockerJob(container, tail)
+
+    def attach(self, record, run_dir, on_line):
+        """The job of a run started by a driver that died (None: its container is gone)."""
+        try:
+            if record["container_id"]:
+                container = self.client.containers.get(record["container_id"])
+            else:  # the driver died between creating the container and recording it
+                container = next(iter(self.client.containers.list(
+                    all=True, filters={"label": f"{CONTAINER_LABEL}={record['id']}"})))
+        except (docker.errors.NotFound, StopIteration):
+            return None
+        return DockerJob(container, follow_output(run_dir, on_line))
 
     def remove_leftovers(self, run_id):
         """Remove a run's container when the process that drove it is gone."""

@@ -11,6 +11,10 @@ run's max_run_duration_seconds passed). Requests are seen through the run histor
 cancel` in another terminal stops a run this process drives. On a low-priority target a preempted
 node sends the run back to the queue (Running -> Queued) to run again from the start, keeping what
 it wrote to ./outputs, up to AMLOCAL_MAX_PREEMPTIONS times.
+
+The script's output goes to a file of the run's, which the driver copies into the driver log
+(script_output.py): no pipe ties the script to this process. So if the driving process dies,
+another one adopts the run (`adopt()`, started by recovery.py) and follows it to its end.
 """
 
 import errno
@@ -24,7 +28,9 @@ from pathlib import Path
 from amlocal.backends import status as run_status
 from amlocal.backends.base import LogLine, StageFinished, StageStarted, StatusChanged, ignore_event
 from amlocal.backends.local.compute import ComputeTargets, combine_node_resources, node_resources
+from amlocal.backends.local.jobs import Prepared
 from amlocal.backends.local.recovery import reconcile_blockers
+from amlocal.backends.local.script_output import OUTPUT_DIR, append_note
 from amlocal.backends.local.store import BUILD_LOG, DRIVER_LOG
 from amlocal.backends.local.telemetry import end_open_children
 from amlocal.errors import AmlocalError, IllegalTransitionError
@@ -32,6 +38,7 @@ from amlocal.errors import AmlocalError, IllegalTransitionError
 RUNTIME_DIR = Path(__file__).resolve().parent / "runtime"
 POLL_INTERVAL_S = 0.2
 LOG_TAIL_LINES = 20
+LOG_TAIL_BYTES = 64 << 10
 # SIGTERM, then this long before SIGKILL, when a run is canceled, times out or is preempted.
 STOP_GRACE_S = float(os.environ.get("AMLOCAL_STOP_GRACE_S", "10"))
 MAX_PREEMPTIONS = int(os.environ.get("AMLOCAL_MAX_PREEMPTIONS", "3"))
@@ -40,7 +47,7 @@ DISK_LOW_WATER_BYTES = 1 << 20
 
 
 class _LogWriter:
-    """Appends lines to a run log (opened on the first line, so unused logs never appear).
+    """Appends lines to the build log (opened on the first line, so unused logs never appear).
 
     A line that cannot be written (the disk is full) is still shown to the user; the first such
     error is kept in `error` for the driver to act on, and the log file is not written further.
@@ -120,11 +127,13 @@ class RunDriver:
         self._emit(StatusChanged(self.run_id, new_status))
 
     @contextmanager
-    def _stage_of(self, name, detail=""):
-        """Record a stage's start and end; its end status follows how the block ended."""
+    def _stage_of(self, name, detail="", resumed=False):
+        """Record a stage's start (unless `resumed`: an adopted run's stage is open already) and
+        end; its end status follows how the block ended."""
         self._open_stage = name
-        self.store.start_stage(self.run_id, name, detail)
-        self._emit(StageStarted(self.run_id, name, detail))
+        if not resumed:
+            self.store.start_stage(self.run_id, name, detail)
+            self._emit(StageStarted(self.run_id, name, detail))
         outcome = {"status": "Completed", "detail": None}
         try:
             yield outcome
@@ -159,61 +168,65 @@ class RunDriver:
         return AmlocalError(
             f"disk full while {while_what} ({self.store.home} has "
             f"{self.store.free_bytes() / 2**20:.1f} MB free after amlocal gave back its reserve); "
-            f"what the run wrote so far is kept in {self.run_dir}/outputs and logs")
+            f"what the run wrote so far is kept in {self.run_dir}/outputs and logs (its driver "
+            "log may be incomplete)")
 
-    def _log_writer(self, relative_path, source):
-        return _LogWriter(self.run_dir / relative_path, lambda line: self._emit(
-            LogLine(self.run_id, source, line)))
+    def _emit_driver_line(self, line):
+        self._emit(LogLine(self.run_id, "driver", line))
 
     def _log_tail(self):
         path = self.run_dir / DRIVER_LOG
         if not path.exists():
             return ""
-        return "\n".join(path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:])
+        with open(path, "rb") as log:  # the end only: a driver log can be hundreds of MB
+            log.seek(max(0, log.seek(0, os.SEEK_END) - LOG_TAIL_BYTES))
+            end = log.read().decode(errors="replace")
+        return "\n".join(end.splitlines()[-LOG_TAIL_LINES:])
 
     # -- the stages -----------------------------------------------------------------------------
 
     def drive(self):
         """Run every stage; return the terminal status. Never raises for a run that failed."""
-        build_log = self._log_writer(BUILD_LOG, "build")
-        driver_log = self._log_writer(DRIVER_LOG, "driver")
+        return self._guarded(self._all_stages)
+
+    def adopt(self):
+        """Take over a run whose driving process died (see recovery.py): follow its script to
+        its end, or collect its outputs if the script had ended, and finish it as drive() would.
+        A script that vanished without a trace (its container or process gone, no exit status)
+        fails the run with the reason. Returns the terminal status."""
+        return self._guarded(self._adopted_stages)
+
+    def _all_stages(self):
+        record = self.store.get_run(self.run_id)
+        target = self.compute.get(record["compute"])
+        self._advance(run_status.PREPARING)
+        with self._stage_of("Preparing") as outcome:
+            prepared = self.executor.prepare(record, self._build_log, self._cancel_requested)
+            outcome["detail"] = prepared.detail
+        self.store.update_run(self.run_id, image=prepared.image)
+        return self._run_and_finish(record, target, prepared)
+
+    def _adopted_stages(self):
+        record = self.store.get_run(self.run_id)
+        if record["status"] == run_status.FINALIZING:  # the script had ended and was recorded
+            return self._post_process_and_finish(record["exit_code"])
+        self.job = self.executor.attach(record, self.run_dir, self._emit_driver_line)
+        if self.job is None:
+            self._open_stage = "Running"
+            where = (f"its container {record['container_id'] or ''}".rstrip()
+                     if self.executor.name == "docker" else f"its process {record['script_pid']}")
+            raise AmlocalError(
+                f"the amlocal process driving this run exited, and the script is gone without a "
+                f"trace: {where} is gone and recorded no exit status")
+        return self._run_and_finish(record, self.compute.get(record["compute"]),
+                                    Prepared(image=record["image"], detail=""), adopted=True)
+
+    def _guarded(self, stages):
+        """Run `stages` and record how the run ended, whatever happened."""
+        self._build_log = _LogWriter(self.run_dir / BUILD_LOG, lambda line: self._emit(
+            LogLine(self.run_id, "build", line)))
         try:
-            record = self.store.get_run(self.run_id)
-            target = self.compute.get(record["compute"])
-            self._advance(run_status.PREPARING)
-            with self._stage_of("Preparing") as outcome:
-                prepared = self.executor.prepare(record, build_log, self._cancel_requested)
-                outcome["detail"] = prepared.detail
-            self.store.update_run(self.run_id, image=prepared.image)
-
-            while True:
-                self._advance(run_status.QUEUED)
-                with self._stage_of("Scaling") as outcome:
-                    nodes, waited = self._wait_for_nodes(target)
-                    outcome["detail"] = (
-                        f"{len(nodes)} node(s) requested, {len(nodes)} allocated on "
-                        f"{target.name} after waiting {waited:.2f} s: "
-                        + ", ".join(node_id for node_id, _slot in nodes))
-                resources = combine_node_resources(
-                    [node_resources(target, slot, self.compute.host) for _node, slot in nodes],
-                    host=self.compute.host)
-                self._advance(run_status.RUNNING)
-                running = f"{record['spec']['script']} on {self.executor.name}"
-                try:
-                    with self._stage_of("Running", running) as outcome:
-                        exit_code = self._run_script(record, prepared, resources, driver_log)
-                        outcome["detail"] = f"{running}: exit code {exit_code}"
-                        if exit_code != 0:
-                            outcome["status"] = "Failed"
-                except _Preempted:
-                    self._requeue_after_preemption(driver_log)
-                    continue
-                break
-
-            self._advance(run_status.FINALIZING)
-            with self._stage_of("PostProcessing") as outcome:
-                outcome["detail"] = self._post_process()
-            return self._finish(exit_code)
+            return stages()
         except _CancelRequested as cancel:
             return self._finish_canceled(cancel.reason)
         except AmlocalError as error:
@@ -231,8 +244,7 @@ class RunDriver:
             self._fail(f"amlocal failed while driving the run: {type(error).__name__}: {error}")
             raise
         finally:
-            build_log.close()
-            driver_log.close()
+            self._build_log.close()
             self._release_job()
             self.compute.release(self.run_id)
             self._remove_scratch()
@@ -240,8 +252,53 @@ class RunDriver:
                 status = self.store.get_status(self.run_id)
                 if run_status.is_terminal(status):
                     end_open_children(self.store, self.run_id, status)
+                    shutil.rmtree(self.run_dir / OUTPUT_DIR, ignore_errors=True)  # in the log now
             except (OSError, sqlite3.Error):
                 pass  # the history is unwritable (a full disk); the run's own end is recorded
+
+    def _run_and_finish(self, record, target, prepared, adopted=False):
+        """Queue, run the script (or, `adopted`, follow the one running) and finish the run."""
+        running = f"{record['spec']['script']} on {self.executor.name}"
+        while True:
+            if not adopted:
+                resources = self._queue_for_nodes(target)
+                self._advance(run_status.RUNNING)
+            try:
+                with self._stage_of("Running", running, resumed=adopted) as outcome:
+                    if adopted:
+                        exit_code = self._follow_script(record, record["started_at"])
+                    else:
+                        exit_code = self._run_script(record, prepared, resources)
+                    outcome["detail"] = f"{running}: exit code {exit_code}"
+                    if exit_code != 0:
+                        outcome["status"] = "Failed"
+            except _Preempted:
+                self._requeue_after_preemption()
+                adopted = False
+                continue
+            break
+        return self._post_process_and_finish(exit_code)
+
+    def _queue_for_nodes(self, target):
+        self._advance(run_status.QUEUED)
+        with self._stage_of("Scaling") as outcome:
+            nodes, waited = self._wait_for_nodes(target)
+            outcome["detail"] = (
+                f"{len(nodes)} node(s) requested, {len(nodes)} allocated on "
+                f"{target.name} after waiting {waited:.2f} s: "
+                + ", ".join(node_id for node_id, _slot in nodes))
+        return combine_node_resources(
+            [node_resources(target, slot, self.compute.host) for _node, slot in nodes],
+            host=self.compute.host)
+
+    def _post_process_and_finish(self, exit_code):
+        if self.store.get_status(self.run_id) != run_status.FINALIZING:  # else adopted there
+            # Recorded before PostProcessing, so that a driver adopting the run from here knows it.
+            self.store.update_run(self.run_id, exit_code=exit_code)
+            self._advance(run_status.FINALIZING)
+        with self._stage_of("PostProcessing") as outcome:
+            outcome["detail"] = self._post_process()
+        return self._finish(exit_code)
 
     def _wait_for_nodes(self, target):
         """Wait at the queue until the target gives this run its nodes; return them, and seconds waited."""
@@ -264,21 +321,24 @@ class RunDriver:
                 next_sweep = time.monotonic() + 2
             time.sleep(POLL_INTERVAL_S)
 
-    def _run_script(self, record, prepared, resources, driver_log):
+    def _run_script(self, record, prepared, resources):
         (self.run_dir / DRIVER_LOG).touch()  # every run that ran has a driver log, as on Azure
-        self.job = self.executor.start(record, self.run_dir, RUNTIME_DIR, prepared, driver_log,
-                                       resources)
+        self.job = self.executor.start(record, self.run_dir, RUNTIME_DIR, prepared,
+                                       self._emit_driver_line, resources)
         self.store.update_run(self.run_id, **self.job.identity())
+        return self._follow_script(record, time.time())
+
+    def _follow_script(self, record, started_at):
+        """Wait for the job to end (its output copied), ingesting telemetry and acting on cancel
+        requests, the time limit and preemption meanwhile; return the script's exit code."""
         limit = record["spec"].get("max_run_duration_seconds")
-        started = time.monotonic()
         while not self.job.wait(POLL_INTERVAL_S):
-            if driver_log.error is not None or self._disk_full():
-                raise self._disk_full_error("the script ran")
+            self._check_output(ended=False)
             self.store.ingest_telemetry(self.run_id)
             if self._cancel_requested():
                 self._stop_job()
                 raise _CancelRequested()
-            if limit and time.monotonic() - started > limit:
+            if limit and time.time() - started_at > limit:
                 self.store.try_set_status(self.run_id, run_status.CANCEL_REQUESTED)
                 self._stop_job()
                 raise _CancelRequested(f"Run exceeded max_run_duration_seconds ({limit} s) and "
@@ -286,9 +346,10 @@ class RunDriver:
             if "preempted" in self.compute.node_states(self.run_id):
                 self._stop_job()
                 raise _Preempted()
-        if driver_log.error is not None or self._disk_full():
-            raise self._disk_full_error("the script ran")
+        self._check_output(ended=True)
         self.store.ingest_telemetry(self.run_id)
+        if self.job.vanished:
+            raise AmlocalError(f"the script is gone without a trace: {self.job.vanished}")
         if self.job.infrastructure_error:
             raise AmlocalError(f"infrastructure failure: lost the {self.executor.name} engine while "
                                f"the script ran ({self.job.infrastructure_error})")
@@ -298,10 +359,21 @@ class RunDriver:
             raise AmlocalError(reason)
         return self.job.exit_code
 
+    def _check_output(self, ended):
+        """A full disk stops the run; any other loss of the script's output is said at the end
+        of the log, once the script has ended."""
+        error = self.job.output.error
+        if (error is not None and _is_disk_full(error)) or self._disk_full():
+            raise self._disk_full_error("the script ran")
+        if error is not None and ended:
+            with open(self.run_dir / DRIVER_LOG, "a", encoding="utf-8") as log:
+                log.write(f"\n[amlocal] this driver log is incomplete: the script's output could "
+                          f"not be copied ({type(error).__name__}: {error})\n")
+
     def _stop_job(self):
         self.job.stop(0 if self._killed else STOP_GRACE_S)
 
-    def _requeue_after_preemption(self, driver_log):
+    def _requeue_after_preemption(self):
         preemptions = self.store.get_run(self.run_id)["preemptions"] + 1
         self._release_job()
         self._remove_scratch()
@@ -310,8 +382,10 @@ class RunDriver:
             raise AmlocalError(f"the run's low-priority node was preempted {preemptions} times "
                                f"(AMLOCAL_MAX_PREEMPTIONS is {MAX_PREEMPTIONS})")
         self.store.update_run(self.run_id, preemptions=preemptions)
-        driver_log(f"[amlocal] the run's low-priority node was preempted (preemption {preemptions}); "
-                   "the run is queued again and restarts from the beginning, ./outputs kept")
+        # Into the script's output, so that the driver log (its copy) has the line in its place.
+        append_note(self.run_dir, f"[amlocal] the run's low-priority node was preempted "
+                                  f"(preemption {preemptions}); the run is queued again and "
+                                  "restarts from the beginning, ./outputs kept")
         self.compute.requeue_first(self.run_id)
 
     def _post_process(self):
@@ -364,6 +438,7 @@ class RunDriver:
         if self.job is not None:
             if not self.job.wait(0):
                 self._stop_job()
+                self.job.wait()  # stopped: what it wrote until then is copied to the log
             self.job.cleanup()
             self.job = None
 

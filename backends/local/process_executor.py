@@ -10,33 +10,63 @@ import re
 import resource
 import subprocess
 import sys
+import time
 
-from amlocal.backends.local.jobs import Job, Prepared
-from amlocal.backends.local.processes import stop_process_group
+from amlocal.backends.local.jobs import Job, Prepared, ScriptVanished
+from amlocal.backends.local.processes import process_alive, stop_process_group
 from amlocal.backends.local.run_settings import process_settings
+from amlocal.backends.local.script_output import (EXIT_STATUS_FILE, follow_output,
+                                                   prepare_output_file)
 from amlocal.backends.local.snapshot import copy_working_directory
 from amlocal.errors import UserInputError
 
 # The last line of a traceback that ran out of memory: MemoryError, numpy's _ArrayMemoryError, ...
 _MEMORY_ERROR_LINE = re.compile(r"[\w.]*MemoryError\b")
+ADOPTED_POLL_S = 0.1
 
 
 class ProcessJob(Job):
-    def __init__(self, process, on_line, memory_limit=None):
+    """The script's launcher (the leader of the script's process group, see amlocal_launch.py).
+
+    The driver that started it waits for it as its parent; a driver that adopted it is not its
+    parent and watches the exit status file the launcher writes instead. Either way the exit
+    code is the script's, as the launcher recorded it.
+    """
+
+    def __init__(self, pid, run_dir, on_line, process=None, memory_limit=None):
+        self.pid = pid
         self.process = process
         self.memory_limit = memory_limit
         self._memory_error_seen = False
+        self._exit_status = run_dir / EXIT_STATUS_FILE
 
         def watch_for_memory_error(line):
             if memory_limit and _MEMORY_ERROR_LINE.match(line):
                 self._memory_error_seen = True
             on_line(line)
 
-        super().__init__(
-            output_chunks=iter(lambda: process.stdout.read1(65536), b""),
-            wait_for_exit=process.wait,
-            on_line=watch_for_memory_error,
-        )
+        super().__init__(wait_for_exit=self._wait_for_exit,
+                         output=follow_output(run_dir, watch_for_memory_error))
+
+    def _wait_for_exit(self):
+        if self.process is not None:
+            returncode = self.process.wait()
+        else:
+            while process_alive(self.pid) and not self._exit_status.exists():
+                time.sleep(ADOPTED_POLL_S)
+            returncode = None
+        try:
+            return int(self._exit_status.read_text())
+        except (OSError, ValueError):
+            if returncode is None:
+                raise ScriptVanished(f"the script's process (pid {self.pid}) ended without "
+                                     "recording an exit status (it was killed)") from None
+            return returncode  # the launcher itself was killed (SIGKILL after the grace period)
+
+    def _has_exited(self):
+        if self.process is not None:
+            return self.process.poll() is not None
+        return not process_alive(self.pid)
 
     def termination_reason(self):
         if self._memory_error_seen and self.exit_code != 0:
@@ -46,13 +76,13 @@ class ProcessJob(Job):
         return None
 
     def identity(self):
-        return {"script_pid": self.process.pid}
+        return {"script_pid": self.pid}
 
     def stop(self, grace_s):
-        stop_process_group(self.process.pid, grace_s, exited=lambda: self.process.poll() is not None)
+        stop_process_group(self.pid, grace_s, exited=self._has_exited)
 
     def kill(self):
-        stop_process_group(self.process.pid, 0, exited=lambda: self.process.poll() is not None)
+        stop_process_group(self.pid, 0, exited=self._has_exited)
 
 
 class ProcessExecutor:
@@ -72,6 +102,7 @@ class ProcessExecutor:
         spec = record["spec"]
         working_dir = run_dir / "wd"
         copy_working_directory(run_dir / "snapshot", working_dir)
+        prepare_output_file(run_dir)
         for mapped in ("outputs", "logs"):
             (working_dir / mapped).symlink_to(run_dir / mapped, target_is_directory=True)
         settings = process_settings(
@@ -92,11 +123,21 @@ class ProcessExecutor:
                 # CUDA maps far more than the GPU's memory at start; a data limit could break
                 # it, so only a run that sees no GPU gets one.
                 memory_limit = resources.memory_bytes
+        # No pipe to this process: the launcher writes the script's output to its file, so the
+        # script outlives a killed driver. A session of its own keeps the terminal's Ctrl-C
+        # (meant for amlocal, which cancels the run) away from the script.
         process = subprocess.Popen(settings["args"], cwd=settings["cwd"], env=settings["env"],
-                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, start_new_session=True,
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, start_new_session=True,
                                    preexec_fn=_confinement(cores, memory_limit))
-        return ProcessJob(process, on_line, memory_limit)
+        return ProcessJob(process.pid, run_dir, on_line, process=process, memory_limit=memory_limit)
+
+    def attach(self, record, run_dir, on_line):
+        """The job of a run started by a driver that died (None: its script is gone for good)."""
+        pid = record["script_pid"]
+        if not pid or not (process_alive(pid) or (run_dir / EXIT_STATUS_FILE).exists()):
+            return None
+        return ProcessJob(pid, run_dir, on_line)
 
 
 def _confinement(cores, memory_limit):

@@ -8,12 +8,15 @@ Inside a container the run sees this layout (the process executor uses host path
     /amlocal/inputs/<name>      named inputs, read-only
     /amlocal/runtime            the run-side Run API (sitecustomize + amlocal_run), read-only
     /amlocal/telemetry          where the script's Run API appends what it logs
+    /amlocal/output             the script's stdout and stderr, one file (see script_output.py)
 """
 
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from amlocal.backends.base import DATAREFERENCE_PREFIX, substitute_data_references
+from amlocal.backends.local.script_output import (EXIT_STATUS_FILE, LAUNCHER, OUTPUT_DIR,
+                                                   OUTPUT_FILE, OUTPUT_NAME)
 from amlocal.backends.local.store import TELEMETRY_FILE
 
 IN_RUN_ROOT = PurePosixPath("/amlocal")
@@ -21,6 +24,7 @@ IN_RUN_WORKDIR = IN_RUN_ROOT / "wd"
 IN_RUN_RUNTIME = IN_RUN_ROOT / "runtime"
 IN_RUN_TELEMETRY = IN_RUN_ROOT / "telemetry"
 IN_RUN_INPUTS = IN_RUN_ROOT / "inputs"
+IN_RUN_OUTPUT = IN_RUN_ROOT / "output"
 WORKSPACE_NAME = "local"
 CONTAINER_LABEL = "amlocal.run_id"
 # Threads count as pids: 16 data-loader workers with a 64-thread BLAS pool each, plus the main
@@ -84,6 +88,15 @@ def run_environment(run_id, experiment, paths, extra=None, user_variables=None,
 def script_command(python, script, arguments, paths):
     """argv for the script: the interpreter, the script, its arguments with inputs resolved."""
     return [python, script, *substitute_data_references(arguments, paths.inputs)]
+
+
+def launched(python, runtime, output_file, command, exit_status_file=None):
+    """argv that starts `command` through the run's launcher (runtime/amlocal_launch.py), its
+    output going to `output_file`; isolated mode (-I -S) keeps the run's PYTHONPATH and its
+    sitecustomize for the script alone."""
+    status = ["--exit-status", str(exit_status_file)] if exit_status_file else []
+    return [python, "-I", "-S", f"{runtime}/{LAUNCHER}", "--output", str(output_file), *status,
+            "--", *command]
 
 
 def container_paths(input_names):
@@ -152,6 +165,7 @@ def container_settings(*, run_id, experiment, image, script, arguments, inputs, 
         bind(f"{run_dir}/logs", paths.logs, False),
         bind(f"{run_dir}/telemetry", paths.telemetry_dir, False),
         bind(runtime_dir, paths.runtime, True),
+        bind(f"{run_dir}/{OUTPUT_DIR}", IN_RUN_OUTPUT, False),
     ]
     mounts += [bind(inputs[name], paths.inputs[name], True) for name in sorted(inputs)]
     # The script's user has no home of its own in the image; libraries that cache under $HOME
@@ -163,7 +177,10 @@ def container_settings(*, run_id, experiment, image, script, arguments, inputs, 
                                   user_variables=user_variables)
     settings = {
         "image": image,
-        "command": script_command("python", script, arguments, paths),
+        "command": launched("python", paths.runtime, IN_RUN_OUTPUT / OUTPUT_NAME,
+                            script_command("python", script, arguments, paths)),
+        # The launcher writes the output to its file; dockerd need not keep a second copy.
+        "log_config": {"Type": "none", "Config": {}},
         "working_dir": paths.workdir,
         "environment": environment,
         "mounts": mounts,
@@ -210,7 +227,9 @@ def process_settings(*, run_id, experiment, python, script, arguments, inputs, r
     environment.update(run_environment(run_id, experiment, paths, user_variables=user_variables,
                                        inherited_pythonpath=environment.get("PYTHONPATH")))
     return {
-        "args": script_command(python, script, arguments, paths),
+        "args": launched(python, paths.runtime, f"{run_dir}/{OUTPUT_FILE}",
+                         script_command(python, script, arguments, paths),
+                         exit_status_file=f"{run_dir}/{EXIT_STATUS_FILE}"),
         "cwd": paths.workdir,
         "env": environment,
     }
