@@ -7,6 +7,9 @@ from amlocal.backends.status import is_terminal
 from amlocal.cli.render import EventPrinter, echo_json, format_value, summary_line, table
 from amlocal.errors import AmlocalError, UserInputError
 
+# The STATUS a damaged run gets in the `runs list` table (its JSON record says `corrupted`).
+DAMAGED = "DAMAGED"
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 
 
@@ -42,12 +45,18 @@ def list_runs(experiment, limit, refresh, as_json):
         # An Azure run's record holds its portal URL; --refresh asks Azure for its status.
         handle = get_backend(records[index]["backend"]).get_run(records[index]["id"])
         records[index] = handle.get_details(refresh=refresh)
+    damaged = [record for record in records if "corrupted" in record]
+    for record in damaged:
+        # Listed (and marked) with the others, and the listing exits 0; `runs show` of it exits 5.
+        click.echo(f"Warning: {record['corrupted']}", err=True)
     if as_json:
         echo_json(records)
         return
     if not records:
         click.echo("No runs yet: start one with `amlocal run`.")
         return
+    for record in damaged:
+        record["status"] = DAMAGED
     columns = [("ID", "id"), ("EXPERIMENT", "experiment"), ("STATUS", "status"),
                ("BACKEND", "backend"), ("EXECUTOR", "executor"), ("CREATED", "created_at"),
                ("DURATION_S", "duration_s")]
