@@ -114,3 +114,93 @@ def test_runs_list_shows_the_other_runs_and_marks_one_whose_folder_is_missing(am
     assert "Traceback" not in table.output
     # The damaged run itself is still reported, not served.
     assert invoke("runs", "show", lost["id"]).exit_code == 5
+
+
+# -- 8: sweep expressions are validated at submission --------------------------------------------
+
+BAD_EXPRESSIONS = {
+    "lr=quniform(0,1,0)": "quniform expects q to be a positive int",
+    "lr=quniform(0,10,-2)": "quniform expects q to be a positive int",
+    "lr=uniform(1,1e999)": "uniform expects max_value to be a finite number",
+    "lr=uniform(-1e308,1e308)": "uniform expects max_value - min_value to be a finite number",
+    "lr=loguniform(-1,800)": "loguniform expects max_value of at most 709.78",
+    "lr=qloguniform(0,1,0)": "qloguniform expects q to be a positive int",
+    "lr=normal(0,0)": "normal expects sigma to be positive",
+    "lr=normal(0,1e308)": "normal expects mu + 10 sigma to be a finite number",
+    "lr=lognormal(700,1)": "lognormal expects mu + 10 sigma to be at most 709.78",
+    "lr=choice(1,1e999)": "choice expects finite numbers",
+    "lr=choice()": "Please specify an input for choice.",
+    "lr=choice([])": "choice expects non-empty single list",
+    "lr=randint(0)": "randint expects a positive number as input",
+    "lr=uniform(1)": "--param 'lr=uniform(1)'",
+    "lr=choice({[1]: 2})": "cannot read distribution",
+    "a b=choice(1)": "the parameter name 'a b'",
+}
+
+
+@pytest.mark.parametrize("expression", sorted(BAD_EXPRESSIONS))
+def test_bad_sweep_expressions_are_refused_before_anything_is_created(amlocal_home, tmp_path,
+                                                                     expression):
+    source = write_script(tmp_path / "src", "train.py", TRAIN)
+
+    result = invoke("sweep", source, "--script", "train.py", "--executor", "process",
+                    "--param", expression, "--metric", "loss", "--goal", "minimize",
+                    "--max-total-runs", "2")
+
+    assert_one_line_error(result, 2, BAD_EXPRESSIONS[expression])
+    assert last_json(invoke("runs", "list", "--json")) == []
+
+
+@pytest.mark.parametrize("policy, message", [
+    ("bandit(slack_factor=-0.1)", "slack_factor expects a positive, finite number"),
+    ("bandit(slack_amount=1e999)", "slack_amount expects a positive, finite number"),
+    ("bandit(slack_factor='x')", "Expected type float for slack_factor but got str"),
+    ("bandit(slack_factor=0.1,evaluation_interval=0)", "evaluation_interval expects a value of at least 1"),
+    ("median(delay_evaluation=-1)", "delay_evaluation expects a value of at least 0"),
+])
+def test_bad_policies_are_refused(amlocal_home, tmp_path, policy, message):
+    source = write_script(tmp_path / "src", "train.py", TRAIN)
+
+    result = invoke("sweep", source, "--script", "train.py", "--executor", "process",
+                    "--param", "lr=uniform(0,1)", "--policy", policy, "--metric", "loss",
+                    "--goal", "minimize", "--max-total-runs", "2")
+
+    assert_one_line_error(result, 2, message)
+
+
+def test_hand_written_search_spaces_are_validated_from_python(amlocal_home, tmp_path):
+    from amlocal.train.hyperdrive import (HyperDriveConfigException, PrimaryMetricGoal,
+                                          RandomParameterSampling, quniform)
+
+    for make in (lambda: quniform(0, 1, 0),
+                 lambda: RandomParameterSampling({"lr": ["uniform", [1, 1e999]]}),
+                 lambda: RandomParameterSampling({"lr": ["quniform", [0, 1, 0]]}),
+                 lambda: RandomParameterSampling({"lr": ["uniform", [0]]}),
+                 lambda: RandomParameterSampling({"lr": ["uniform", [0, 1]]},
+                                                 properties={"seed": 2**40})):
+        with pytest.raises(HyperDriveConfigException):
+            make()
+    assert PrimaryMetricGoal.MINIMIZE  # the module imported above is the one users import
+
+
+def test_a_sweep_that_fails_while_sampling_closes_its_running_stage(amlocal_home, tmp_path):
+    """A sweep whose space was stored before validation (or that fails for another reason) ends
+    Failed with the reason and no stage left open."""
+    from amlocal.backends.base import RunSpec
+    from amlocal.backends.local import LocalBackend
+
+    source = write_script(tmp_path / "src", "train.py", TRAIN)
+    backend = LocalBackend()
+    sweep = {"generator_config": {"name": "RANDOM",
+                                  "parameter_space": {"lr": ["quniform", [0, 1, 0]]}},
+             "policy_config": {"name": "Default"},
+             "primary_metric_config": {"name": "loss", "goal": "minimize"},
+             "max_total_runs": 2, "max_concurrent_runs": 1, "max_duration_minutes": 10}
+    template = RunSpec(source_dir=source, script="train.py", executor="process")
+
+    with pytest.raises(ZeroDivisionError):
+        backend.submit_sweep(template, sweep, detach=False)
+
+    (record,) = backend.list_runs()
+    assert record["status"] == "Failed" and "ZeroDivisionError" in record["error"]
+    assert all(stage["status"] != "Running" for stage in record["stages"])
