@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from amlocal.errors import UserInputError
+from amlocal.validation import bounded_int, check_key_values
 
 STAGES = ("Preparing", "Scaling", "Running", "PostProcessing")
 
@@ -80,11 +81,10 @@ class RunSpec:
             raise UserInputError(
                 f"invalid experiment name {self.experiment!r}: 1-255 letters, digits, '_' or '-', "
                 "starting with a letter or digit")
-        if not isinstance(self.node_count, int) or self.node_count < 1:
-            raise UserInputError(f"node_count must be a whole number of at least 1, got {self.node_count!r}")
-        if self.max_run_duration_seconds is not None and self.max_run_duration_seconds <= 0:
-            raise UserInputError("max_run_duration_seconds must be positive, got "
-                                 f"{self.max_run_duration_seconds}")
+        bounded_int("node_count", self.node_count, 1)
+        if self.max_run_duration_seconds is not None:
+            bounded_int("max_run_duration_seconds", self.max_run_duration_seconds, 1)
+        tags = check_key_values(self.tags, "tag")
         for name in self.environment_variables:
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(name)):
                 raise UserInputError(f"invalid environment variable name {name!r}")
@@ -121,7 +121,7 @@ class RunSpec:
             compute=self.compute,
             node_count=self.node_count,
             max_run_duration_seconds=self.max_run_duration_seconds,
-            tags=dict(self.tags),
+            tags=tags,
             environment_variables={str(name): str(value)
                                    for name, value in self.environment_variables.items()},
             use_gpu=bool(self.use_gpu),

@@ -25,6 +25,12 @@ class AmlocalGroup(click.Group):
         except AmlocalError as error:
             click.echo(f"Error: {error}", err=True)
             ctx.exit(error.exit_code)
+        except click.UsageError as error:
+            # A bad option value is bad input like any other: one line (click's own is a usage
+            # block), naming where help is, with the usual exit code 2.
+            where = error.ctx.command_path if error.ctx else ctx.command_path
+            click.echo(f"Error: {error.format_message()} (see `{where} --help`)", err=True)
+            ctx.exit(UserInputError.exit_code)
 
 
 def _raise_keyboard_interrupt(signum, frame):

@@ -193,7 +193,9 @@ def write_atomically(path, data):
 
 # -- HTML helpers -------------------------------------------------------------------------------
 
-_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Control characters, and lone surrogates (bytes that were not UTF-8, as a history may hold them
+# from before tags were checked, or from a script): shown as U+FFFD, never written raw.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 _ANSI_ESCAPE = re.compile(r"\x1b(?:\[[0-9;?]*[ -/]*[@-~]|[@-Z\\-_])")  # colors, cursor moves
 
 
@@ -820,7 +822,8 @@ def write_report(handle, out_dir, now=None):
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UserInputError(f"cannot create {out_dir}: {error.strerror or error}") from None
-    path = write_atomically(out_dir / "index.html", document.encode("utf-8"))
+    # Whatever text escaped esc() (a chart title, a file name) is written escaped, not refused.
+    path = write_atomically(out_dir / "index.html", document.encode("utf-8", "backslashreplace"))
     return {"file": str(path), "run_id": report.details["id"], "status": report.details["status"],
             "charts": report.charts, "images": report.images}
 

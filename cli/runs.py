@@ -6,11 +6,24 @@ from amlocal.backends import get_backend, open_run
 from amlocal.backends.status import is_terminal
 from amlocal.cli.render import EventPrinter, echo_json, format_value, summary_line, table
 from amlocal.errors import AmlocalError, UserInputError
+from amlocal.validation import MAX_INT, bounded_float
 
 # The STATUS a damaged run gets in the `runs list` table (its JSON record says `corrupted`).
 DAMAGED = "DAMAGED"
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+
+
+class Seconds(click.ParamType):
+    """A duration in seconds: a finite number from 0 up to a year (FloatRange lets nan and inf in)."""
+
+    name = "seconds"
+
+    def convert(self, value, param, ctx):
+        try:
+            return bounded_float(param.opts[0] if param else "seconds", float(value), 0, 365 * 86400)
+        except (TypeError, ValueError, AmlocalError) as error:
+            self.fail(str(error), param, ctx)
 
 
 class WaitTimeoutError(AmlocalError):
@@ -31,7 +44,7 @@ def runs():
 
 @runs.command("list")
 @click.option("--experiment", help="Only runs of this experiment.")
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1, max=MAX_INT), default=50, show_default=True)
 @click.option("--refresh", is_flag=True,
               help="Ask Azure ML for the status of Azure runs that have not ended (else the "
                    "status last recorded is shown).")
@@ -121,7 +134,7 @@ def logs(run_id, follow):
 
 @runs.command()
 @click.argument("run_id")
-@click.option("--timeout", type=click.FloatRange(min=0), metavar="SECONDS",
+@click.option("--timeout", type=Seconds(), metavar="SECONDS",
               help="Give up waiting after this long (the run goes on); exit code 124.")
 @click.option("--quiet", is_flag=True, help="Do not print the run's output while waiting.")
 @json_option

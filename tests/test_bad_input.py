@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from amlocal.backends.local.store import RunStore
 from conftest import write_script
 from test_cli import invoke, last_json
 
@@ -204,3 +205,148 @@ def test_a_sweep_that_fails_while_sampling_closes_its_running_stage(amlocal_home
     (record,) = backend.list_runs()
     assert record["status"] == "Failed" and "ZeroDivisionError" in record["error"]
     assert all(stage["status"] != "Running" for stage in record["stages"])
+
+
+# -- 9: tags and properties are Azure ML's text; a report shows whatever a history holds ----------
+
+BAD_TAGS = {
+    "k=v\udcff": "the value of tag 'k' holds bytes that are not UTF-8",  # argv's invalid UTF-8
+    "k\udcfe=v": "holds bytes that are not UTF-8",
+    "k=a\x01b": "holds the control character U+0001",
+    "k=line\nbreak": "holds the control character U+000A",
+    "k\x1b[31m=v": "holds the control character U+001B",
+    "k" * 101 + "=v": "has 101 characters; Azure ML allows at most 100",
+    "k=" + "v" * 1001: "has a value of 1001 characters; Azure ML allows at most 1000",
+}
+
+
+@pytest.mark.parametrize("tag", sorted(BAD_TAGS), ids=range(len(BAD_TAGS)))
+def test_bad_tags_are_refused_at_submission(amlocal_home, tmp_path, tag):
+    source = write_script(tmp_path / "src", "train.py", TRAIN)
+
+    result = invoke("run", source, "--script", "train.py", "--executor", "process", "--tag", tag)
+
+    assert_one_line_error(result, 2, BAD_TAGS[tag])
+    assert last_json(invoke("runs", "list", "--json")) == []
+
+
+def test_more_than_50_tags_are_refused(amlocal_home, tmp_path):
+    source = write_script(tmp_path / "src", "train.py", TRAIN)
+    tags = [option for index in range(51) for option in ("--tag", f"k{index}=v")]
+
+    result = invoke("run", source, "--script", "train.py", "--executor", "process", *tags)
+
+    assert_one_line_error(result, 2, "51 tag values given; Azure ML allows at most 50")
+
+
+def test_bad_model_tags_and_properties_are_refused(amlocal_home, tmp_path):
+    (tmp_path / "model.txt").write_text("weights")
+
+    for option, text in (("--tag", "k=\udcff"), ("--property", "p=\x07")):
+        result = invoke("models", "register", "--name", "m", "--from-path", tmp_path / "model.txt",
+                        option, text)
+        assert_one_line_error(result, 2, "holds")
+    assert last_json(invoke("models", "list", "--json")) == []
+
+
+def test_bad_tags_are_refused_from_python(amlocal_home, tmp_path):
+    from amlocal.core import Experiment, ScriptRunConfig, Workspace
+    from amlocal.core.runconfig import DockerConfiguration
+    from amlocal.errors import UserInputError
+
+    source = write_script(tmp_path / "src", "train.py", TRAIN)
+    config = ScriptRunConfig(source_directory=str(source), script="train.py",
+                             docker_runtime_config=DockerConfiguration(use_docker=False))
+    experiment = Experiment(Workspace.from_config(), "tags")
+    with pytest.raises(UserInputError, match="control character"):
+        experiment.submit(config, tags={"k": "a\x00b"})
+    run = experiment.submit(config, tags={"ok": "yes"})
+    run.wait_for_completion()
+    with pytest.raises(UserInputError, match="not UTF-8"):
+        run.tag("k", "\udcff")
+    with pytest.raises(UserInputError, match="at most 50"):
+        run.set_tags({f"k{index}": "v" for index in range(50)})  # 51 with "ok"
+    with pytest.raises(UserInputError, match="at most 100"):
+        run.add_properties({"p" * 101: "v"})
+    assert run.get_tags() == {"ok": "yes"}
+
+
+def test_report_escapes_whatever_the_history_holds(amlocal_home, tmp_path):
+    """A history written before tags were checked (or by a script) may hold anything."""
+    source = write_script(tmp_path / "src", "train.py", TRAIN)
+    run_id = last_json(invoke("run", source, "--script", "train.py", "--executor", "process",
+                              "--json"))["id"]
+    store = RunStore()
+    store.update_tags(run_id, {"k\udcff\x01": "<b>v\udcfe</b>\x1b[31m"})
+
+    result = invoke("runs", "report", run_id, "-o", tmp_path / "report")
+
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "report" / "index.html").read_text(encoding="utf-8")
+    assert "&lt;b&gt;v\ufffd&lt;/b&gt;" in page and "<b>v" not in page
+
+
+# -- 10: every number a user gives is bounded -----------------------------------------------------
+
+HUGE = "100000000000000000000"
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["compute", "create", "c1", "--vm-size", "STANDARD_D1_V2", "--max-nodes", HUGE],
+     "max_nodes must be at most 65000"),
+    (["compute", "create", "c1", "--vm-size", "STANDARD_D1_V2", "--max-nodes", HUGE,
+      "--allow-overcommit"], "max_nodes must be at most 65000"),
+    (["compute", "create", "c1", "--vm-size", "STANDARD_D1_V2", "--max-nodes", "1",
+      "--min-nodes", HUGE, "--allow-overcommit"], "min_nodes must be at most 65000"),
+    (["compute", "create", "c1", "--vm-size", "STANDARD_D1_V2", "--max-nodes", "1",
+      "--idle-seconds-before-scaledown", HUGE], "idle_seconds_before_scaledown must be at most"),
+    (["compute", "create", "c1", "--vm-size", "STANDARD_D1_V2", "--max-nodes", "1.5"],
+     "'1.5' is not a valid integer"),
+    (["compute", "sizes", "--nodes", HUGE], "is not in the range 1<=x<=9223372036854775807"),
+    (["runs", "list", "--limit", HUGE], "is not in the range 1<=x<=9223372036854775807"),
+    (["runs", "wait", "x", "--timeout", "nan"], "--timeout must be a number between 0 and"),
+    (["runs", "wait", "x", "--timeout", "1e999"], "--timeout must be a number between 0 and"),
+    (["run", "{source}", "--script", "train.py", "--executor", "process", "--node-count", HUGE],
+     "node_count must be between 1 and 9223372036854775807"),
+    (["run", "{source}", "--script", "train.py", "--executor", "process", "--max-duration", HUGE],
+     "max_run_duration_seconds must be between 1 and 9223372036854775807"),
+    (["sweep", "{source}", "--script", "train.py", "--executor", "process", "--param",
+      "lr=uniform(0,1)", "--metric", "loss", "--goal", "minimize", "--max-total-runs", HUGE],
+     "max_total_runs expects a value between 1 and 1000"),
+    (["sweep", "{source}", "--script", "train.py", "--executor", "process", "--param",
+      "lr=uniform(0,1)", "--metric", "loss", "--goal", "minimize", "--max-total-runs", "2",
+      "--max-concurrent-runs", "0"], "max_concurrent_runs expects a value between 1 and 100"),
+    (["sweep", "{source}", "--script", "train.py", "--executor", "process", "--param",
+      "lr=uniform(0,1)", "--metric", "loss", "--goal", "minimize", "--max-total-runs", "2",
+      "--seed", HUGE], "The sampling seed expects an int between 0 and 4294967295"),
+    (["sweep", "{source}", "--script", "train.py", "--executor", "process", "--param",
+      "lr=uniform(0,1)", "--metric", "loss", "--goal", "minimize", "--max-total-runs", "2",
+      "--max-duration-minutes", "0"], "max_duration_minutes expects a value of at least 1"),
+], ids=lambda value: value if isinstance(value, str) else None)
+def test_numbers_out_of_bounds_are_one_line_errors(amlocal_home, tmp_path, arguments, message):
+    source = write_script(tmp_path / "src", "train.py", TRAIN)
+
+    result = invoke(*[str(source) if argument == "{source}" else argument for argument in arguments])
+
+    assert_one_line_error(result, 2, message)
+    assert last_json(invoke("runs", "list", "--json")) == []
+
+
+def test_numbers_out_of_bounds_are_refused_by_the_sdk_classes(amlocal_home, tmp_path):
+    from amlocal import AmlCompute, ComputeTargetException
+    from amlocal.core import Experiment, ScriptRunConfig, Workspace
+    from amlocal.core.runconfig import DockerConfiguration
+    from amlocal.errors import UserInputError
+
+    for settings in ({"max_nodes": 10**20}, {"max_nodes": "4"},
+                     {"max_nodes": 2, "idle_seconds_before_scaledown": 10**30}):
+        with pytest.raises(ComputeTargetException, match="max_nodes|idle_seconds"):
+            AmlCompute.provisioning_configuration(vm_size="STANDARD_D1_V2", **settings)
+    source = write_script(tmp_path / "src", "train.py", TRAIN)
+    for duration in (10**20, 0, 1.5):
+        config = ScriptRunConfig(source_directory=str(source), script="train.py",
+                                 max_run_duration_seconds=duration,
+                                 docker_runtime_config=DockerConfiguration(use_docker=False))
+        with pytest.raises(UserInputError, match="max_run_duration_seconds"):
+            Experiment(Workspace.from_config(), "numbers").submit(config)
+    assert last_json(invoke("runs", "list", "--json")) == []
