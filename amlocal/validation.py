@@ -5,9 +5,12 @@ input is one line of error before anything is created, and the run history never
 report, a terminal or Azure ML could not take.
 """
 
+import errno
 import math
+import os
 import re
 import reprlib
+from pathlib import Path
 
 from amlocal.errors import UserInputError
 
@@ -45,6 +48,29 @@ def check_text(text, what):
     else:
         problem = f"the control character U+{ord(character):04X}"
     raise UserInputError(f"{what} holds {problem}: use printable UTF-8 text")
+
+
+def one_line(text):
+    """`text` with its control characters and undecodable bytes written as escapes (\\n,
+    \\udcff): an error message that quotes what a user gave stays one line."""
+    return _UNPRINTABLE.sub(lambda found: repr(found.group())[1:-1], text)
+
+
+def usable_path(path, what):
+    """`path` as a Path, or UserInputError where no file can have that name (a NUL, a name too
+    long) or it cannot be looked at; a path that does not exist is usable (the caller says so)."""
+    try:
+        text = os.fspath(path)
+    except TypeError:
+        raise UserInputError(f"{what} must be a path, got {shown(path)}") from None
+    if "\x00" in str(text):
+        raise UserInputError(f"{what} {shown(text)} holds a NUL character")
+    try:
+        os.stat(text)
+    except OSError as error:
+        if error.errno not in (errno.ENOENT, errno.ENOTDIR):
+            raise UserInputError(f"{what} {shown(text)}: {error.strerror}") from None
+    return Path(text)
 
 
 def check_key_values(pairs, kind):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from amlocal.errors import UserInputError
-from amlocal.validation import bounded_int, check_key_values
+from amlocal.validation import bounded_int, check_key_values, check_text, shown, usable_path
 
 STAGES = ("Preparing", "Scaling", "Running", "PostProcessing")
 
@@ -68,11 +68,11 @@ class RunSpec:
         Checks everything that can be checked without running anything, so that a bad request
         never leaves a half-created run behind.
         """
-        source_dir = Path(self.source_dir).expanduser()
+        source_dir = usable_path(self.source_dir, "source folder").expanduser()
         if not source_dir.is_dir():
             raise UserInputError(f"source folder not found: {self.source_dir}")
         source_dir = source_dir.resolve()
-        script_path = (source_dir / self.script).resolve()
+        script_path = usable_path(source_dir / self.script, "script").resolve()
         if not script_path.is_relative_to(source_dir):
             raise UserInputError(f"script {self.script} is outside the source folder {source_dir}")
         if not script_path.is_file():
@@ -85,6 +85,7 @@ class RunSpec:
         if self.max_run_duration_seconds is not None:
             bounded_int("max_run_duration_seconds", self.max_run_duration_seconds, 1)
         tags = check_key_values(self.tags, "tag")
+        check_text(self.compute, f"compute target name {shown(self.compute)}")
         for name in self.environment_variables:
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(name)):
                 raise UserInputError(f"invalid environment variable name {name!r}")
@@ -95,7 +96,7 @@ class RunSpec:
             if not _INPUT_NAME.match(name):
                 raise UserInputError(
                     f"invalid input name {name!r}: 1-128 letters, digits or '_'")
-            host_path = Path(path).expanduser()
+            host_path = usable_path(path, f"input {name}").expanduser()
             if not host_path.exists():
                 raise UserInputError(f"input {name}: path does not exist: {path}")
             inputs[name] = host_path.resolve()

@@ -4,6 +4,7 @@ import click
 
 from amlocal.backends import get_backend, open_run
 from amlocal.backends.status import is_terminal
+from amlocal.cli.output import make_output_folder, png_file
 from amlocal.cli.render import EventPrinter, echo_json, format_value, summary_line, table
 from amlocal.errors import AmlocalError, UserInputError
 from amlocal.validation import MAX_INT, bounded_float
@@ -196,7 +197,11 @@ def download(run_id, prefix, output_dir, as_json):
     if not names:
         raise UserInputError(f"run {run_id} has no files under {prefix!r} "
                              f"(see `amlocal runs files {run_id}`)")
-    paths = handle.download_files(prefix=prefix, output_directory=output_dir)
+    output_dir = make_output_folder(output_dir)
+    try:
+        paths = handle.download_files(prefix=prefix, output_directory=output_dir)
+    except OSError as error:  # a name under -o that cannot be written (too long for its disk)
+        raise UserInputError(f"cannot write into -o {output_dir}: {error.strerror or error}") from None
     if as_json:
         echo_json([str(path) for path in paths])
         return
@@ -230,6 +235,8 @@ def cancel(run_id, wait, as_json):
 @json_option
 def compare(run_ids, metric, output, as_json):
     """Draw one metric's curve in several runs on one chart (x: step, else logging order)."""
+    if output:
+        png_file(output)  # before matplotlib is imported: it writes caches under $HOME
     from amlocal.cli.report import write_compare_chart  # matplotlib only when charts are drawn
 
     path, values_by_run = write_compare_chart(get_backend("local"), list(run_ids), metric, output)
@@ -246,11 +253,15 @@ def compare(run_ids, metric, output, as_json):
 @json_option
 def report(run_id, output_dir, as_json):
     """Write a self-contained HTML report of a run: stages, metrics and charts, files, log."""
-    from amlocal.cli.report import write_report  # matplotlib only when charts are drawn
-
     if not output_dir:
         raise UserInputError("give the folder to write the report to with -o DIR")
-    written = write_report(_handle(run_id), output_dir)
+    handle = _handle(run_id)
+    # Checked before matplotlib is imported (it writes caches under $HOME): a refused -o or run
+    # id writes nothing.
+    output_dir = make_output_folder(output_dir)
+    from amlocal.cli.report import write_report  # matplotlib only when charts are drawn
+
+    written = write_report(handle, output_dir)
     if as_json:
         echo_json(written)
         return

@@ -9,6 +9,7 @@ checks an expression given in the JSON form; `sample(expression, rng)` draws a v
 """
 
 import math
+import re
 import reprlib
 import sys
 
@@ -22,6 +23,11 @@ _CHOICE_FORMS = ("non-empty single list, non-empty single range() or a positive 
 _LOG_MAX = math.log(sys.float_info.max)
 # Normal draws are kept finite up to this many standard deviations from the mean.
 _NORMAL_SPAN = 10
+
+
+# A choice value becomes a script argument: no NUL, and UTF-8 (a lone surrogate is a byte that
+# was not).
+_UNUSABLE_IN_ARGUMENTS = re.compile("[\x00\ud800-\udfff]")
 
 
 def finite(value):
@@ -49,8 +55,9 @@ def _choice_values(values):
     for value in values:
         if isinstance(value, (int, float)) and not isinstance(value, bool) and not finite(value):
             raise invalid_setting("choice", f"finite numbers, got {reprlib.repr(value)}")
-        if isinstance(value, str) and "\x00" in value:
-            raise invalid_setting("choice", "values without NUL characters")
+        if isinstance(value, str) and _UNUSABLE_IN_ARGUMENTS.search(value):
+            raise invalid_setting("choice", "text values without NUL characters or bytes that are "
+                                            "not UTF-8")
     return values
 
 

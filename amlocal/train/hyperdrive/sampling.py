@@ -82,14 +82,14 @@ class HyperParameterSampling:
 
 
 # A hyperparameter's name becomes a script argument, `--<name>`: one printable word.
-_PARAMETER_NAME = re.compile(r"[^\s\x00-\x1f\x7f]{1,255}")
+_PARAMETER_NAME = re.compile(r"[^\s\x00-\x1f\x7f\ud800-\udfff]{1,255}")
 
 
 def _validate_parameter_name(name):
     if not isinstance(name, str) or not _PARAMETER_NAME.fullmatch(name):
         raise HyperDriveConfigException(
             f"Failed to validate a parameter distribution due to the parameter name {name!r}: "
-            "1-255 characters, no spaces or control characters")
+            "1-255 characters of UTF-8, no spaces or control characters")
 
 
 class RandomParameterSampling(HyperParameterSampling):
