@@ -89,6 +89,12 @@ class RunSpec:
         for name in self.environment_variables:
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(name)):
                 raise UserInputError(f"invalid environment variable name {name!r}")
+        # A process's arguments and environment are C strings: a NUL cannot be passed on.
+        for what, text in [*((f"environment variable {name}", value)
+                             for name, value in self.environment_variables.items()),
+                           *(("argument", argument) for argument in self.arguments)]:
+            if "\x00" in str(text):
+                raise UserInputError(f"{what} {shown(str(text))} holds a NUL character")
         if self.executor is not None and self.executor not in EXECUTORS:
             raise UserInputError(f"unknown executor {self.executor!r}: use one of {', '.join(EXECUTORS)}")
         inputs = {}

@@ -350,3 +350,21 @@ def test_numbers_out_of_bounds_are_refused_by_the_sdk_classes(amlocal_home, tmp_
         with pytest.raises(UserInputError, match="max_run_duration_seconds"):
             Experiment(Workspace.from_config(), "numbers").submit(config)
     assert last_json(invoke("runs", "list", "--json")) == []
+
+
+def test_nul_in_arguments_or_environment_is_refused_from_python(amlocal_home, tmp_path):
+    from amlocal.backends.base import RunSpec
+    from amlocal.backends.local import LocalBackend
+    from amlocal.errors import UserInputError
+
+    source = write_script(tmp_path / "src", "train.py", TRAIN)
+    for spec in (RunSpec(source_dir=source, script="train.py", executor="process",
+                         arguments=("--x", "a\x00b")),
+                 RunSpec(source_dir=source, script="train.py", executor="process",
+                         environment_variables={"NAME": "a\x00b"}),
+                 RunSpec(source_dir=source, script="tr\x00ain.py", executor="process"),
+                 RunSpec(source_dir=source, script="train.py", executor="process",
+                         inputs={"data": str(tmp_path / ("n" * 300))})):
+        with pytest.raises(UserInputError, match="NUL|too long"):
+            LocalBackend().submit(spec)
+    assert LocalBackend().list_runs() == []
