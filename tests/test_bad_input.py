@@ -86,6 +86,8 @@ def test_run_folder_names_are_bounded_stable_and_distinct():
     assert run_folder_name(long_a) == run_folder_name(long_a)
     assert run_folder_name(long_a) != run_folder_name(long_b)
     assert all(len(run_folder_name(name)) <= 200 for name in (long_a, long_b))
+    # A plain id that looks like a digested one keeps its own folder.
+    assert run_folder_name(run_folder_name(long_a).replace("+", "-")) != run_folder_name(long_a)
     # An id that is no plain file name (a script's child_run(run_id=...)) never names a path.
     for odd in ("../../escape", "/etc", ".hidden", "a/b", "nul\x00byte"):
         name = run_folder_name(odd)

@@ -4,10 +4,13 @@ Layout under $AMLOCAL_HOME (default ~/.amlocal):
 
     amlocal.db                      runs, stages, status history, metrics
     runs/<run folder>/snapshot/     the source folder as submitted (read-only by convention)
-    runs/<run id>/outputs/          ./outputs of the run       } the run's files, as
-    runs/<run id>/logs/             ./logs of the run          } get_file_names()
-    runs/<run id>/azureml-logs/     image build and driver log } lists them
-    runs/<run id>/telemetry/        events the script logged, read into the database
+    runs/<run folder>/outputs/      ./outputs of the run       } the run's files, as
+    runs/<run folder>/logs/         ./logs of the run          } get_file_names()
+    runs/<run folder>/azureml-logs/ image build and driver log } lists them
+    runs/<run folder>/telemetry/    events the script logged, read into the database
+
+A run's folder is named by its id, or where the id is too long for a file name (or no plain
+one), by `run_folder_name`.
 
 Every process opens its own short-lived connections; WAL mode and a busy timeout let concurrent
 runs and readers share the file. Status changes go through `set_status`, which asks the state
@@ -230,13 +233,13 @@ _PLAIN_FOLDER_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 
 def run_folder_name(run_id):
     """The name of the run's folder under runs/: its id where that is a short, plain file name,
-    else a readable prefix of the id and a digest of the whole id (stable and collision-free:
-    two ids share a folder only if they share a SHA-256 prefix of 64 bits)."""
+    else a readable prefix of the id, '+' and a digest of the whole id. Stable; distinct ids get
+    distinct folders ('+' is in no plain name, and the digest is 64 bits of SHA-256)."""
     if len(run_id) <= RUN_FOLDER_NAME_MAX and _PLAIN_FOLDER_NAME.fullmatch(run_id):
         return run_id
     digest = hashlib.sha256(run_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
     readable = re.sub(r"[^A-Za-z0-9_.-]", "_", run_id)[:RUN_FOLDER_NAME_MAX - len(digest) - 1]
-    return f"{readable.lstrip('.')}-{digest}"
+    return f"{readable.lstrip('.')}+{digest}"
 
 
 class RunStore:
