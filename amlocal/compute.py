@@ -31,6 +31,7 @@ import sys
 import time
 
 from amlocal.errors import AmlocalError, UserInputError
+from amlocal.validation import bounded_int
 
 COMPUTE_TYPE = "AmlCompute"
 # azureml-core refuses these names in ComputeTarget.create.
@@ -540,6 +541,15 @@ class AmlComputeProvisioningConfiguration:
         if maximum is None:
             raise ComputeTargetException(
                 "Invalid provisioning configuration, max nodes count is mandatory")
+        for name, count in (("max_nodes", maximum),
+                            ("min_nodes", self.scale_settings.minimum_node_count),
+                            ("idle_seconds_before_scaledown",
+                             self.scale_settings.idle_seconds_before_scaledown)):
+            try:
+                if count is not None:  # None: the service's default idle time
+                    bounded_int(name, count)
+            except UserInputError as error:
+                raise ComputeTargetException(str(error)) from None
         if maximum < 0:
             raise ComputeTargetException(
                 "Invalid provisioning configuration, max nodes count must be greater than or "

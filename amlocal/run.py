@@ -15,6 +15,7 @@ from pathlib import Path
 from amlocal.backends import status as run_status
 from amlocal.backends.base import LogLine, StageFinished, StageStarted
 from amlocal.errors import AmlocalError, RunFailedError
+from amlocal.validation import check_key_values
 
 _ARTIFACT_TYPES = ("image",)
 _LOG_PREFIXES = ("azureml-logs/", "logs/")
@@ -274,9 +275,11 @@ class Run:
     # -- tags, properties, models --------------------------------------------------------------
 
     def tag(self, key, value=None):
-        self._handle.set_tags({key: value})
+        self.set_tags({key: value})
 
     def set_tags(self, tags):
+        tags = check_key_values(tags, "tag")
+        check_key_values({**self.get_tags(), **tags}, "tag")  # at most 50 in all
         self._handle.set_tags(tags)
 
     def remove_tags(self, tags):
@@ -286,6 +289,8 @@ class Run:
         return self._handle.get_details()["tags"]
 
     def add_properties(self, properties):
+        properties = check_key_values(properties, "property")
+        check_key_values({**self.get_properties(), **properties}, "property")
         self._handle.add_properties(properties)
 
     def get_properties(self):

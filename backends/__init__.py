@@ -4,7 +4,8 @@ a cloud SDK."""
 
 import importlib
 
-from amlocal.errors import UserInputError
+from amlocal.errors import RunNotFoundError, UserInputError
+from amlocal.validation import check_text, shown
 
 _REGISTRY = {
     "local": "amlocal.backends.local:LocalBackend",
@@ -32,5 +33,9 @@ def open_run(run_id, home=None):
     handle asks Azure; a local run's reads the history)."""
     from amlocal.backends.local.store import RunStore
 
+    try:
+        check_text(run_id, "run id")
+    except UserInputError:  # amlocal never gives a run such an id
+        raise RunNotFoundError(f"no run with id {shown(run_id)}") from None
     backend = RunStore(home).get_run(run_id)["backend"]
     return get_backend(backend, home=home).get_run(run_id)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from amlocal.errors import UserInputError
+from amlocal.validation import bounded_int, check_key_values, check_text, shown, usable_path
 
 STAGES = ("Preparing", "Scaling", "Running", "PostProcessing")
 
@@ -71,11 +72,11 @@ class RunSpec:
         Checks everything that can be checked without running anything, so that a bad request
         never leaves a half-created run behind.
         """
-        source_dir = Path(self.source_dir).expanduser()
+        source_dir = usable_path(self.source_dir, "source folder").expanduser()
         if not source_dir.is_dir():
             raise UserInputError(f"source folder not found: {self.source_dir}")
         source_dir = source_dir.resolve()
-        script_path = (source_dir / self.script).resolve()
+        script_path = usable_path(source_dir / self.script, "script").resolve()
         if not script_path.is_relative_to(source_dir):
             raise UserInputError(f"script {self.script} is outside the source folder {source_dir}")
         if not script_path.is_file():
@@ -84,11 +85,11 @@ class RunSpec:
             raise UserInputError(
                 f"invalid experiment name {self.experiment!r}: 1-255 letters, digits, '_' or '-', "
                 "starting with a letter or digit")
-        if not isinstance(self.node_count, int) or self.node_count < 1:
-            raise UserInputError(f"node_count must be a whole number of at least 1, got {self.node_count!r}")
-        if self.max_run_duration_seconds is not None and self.max_run_duration_seconds <= 0:
-            raise UserInputError("max_run_duration_seconds must be positive, got "
-                                 f"{self.max_run_duration_seconds}")
+        bounded_int("node_count", self.node_count, 1)
+        if self.max_run_duration_seconds is not None:
+            bounded_int("max_run_duration_seconds", self.max_run_duration_seconds, 1)
+        tags = check_key_values(self.tags, "tag")
+        check_text(self.compute, f"compute target name {shown(self.compute)}")
         for name in self.environment_variables:
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(name)):
                 raise UserInputError(f"invalid environment variable name {name!r}")
@@ -96,6 +97,12 @@ class RunSpec:
             # (The process executor runs the script as the submitter anyway.)
             raise UserInputError("--run-as-root needs amlocal itself to run as root (sudo): the "
                                  "files a root script writes could not be given back to you")
+        # A process's arguments and environment are C strings: a NUL cannot be passed on.
+        for what, text in [*((f"environment variable {name}", value)
+                             for name, value in self.environment_variables.items()),
+                           *(("argument", argument) for argument in self.arguments)]:
+            if "\x00" in str(text):
+                raise UserInputError(f"{what} {shown(str(text))} holds a NUL character")
         if self.executor is not None and self.executor not in EXECUTORS:
             raise UserInputError(f"unknown executor {self.executor!r}: use one of {', '.join(EXECUTORS)}")
         inputs = {}
@@ -103,7 +110,7 @@ class RunSpec:
             if not _INPUT_NAME.match(name):
                 raise UserInputError(
                     f"invalid input name {name!r}: 1-128 letters, digits or '_'")
-            host_path = Path(path).expanduser()
+            host_path = usable_path(path, f"input {name}").expanduser()
             if not host_path.exists():
                 raise UserInputError(f"input {name}: path does not exist: {path}")
             inputs[name] = host_path.resolve()
@@ -129,7 +136,7 @@ class RunSpec:
             compute=self.compute,
             node_count=self.node_count,
             max_run_duration_seconds=self.max_run_duration_seconds,
-            tags=dict(self.tags),
+            tags=tags,
             environment_variables={str(name): str(value)
                                    for name, value in self.environment_variables.items()},
             use_gpu=bool(self.use_gpu),

@@ -8,6 +8,7 @@ from amlocal.backends.local.compute import (DEFAULT_IDLE_SECONDS, LOCAL_TARGET, 
 from amlocal.backends.local.store import RunStore
 from amlocal.cli.render import echo_json, table
 from amlocal.errors import UserInputError
+from amlocal.validation import MAX_INT
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 NODE_STATES = ("preparing", "running", "idle", "unusable", "leaving", "preempted")
@@ -179,7 +180,7 @@ def _most_nodes(vm_size, host):
 
 
 @compute.command()
-@click.option("--nodes", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--nodes", type=click.IntRange(min=1, max=MAX_INT), default=1, show_default=True,
               help="Check whether this many nodes of each size fit this host.")
 @json_option
 def sizes(nodes, as_json):

@@ -14,6 +14,7 @@ from amlocal.backends import get_backend
 from amlocal.backends.base import DEFAULT_EXPERIMENT, DEFAULT_RECIPE, EXECUTORS, EnvironmentSpec, RunSpec
 from amlocal.cli.render import EventPrinter, echo_json, echo_status, summary_line
 from amlocal.errors import AmlocalError, UserInputError
+from amlocal.validation import one_line
 
 
 class AmlocalGroup(click.Group):
@@ -23,8 +24,14 @@ class AmlocalGroup(click.Group):
         try:
             return super().invoke(ctx)
         except AmlocalError as error:
-            click.echo(f"Error: {error}", err=True)
+            click.echo(f"Error: {one_line(str(error))}", err=True)
             ctx.exit(error.exit_code)
+        except click.UsageError as error:
+            # A bad option value is bad input like any other: one line (click's own is a usage
+            # block), naming where help is, with the usual exit code 2.
+            where = error.ctx.command_path if error.ctx else ctx.command_path
+            click.echo(f"Error: {one_line(error.format_message())} (see `{where} --help`)", err=True)
+            ctx.exit(UserInputError.exit_code)
 
 
 def _raise_keyboard_interrupt(signum, frame):

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from amlocal.backends.local.store import DRIVER_LOG, iso_time
 from amlocal.cli import charts
+from amlocal.cli.output import make_output_folder, png_file
 from amlocal.errors import AmlocalError, UserInputError
 
 LOG_TAIL_LINES = 500
@@ -159,11 +160,7 @@ def compare_figure(backend, run_ids, metric):
 
 def write_compare_chart(backend, run_ids, metric, output=None):
     """Write the comparison chart as PNG; return (path, {run id: values})."""
-    path = Path(output) if output else Path(f"compare-{safe_file_part(metric)}.png")
-    if path.suffix.lower() != ".png":
-        raise UserInputError(f"-o {path} must name a .png file: the chart is written as PNG")
-    if path.is_dir():
-        raise UserInputError(f"-o {path} is a folder; name the .png file to write")
+    path = png_file(output or f"compare-{safe_file_part(metric)}.png")
     figure, values_by_run = compare_figure(backend, run_ids, metric)
     write_atomically(path, charts.png_bytes(figure))
     return path, values_by_run
@@ -193,7 +190,9 @@ def write_atomically(path, data):
 
 # -- HTML helpers -------------------------------------------------------------------------------
 
-_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Control characters, and lone surrogates (bytes that were not UTF-8, as a history may hold them
+# from before tags were checked, or from a script): shown as U+FFFD, never written raw.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 _ANSI_ESCAPE = re.compile(r"\x1b(?:\[[0-9;?]*[ -/]*[@-~]|[@-Z\\-_])")  # colors, cursor moves
 
 
@@ -811,16 +810,11 @@ def write_report(handle, out_dir, now=None):
 
     Works for a run in any status: a failed run shows its error, a live one its stages so far.
     """
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserInputError(f"-o {out_dir} is a file; name a folder for the report")
+    out_dir = make_output_folder(out_dir)
     report = _Report(handle, time.time() if now is None else now)
     document = report.html()
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UserInputError(f"cannot create {out_dir}: {error.strerror or error}") from None
-    path = write_atomically(out_dir / "index.html", document.encode("utf-8"))
+    # Whatever text escaped esc() (a chart title, a file name) is written escaped, not refused.
+    path = write_atomically(out_dir / "index.html", document.encode("utf-8", "backslashreplace"))
     return {"file": str(path), "run_id": report.details["id"], "status": report.details["status"],
             "charts": report.charts, "images": report.images}
 

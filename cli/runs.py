@@ -4,10 +4,27 @@ import click
 
 from amlocal.backends import get_backend, open_run
 from amlocal.backends.status import is_terminal
+from amlocal.cli.output import make_output_folder, png_file
 from amlocal.cli.render import EventPrinter, echo_json, format_value, summary_line, table
 from amlocal.errors import AmlocalError, UserInputError
+from amlocal.validation import MAX_INT, bounded_float
+
+# The STATUS a damaged run gets in the `runs list` table (its JSON record says `corrupted`).
+DAMAGED = "DAMAGED"
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+
+
+class Seconds(click.ParamType):
+    """A duration in seconds: a finite number from 0 up to a year (FloatRange lets nan and inf in)."""
+
+    name = "seconds"
+
+    def convert(self, value, param, ctx):
+        try:
+            return bounded_float(param.opts[0] if param else "seconds", float(value), 0, 365 * 86400)
+        except (TypeError, ValueError, AmlocalError) as error:
+            self.fail(str(error), param, ctx)
 
 
 class WaitTimeoutError(AmlocalError):
@@ -28,7 +45,7 @@ def runs():
 
 @runs.command("list")
 @click.option("--experiment", help="Only runs of this experiment.")
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1, max=MAX_INT), default=50, show_default=True)
 @click.option("--refresh", is_flag=True,
               help="Ask Azure ML for the status of Azure runs that have not ended (else the "
                    "status last recorded is shown).")
@@ -42,12 +59,18 @@ def list_runs(experiment, limit, refresh, as_json):
         # An Azure run's record holds its portal URL; --refresh asks Azure for its status.
         handle = get_backend(records[index]["backend"]).get_run(records[index]["id"])
         records[index] = handle.get_details(refresh=refresh)
+    damaged = [record for record in records if "corrupted" in record]
+    for record in damaged:
+        # Listed (and marked) with the others, and the listing exits 0; `runs show` of it exits 5.
+        click.echo(f"Warning: {record['corrupted']}", err=True)
     if as_json:
         echo_json(records)
         return
     if not records:
         click.echo("No runs yet: start one with `amlocal run`.")
         return
+    for record in damaged:
+        record["status"] = DAMAGED
     columns = [("ID", "id"), ("EXPERIMENT", "experiment"), ("STATUS", "status"),
                ("BACKEND", "backend"), ("EXECUTOR", "executor"), ("CREATED", "created_at"),
                ("DURATION_S", "duration_s")]
@@ -112,7 +135,7 @@ def logs(run_id, follow):
 
 @runs.command()
 @click.argument("run_id")
-@click.option("--timeout", type=click.FloatRange(min=0), metavar="SECONDS",
+@click.option("--timeout", type=Seconds(), metavar="SECONDS",
               help="Give up waiting after this long (the run goes on); exit code 124.")
 @click.option("--quiet", is_flag=True, help="Do not print the run's output while waiting.")
 @json_option
@@ -174,7 +197,11 @@ def download(run_id, prefix, output_dir, as_json):
     if not names:
         raise UserInputError(f"run {run_id} has no files under {prefix!r} "
                              f"(see `amlocal runs files {run_id}`)")
-    paths = handle.download_files(prefix=prefix, output_directory=output_dir)
+    output_dir = make_output_folder(output_dir)
+    try:
+        paths = handle.download_files(prefix=prefix, output_directory=output_dir)
+    except OSError as error:  # a name under -o that cannot be written (too long for its disk)
+        raise UserInputError(f"cannot write into -o {output_dir}: {error.strerror or error}") from None
     if as_json:
         echo_json([str(path) for path in paths])
         return
@@ -208,6 +235,8 @@ def cancel(run_id, wait, as_json):
 @json_option
 def compare(run_ids, metric, output, as_json):
     """Draw one metric's curve in several runs on one chart (x: step, else logging order)."""
+    if output:
+        png_file(output)  # before matplotlib is imported: it writes caches under $HOME
     from amlocal.cli.report import write_compare_chart  # matplotlib only when charts are drawn
 
     path, values_by_run = write_compare_chart(get_backend("local"), list(run_ids), metric, output)
@@ -224,11 +253,15 @@ def compare(run_ids, metric, output, as_json):
 @json_option
 def report(run_id, output_dir, as_json):
     """Write a self-contained HTML report of a run: stages, metrics and charts, files, log."""
-    from amlocal.cli.report import write_report  # matplotlib only when charts are drawn
-
     if not output_dir:
         raise UserInputError("give the folder to write the report to with -o DIR")
-    written = write_report(_handle(run_id), output_dir)
+    handle = _handle(run_id)
+    # Checked before matplotlib is imported (it writes caches under $HOME): a refused -o or run
+    # id writes nothing.
+    output_dir = make_output_folder(output_dir)
+    from amlocal.cli.report import write_report  # matplotlib only when charts are drawn
+
+    written = write_report(handle, output_dir)
     if as_json:
         echo_json(written)
         return

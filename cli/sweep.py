@@ -38,7 +38,8 @@ def _call(text, known, what):
             raise ValueError
         args = [ast.literal_eval(argument) for argument in node.args]
         kwargs = {keyword.arg: ast.literal_eval(keyword.value) for keyword in node.keywords}
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError):
+        # literal_eval's refusals, and its failures on malformed literals ({[1]: 2}, deep nesting)
         raise UserInputError(f"cannot read {what} {text!r}: write it as name(value, ...), e.g. "
                              f"{known[0]}(...)") from None
     if node.func.id not in known:
@@ -52,7 +53,10 @@ def parse_parameter(text):
     if not separator or not name.strip():
         raise UserInputError(f"--param expects NAME=DISTRIBUTION(...), got {text!r}")
     function, args, kwargs = _call(expression, _DISTRIBUTIONS, "distribution")
-    return name.strip(), getattr(parameter_expressions, function)(*args, **kwargs)
+    try:
+        return name.strip(), getattr(parameter_expressions, function)(*args, **kwargs)
+    except TypeError as error:  # the wrong number or names of arguments
+        raise UserInputError(f"--param {text!r}: {error}") from None
 
 
 def parse_policy(text):

@@ -114,13 +114,13 @@ def test_seed_as_given_says_which_extension_this_host_needs(ws):
 
 
 def test_too_big_for_the_host_names_allow_overcommit(ws):
-    config = AmlCompute.provisioning_configuration(vm_size="STANDARD_D1_V2", max_nodes=100000)
+    config = AmlCompute.provisioning_configuration(vm_size="STANDARD_D1_V2", max_nodes=60000)
 
     with pytest.raises(ComputeTargetException, match="allow_overcommit=True") as raised:
         ComputeTarget.create(ws, "huge", config)
 
     assert "emulate_gpus" not in str(raised.value).split("pass ")[1].split(" to ")[0]
-    assert small_target(ws, "huge", max_nodes=100000).scale_settings.maximum_node_count == 100000
+    assert small_target(ws, "huge", max_nodes=60000).scale_settings.maximum_node_count == 60000
 
 
 def test_more_gpus_than_the_host_names_emulate_gpus(ws):

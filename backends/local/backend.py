@@ -23,7 +23,7 @@ from amlocal.backends.local.process_executor import (ProcessExecutor, missing_pa
 from amlocal.backends.local.recovery import reconcile_run, start_supervisor
 from amlocal.backends.local.snapshot import snapshot_files, take_snapshot
 from amlocal.backends.local.store import BUILD_LOG, DRIVER_LOG, RunStore, run_details
-from amlocal.errors import UserInputError
+from amlocal.errors import RunRecordCorruptedError, UserInputError
 
 
 # Recipes with a GPU build, used when a run asks for GPUs and its node has real ones.
@@ -166,9 +166,18 @@ class LocalBackend(Backend):
         return LocalRunHandle(self, run_id)
 
     def list_runs(self, experiment=None, limit=None):
-        """Run details, newest first; a damaged record appears as {id, experiment, corrupted}."""
-        return [record if "corrupted" in record else self.get_run(record["id"]).get_details()
-                for record in self.store.list_runs(experiment, limit)]
+        """Run details, newest first; a damaged run (its record, or its folder gone) appears as
+        {id, experiment, corrupted}, so that one damaged run never hides the others."""
+        listed = []
+        for record in self.store.list_runs(experiment, limit):
+            if "corrupted" not in record:
+                try:
+                    record = self.get_run(record["id"]).get_details()
+                except RunRecordCorruptedError as error:
+                    record = {"id": record["id"], "experiment": record["experiment"],
+                              "corrupted": str(error)}
+            listed.append(record)
+        return listed
 
 
 class LocalRunHandle(RunHandle):

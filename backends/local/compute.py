@@ -25,6 +25,7 @@ from functools import lru_cache
 from amlocal.backends import status as run_status
 from amlocal.backends.local.processes import process_alive
 from amlocal.errors import AmlocalError, UserInputError
+from amlocal.validation import bounded_int
 
 LOCAL_TARGET = "local"
 PRIORITIES = ("dedicated", "lowpriority")
@@ -97,6 +98,11 @@ def host_resources():
     return HostResources(cores=cores, memory_bytes=memory, gpus=gpus)
 
 
+# Azure ML's limit on the nodes of one AmlCompute cluster (its service limits: 100 by default,
+# configurable up to 65,000).
+MAX_CLUSTER_NODES = 65000
+
+
 @dataclass(frozen=True)
 class TargetSpec:
     """A compute target's settings, as AmlCompute.provisioning_configuration takes them."""
@@ -128,6 +134,9 @@ class TargetSpec:
         if self.vm_priority.lower() not in PRIORITIES:
             raise UserInputError(f"vm_priority must be one of {', '.join(PRIORITIES)}, "
                                  f"got {self.vm_priority!r}")
+        for name in ("max_nodes", "min_nodes"):
+            bounded_int(name, getattr(self, name), maximum=MAX_CLUSTER_NODES)
+        bounded_int("idle_seconds_before_scaledown", self.idle_seconds_before_scaledown)
         if self.max_nodes < 1:
             raise UserInputError(f"max_nodes must be at least 1, got {self.max_nodes}")
         if self.min_nodes < 0:

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from amlocal.backends.local.store import sha256_of_file
 from amlocal.errors import AmlocalError, RunRecordCorruptedError, UserInputError
+from amlocal.validation import check_text, shown
 
 MODELS_FOLDER = "models"
 _STAGING = ".staging"
@@ -611,10 +612,16 @@ def _json_object(value, what):
     if not isinstance(value, dict):
         raise UserInputError(f"{what.capitalize()} must be a dict")
     try:
-        return json.loads(json.dumps(value))
+        copied = json.loads(json.dumps(value))
     except (TypeError, ValueError):
         raise UserInputError(f"Error with JSON serialization for {what}, be sure they are "
                              "properly formatted.") from None
+    singular = {"tags": "tag", "properties": "property"}.get(what, what)
+    for key, item in copied.items():
+        check_text(key, f"{singular} key {shown(key)}")
+        if isinstance(item, str):
+            check_text(item, f"the value of {singular} {shown(key)}")
+    return copied
 
 
 def _filter(entries, what):

@@ -3,11 +3,14 @@
 Layout under $AMLOCAL_HOME (default ~/.amlocal):
 
     amlocal.db                      runs, stages, status history, metrics
-    runs/<run id>/snapshot/         the source folder as submitted (read-only by convention)
-    runs/<run id>/outputs/          ./outputs of the run       } the run's files, as
-    runs/<run id>/logs/             ./logs of the run          } get_file_names()
-    runs/<run id>/azureml-logs/     image build and driver log } lists them
-    runs/<run id>/telemetry/        events the script logged, read into the database
+    runs/<run folder>/snapshot/     the source folder as submitted (read-only by convention)
+    runs/<run folder>/outputs/      ./outputs of the run       } the run's files, as
+    runs/<run folder>/logs/         ./logs of the run          } get_file_names()
+    runs/<run folder>/azureml-logs/ image build and driver log } lists them
+    runs/<run folder>/telemetry/    events the script logged, read into the database
+
+A run's folder is named by its id, or where the id is too long for a file name (or no plain
+one), by `run_folder_name`.
 
 Every process opens its own short-lived connections; WAL mode and a busy timeout let concurrent
 runs and readers share the file. Status changes go through `set_status`, which asks the state
@@ -18,6 +21,7 @@ import datetime
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import sqlite3
@@ -213,8 +217,29 @@ def default_home():
 
 
 def new_run_id(experiment):
-    """Azure ML's local run id shape: <experiment>_<unix seconds>_<8 hex digits>."""
+    """Azure ML's local run id shape: <experiment>_<unix seconds>_<8 hex digits>.
+
+    azureml-core builds it the same way whatever the experiment name's length (up to 255), so an
+    id can be 275 characters long: longer than a file name may be. See `run_folder_name`.
+    """
     return f"{experiment}_{int(time.time())}_{secrets.token_hex(4)}"
+
+
+# Longest run id used as its folder's name as it is; room is left under the file systems' 255
+# bytes for the ".creating-" prefix of a folder being assembled.
+RUN_FOLDER_NAME_MAX = 200
+_PLAIN_FOLDER_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+
+
+def run_folder_name(run_id):
+    """The name of the run's folder under runs/: its id where that is a short, plain file name,
+    else a readable prefix of the id, '+' and a digest of the whole id. Stable; distinct ids get
+    distinct folders ('+' is in no plain name, and the digest is 64 bits of SHA-256)."""
+    if len(run_id) <= RUN_FOLDER_NAME_MAX and _PLAIN_FOLDER_NAME.fullmatch(run_id):
+        return run_id
+    digest = hashlib.sha256(run_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    readable = re.sub(r"[^A-Za-z0-9_.-]", "_", run_id)[:RUN_FOLDER_NAME_MAX - len(digest) - 1]
+    return f"{readable.lstrip('.')}+{digest}"
 
 
 class RunStore:
@@ -322,8 +347,8 @@ class RunStore:
         `run_id` and `parent_id` name a child run (a sweep's children are <parent id>_<index>).
         """
         run_id = run_id or new_run_id(experiment)
-        staging = self.runs_dir / f".creating-{run_id}"
-        final = self.runs_dir / run_id
+        staging = self.runs_dir / f".creating-{run_folder_name(run_id)}"
+        final = self.run_dir(run_id)
         try:
             staging.mkdir()
             fill_snapshot(staging / "snapshot")
@@ -358,7 +383,7 @@ class RunStore:
     # -- reading ------------------------------------------------------------------------------
 
     def run_dir(self, run_id):
-        return self.runs_dir / run_id
+        return self.runs_dir / run_folder_name(run_id)
 
     def get_run(self, run_id):
         """The run's record as a dict (with `stages`), or RunNotFoundError."""

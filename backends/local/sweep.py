@@ -98,9 +98,11 @@ class SweepDriver:
             return run_status.COMPLETED
         except Exception as error:
             self._cancel_children("the sweep failed")
+            reason = f"the sweep failed: {type(error).__name__}: {error}"
             if not run_status.is_terminal(self.store.get_status(self.run_id)):
-                self.store.try_set_status(self.run_id, run_status.FAILED,
-                                          error=f"the sweep failed: {type(error).__name__}: {error}")
+                # No stage is left open by a run that has ended.
+                self.store.finish_stage(self.run_id, "Running", run_status.FAILED, reason)
+                self.store.try_set_status(self.run_id, run_status.FAILED, error=reason)
             if isinstance(error, AmlocalError):
                 return run_status.FAILED
             raise

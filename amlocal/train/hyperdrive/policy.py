@@ -10,11 +10,22 @@ when k is a multiple of evaluation_interval and k >= delay_evaluation.
 import statistics
 
 from amlocal.train.hyperdrive.exceptions import invalid_setting, invalid_type
+from amlocal.train.hyperdrive.parameter_expressions import finite
 
 
-def _check_int(name, value):
+def _check_int(name, value, minimum=None):
     if not isinstance(value, int) or isinstance(value, bool):
         raise invalid_type("int", name, type(value).__name__)
+    if minimum is not None and value < minimum:
+        raise invalid_setting(name, f"a value of at least {minimum}")
+
+
+def _check_slack(name, value):
+    """A slack the policy multiplies or adds to metric values: a positive, finite number."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise invalid_type("float", name, type(value).__name__)
+    if not (finite(value) and value > 0):
+        raise invalid_setting(name, "a positive, finite number")
 
 
 class EarlyTerminationPolicy:
@@ -43,8 +54,12 @@ class BanditPolicy(EarlyTerminationPolicy):
         if (slack_factor is None and slack_amount is None) or (slack_factor and slack_amount):
             raise invalid_setting("Bandit termination policy",
                                   "exactly one of slack factor or slack amount to be set.")
-        _check_int("evaluation_interval", evaluation_interval)
-        _check_int("delay_evaluation", delay_evaluation)
+        _check_int("evaluation_interval", evaluation_interval, minimum=1)
+        _check_int("delay_evaluation", delay_evaluation, minimum=0)
+        if slack_factor is not None:
+            _check_slack("slack_factor", slack_factor)
+        else:
+            _check_slack("slack_amount", slack_amount)
         properties = {"evaluation_interval": evaluation_interval, "delay_evaluation": delay_evaluation}
         if slack_factor:
             properties["slack_factor"] = slack_factor
@@ -63,8 +78,8 @@ class MedianStoppingPolicy(EarlyTerminationPolicy):
     POLICY_NAME = "MedianStopping"
 
     def __init__(self, evaluation_interval=1, delay_evaluation=0):
-        _check_int("evaluation_interval", evaluation_interval)
-        _check_int("delay_evaluation", delay_evaluation)
+        _check_int("evaluation_interval", evaluation_interval, minimum=1)
+        _check_int("delay_evaluation", delay_evaluation, minimum=0)
         super().__init__(self.POLICY_NAME, {"evaluation_interval": evaluation_interval,
                                             "delay_evaluation": delay_evaluation})
 
@@ -78,8 +93,8 @@ class TruncationSelectionPolicy(EarlyTerminationPolicy):
         _check_int("truncation_percentage", truncation_percentage)
         if not 1 <= truncation_percentage <= 99:
             raise invalid_setting("truncation_percentage", "value to be between 1 and 99.")
-        _check_int("evaluation_interval", evaluation_interval)
-        _check_int("delay_evaluation", delay_evaluation)
+        _check_int("evaluation_interval", evaluation_interval, minimum=1)
+        _check_int("delay_evaluation", delay_evaluation, minimum=0)
         super().__init__(self.POLICY_NAME, {"truncation_percentage": truncation_percentage,
                                             "evaluation_interval": evaluation_interval,
                                             "delay_evaluation": delay_evaluation})

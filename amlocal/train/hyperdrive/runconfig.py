@@ -74,8 +74,13 @@ class HyperDriveConfig:
         if not isinstance(policy, EarlyTerminationPolicy):
             raise invalid_type("EarlyTerminationPolicy", "policy", type(policy).__name__)
         _bounded("max_total_runs", max_total_runs, 1, MAX_TOTAL_RUNS)
-        max_concurrent_runs = max_concurrent_runs or max_total_runs
+        if max_concurrent_runs is None:
+            max_concurrent_runs = min(max_total_runs, MAX_CONCURRENT_RUNS)
         _bounded("max_concurrent_runs", max_concurrent_runs, 1, MAX_CONCURRENT_RUNS)
+        if not isinstance(max_duration_minutes, int) or isinstance(max_duration_minutes, bool):
+            raise invalid_type("int", "max_duration_minutes", type(max_duration_minutes).__name__)
+        if max_duration_minutes < 1:
+            raise invalid_setting("max_duration_minutes", "a value of at least 1")
         if max_duration_minutes > MAX_DURATION_MINUTES:
             warnings.warn(f"The experiment maximum duration provided exceeds the service limit of "
                           f"{MAX_DURATION_MINUTES} minutes. The maximum duration will be overridden "

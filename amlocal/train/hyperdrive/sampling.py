@@ -9,9 +9,14 @@ finished child's primary metric before it proposes the next configuration.
 
 import itertools
 import random
+import re
 
 from amlocal.train.hyperdrive.exceptions import HyperDriveConfigException, invalid_setting
-from amlocal.train.hyperdrive.parameter_expressions import sample
+from amlocal.train.hyperdrive.parameter_expressions import sample, validate
+
+
+# The largest seed a sampler takes (NumPy's, under Optuna, is 32 bits).
+MAX_SEED = 2**32 - 1
 
 
 class HyperParameterSampling:
@@ -24,16 +29,22 @@ class HyperParameterSampling:
         if not isinstance(parameter_space, dict):
             raise HyperDriveConfigException(
                 f"Expected type dict for parameter_space but got {type(parameter_space).__name__}")
+        seed = (properties or {}).get("seed") if isinstance(properties, dict) else None
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)
+                                 or not 0 <= seed <= MAX_SEED):
+            raise invalid_setting("The sampling seed", f"an int between 0 and {MAX_SEED}")
         self._sampling_method_name = sampling_method_name
         self._parameter_space = parameter_space
         self._properties = properties
         self._supported_distributions = supported_distributions
         self._distributions_validators = distributions_validators or {}
         for name, distribution in parameter_space.items():
+            _validate_parameter_name(name)
             if not (isinstance(distribution, list) and len(distribution) == 2):
                 raise HyperDriveConfigException(
                     f"Failed to validate a parameter distribution due to {name!r} not being a "
                     "parameter expression (use choice(), uniform(), ...)")
+            validate(distribution)
         self._validate_supported_distributions()
 
     def to_json(self):
@@ -68,6 +79,17 @@ class HyperParameterSampling:
 
     def __eq__(self, other):
         return type(self) is type(other) and self.__dict__ == other.__dict__
+
+
+# A hyperparameter's name becomes a script argument, `--<name>`: one printable word.
+_PARAMETER_NAME = re.compile(r"[^\s\x00-\x1f\x7f\ud800-\udfff]{1,255}")
+
+
+def _validate_parameter_name(name):
+    if not isinstance(name, str) or not _PARAMETER_NAME.fullmatch(name):
+        raise HyperDriveConfigException(
+            f"Failed to validate a parameter distribution due to the parameter name {name!r}: "
+            "1-255 characters of UTF-8, no spaces or control characters")
 
 
 class RandomParameterSampling(HyperParameterSampling):

@@ -1,0 +1,37 @@
+"""Where the command line writes (-o): checked before anything is drawn or copied, and folders
+made whole or not at all."""
+
+from amlocal.errors import UserInputError
+from amlocal.validation import usable_path
+
+
+def make_output_folder(path, option="-o"):
+    """Create the folder `path` and its missing parents; return it as a Path.
+
+    If that fails (a parent is a file, a name is too long, no permission), the folders made
+    here are removed again and UserInputError says why, so a refused -o leaves nothing behind.
+    """
+    folder = usable_path(path, option)
+    if folder.exists() and not folder.is_dir():
+        raise UserInputError(f"{option} {folder} is a file; name a folder")
+    made = []
+    try:
+        for step in [*reversed(folder.parents), folder]:
+            if not step.is_dir():
+                step.mkdir()
+                made.append(step)
+    except OSError as error:
+        for step in reversed(made):
+            step.rmdir()
+        raise UserInputError(f"cannot create {option} {folder}: {error.strerror or error}") from None
+    return folder
+
+
+def png_file(path, option="-o"):
+    """`path` as the Path of a PNG file to write, or UserInputError saying why it cannot be."""
+    path = usable_path(path, option)
+    if path.suffix.lower() != ".png":
+        raise UserInputError(f"{option} {path} must name a .png file: the chart is written as PNG")
+    if path.is_dir():
+        raise UserInputError(f"{option} {path} is a folder; name the .png file to write")
+    return path
