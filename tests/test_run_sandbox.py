@@ -248,6 +248,36 @@ def test_a_symlink_swapped_in_while_files_are_recorded_is_never_followed(amlocal
     assert secret not in seen
 
 
+def test_a_link_or_fifo_swapped_in_after_listing_is_refused_not_followed(tmp_path, sentinel):
+    from amlocal.backends.local.run_folder import NotARunFile, RunFolder
+
+    run = tmp_path / "run"
+    (run / "outputs" / "sub").mkdir(parents=True)
+    (run / "outputs" / "sub" / "model.bin").write_bytes(b"the run's")
+    (run / "outputs" / "later.bin").write_bytes(b"the run's too")
+    (sentinel / "model.bin").write_bytes(b"the host's")
+    before = listing(sentinel)
+
+    with RunFolder(run) as folder:
+        listed = [entry.name for entry in folder.entries("outputs") if entry.kind == "file"]
+        assert listed == ["outputs/later.bin", "outputs/sub/model.bin"]
+        # What the script (or a racing process) does after the listing, before the reads:
+        (run / "outputs" / "sub").rename(run / "outputs" / "real")
+        (run / "outputs" / "sub").symlink_to(sentinel)
+        (run / "outputs" / "later.bin").unlink()
+        os.mkfifo(run / "outputs" / "later.bin")
+
+        for name in listed:
+            with pytest.raises(NotARunFile):
+                folder.open(name)  # a FIFO is refused at once: no wait for a writer
+            with pytest.raises(NotARunFile):
+                folder.digest(name)
+        assert not folder.move_from(folder, "outputs/real/model.bin", "outputs/sub/moved.bin")
+
+    assert listing(sentinel) == before
+    assert (run / "outputs" / "real" / "model.bin").read_bytes() == b"the run's"
+
+
 def _record_files(store, run_id):
     """record_files as (rows, skipped) whatever its version returns."""
     result = store.record_files(run_id)
@@ -354,6 +384,22 @@ def test_a_source_symlink_to_etc_passwd_fails_the_submission_with_exit_2_and_one
     assert not (amlocal_home / "runs").exists() or list((amlocal_home / "runs").iterdir()) == []
 
 
+@pytest.mark.parametrize("backend", ["local", "azure"])
+def test_a_source_symlink_to_etc_passwd_never_reaches_a_snapshot_on_either_backend(
+        amlocal_home, tmp_path, monkeypatch, backend):
+    # --backend azure takes the same snapshot_files before azureml-core (which would follow the
+    # link and upload /etc/passwd) sees the folder; the dry run stops there too.
+    monkeypatch.chdir(tmp_path)
+    source = write_script(tmp_path / "src", "train.py", "print('x')\n")
+    (source / "passwd").symlink_to("/etc/passwd")
+    options = (["--backend", "azure", "--compute", "gpu-cluster", "--dry-run"] if backend == "azure"
+               else ["--executor", "process"])
+
+    result = invoke("run", source, "--script", "train.py", *options)
+
+    assert result.exit_code == 2 and "points outside it, to /etc/passwd" in result.output
+
+
 # -- downloads -------------------------------------------------------------------------------------
 
 def test_downloading_a_run_whose_outputs_hold_symlinks_writes_only_into_the_folder(
@@ -399,6 +445,32 @@ def test_a_download_name_that_would_leave_the_folder_is_refused(amlocal_home, tm
         with pytest.raises(UserInputError):
             handle.download_file(name, tmp_path / "dl")
     assert not (tmp_path / "m.bin").exists()
+
+
+def test_an_azure_run_file_name_that_would_leave_the_download_folder_is_refused(
+        amlocal_home, tmp_path, monkeypatch):
+    pytest.importorskip("azureml.core")
+    from contract_specs import SPECS, create_targets
+    from test_azure_backend import FakeAzure, FakeSession, session_module
+    from amlocal.backends.azure import AzureBackend
+
+    fake = FakeAzure()
+    monkeypatch.setattr(session_module, "AzureSession",
+                        lambda config_path: FakeSession(fake, config_path))
+    (tmp_path / "project" / ".azureml").mkdir(parents=True)
+    (tmp_path / "project" / ".azureml" / "config.json").write_text(json.dumps(
+        {"subscription_id": "sub-1", "resource_group": "rg-ml", "workspace_name": "ws-prod"}))
+    monkeypatch.chdir(tmp_path / "project")
+    backend = AzureBackend(home=amlocal_home)
+    create_targets(backend.store)
+    run_id = backend.submit(SPECS["minimal"](tmp_path)).id
+    fake.statuses[run_id] = ["Completed"]
+    fake.files[run_id] = {"outputs/model.npz": b"weights", "outputs/../../escaped.txt": b"x"}
+
+    result = invoke("runs", "download", run_id, "-o", tmp_path / "dl")
+
+    assert result.exit_code == 2 and "escaped.txt" in result.output
+    assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "dl").exists()
 
 
 # -- every route at once ----------------------------------------------------------------------------

@@ -133,12 +133,15 @@ class _Batch:
             source_name, destination = f"{uploads}/{name}", run_file_location(name)
         except UserInputError:
             return
-        with RunFolder(self.store.run_dir(self.run_id)) as parent:
-            if run_id == self.run_id:
-                parent.move_from(parent, source_name, destination)
-            else:
-                with RunFolder(self.store.run_dir(run_id)) as child:
-                    child.move_from(parent, source_name, destination)
+        try:
+            with RunFolder(self.store.run_dir(self.run_id)) as parent:
+                if run_id == self.run_id:
+                    parent.move_from(parent, source_name, destination)
+                else:
+                    with RunFolder(self.store.run_dir(run_id)) as child:
+                        child.move_from(parent, source_name, destination)
+        except FileNotFoundError:
+            pass  # a run folder gone: reported as damaged by whatever reads the run next
 
     def write_back(self):
         self.conn.executemany(
@@ -176,12 +179,12 @@ def end_open_children(store, parent_id, status):
 
 def ingest(store, run_id):
     """Read the run's new telemetry into the history; return how many metric values it held."""
-    with RunFolder(store.run_dir(run_id)) as folder:
-        try:
+    try:
+        with RunFolder(store.run_dir(run_id)) as folder:
             # The script may have replaced the file by a link or a FIFO: neither is read.
             handle = folder.open(f"telemetry/{TELEMETRY_FILE}")
-        except NotARunFile:
-            return 0
+    except (FileNotFoundError, NotARunFile):
+        return 0
     with handle, store.transaction() as conn:
         offset = conn.execute("SELECT telemetry_offset FROM runs WHERE id = ?",
                               (run_id,)).fetchone()["telemetry_offset"]
