@@ -473,6 +473,28 @@ def test_an_azure_run_file_name_that_would_leave_the_download_folder_is_refused(
     assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "dl").exists()
 
 
+def test_a_model_download_never_writes_through_a_link_in_the_download_folder(amlocal_home,
+                                                                            tmp_path, sentinel):
+    from amlocal.backends.local.models import ModelRegistry
+
+    (tmp_path / "model" / "outputs").mkdir(parents=True)
+    (tmp_path / "model" / "outputs" / "weights.bin").write_bytes(b"weights")
+    registry = ModelRegistry(RunStore())
+    registry.register("m", tmp_path / "model" / "outputs")
+    target = tmp_path / "dl"
+    target.mkdir()
+    (target / "outputs").symlink_to(sentinel)
+    before = listing(sentinel)
+
+    result = invoke("models", "download", "m", "-o", target)
+
+    assert result.exit_code == 2, result.output
+    assert listing(sentinel) == before
+    (target / "outputs").unlink()
+    assert invoke("models", "download", "m", "-o", target).exit_code == 0
+    assert listing(target) == {"outputs": ("dir",), "outputs/weights.bin": ("file", b"weights")}
+
+
 # -- every route at once ----------------------------------------------------------------------------
 
 EVERY_ROUTE = """

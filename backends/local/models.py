@@ -33,7 +33,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from amlocal.backends.local.run_folder import copy_hashing, name_parts, printable
+from amlocal.backends.local.run_folder import copy_hashing, name_parts, printable, stage_file
 from amlocal.backends.local.store import RunFile, sha256_of_file
 from amlocal.errors import AmlocalError, RunRecordCorruptedError, UserInputError
 
@@ -370,7 +370,7 @@ class ModelRegistry:
         for _source, target, _entry in plan:
             if target.is_dir():
                 raise UserInputError(f"cannot download {record['id']}: {target} is a folder")
-        written, created = [], []
+        staged, created = [], []
         try:
             for source, target, entry in plan:
                 missing = target.parent
@@ -378,30 +378,29 @@ class ModelRegistry:
                     created.append(missing)
                     missing = missing.parent
                 try:
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                except OSError as error:
-                    raise UserInputError(f"cannot create {target.parent}: {error.strerror}") \
-                        from None
-                partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.partial")
-                written.append(partial)
-                try:
-                    size, digest = _copy_hashing(source, partial)
+                    handle = open(source, "rb")
                 except FileNotFoundError:
                     raise self._damaged(record, f"{entry['path']} is missing from {folder}") \
                         from None
-                if (size, digest) != (entry["size"], entry["sha256"]):
-                    raise self._damaged(record, _difference(entry, size))
-            for (_source, target, _entry), partial in zip(plan, written):
-                os.replace(partial, target)
+                with handle:
+                    # Written through the folder's descriptors: never through a link there.
+                    staged.append(stage_file(target_dir, entry["path"], handle))
+                if (staged[-1].size, staged[-1].sha256) != (entry["size"], entry["sha256"]):
+                    raise self._damaged(record, _difference(entry, staged[-1].size))
+            for file in staged:
+                file.commit()
         except BaseException:
-            for partial in written:
-                partial.unlink(missing_ok=True)
+            for file in staged:
+                file.discard()  # before the folders it made are removed
             for made in sorted(created, key=lambda path: len(path.parts), reverse=True):
                 try:
                     made.rmdir()
                 except OSError:
                     pass
             raise
+        finally:
+            for file in staged:
+                file.discard()  # closes what a commit left open
         return target_dir / record["model_path"]
 
     # -- changing -------------------------------------------------------------------------------

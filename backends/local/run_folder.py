@@ -196,33 +196,89 @@ class RunFolder:
 
 
 def write_file(folder, name, source):
-    """Copy the binary file object `source` to `name` under the host folder `folder`, atomically.
+    """Copy the binary file object `source` to `name` under the host folder `folder`, atomically
+    (see stage_file); returns (size, SHA-256)."""
+    staged = stage_file(folder, name, source)
+    with staged:
+        staged.commit()
+    return staged.size, staged.sha256
+
+
+def stage_file(folder, name, source):
+    """Copy the binary file object `source` into a StagedFile for `name` under the host folder
+    `folder`: under a temporary name until it is committed.
 
     `name` is checked (name_parts) and each folder on the way is made or opened without following
-    a link, so nothing is written outside `folder`: a link on the way is refused with a
-    UserInputError. Returns (size, SHA-256).
+    a link, so nothing is ever written outside `folder`: a link on the way, or a folder that
+    cannot be made, is refused with a UserInputError.
     """
     parts = name_parts(name)
-    os.makedirs(folder, exist_ok=True)
-    with RunFolder(folder) as root:
-        try:
-            parent = root._open_folder(parts[:-1], create=True)
-        except NotARunFile:
-            raise UserInputError(f"cannot write {printable(name)} into {folder}: a part of its "
-                                 "path there is a link or not a folder") from None
     try:
-        return _replace(parent, parts[-1], source)
-    except IsADirectoryError:
-        raise UserInputError(f"cannot write {printable(name)} into {folder}: a folder has that "
-                             "name") from None
-    finally:
+        os.makedirs(folder, exist_ok=True)
+        with RunFolder(folder) as root:
+            parent = root._open_folder(parts[:-1], create=True)
+    except NotARunFile:
+        raise UserInputError(f"cannot write {printable(name)} into {folder}: a part of its "
+                             "path there is a link or not a folder") from None
+    except OSError as error:
+        raise UserInputError(f"cannot write {printable(name)} into {folder}: "
+                             f"{error.strerror}") from None
+    try:
+        temporary, (size, digest) = _write_temporary(parent, parts[-1], source)
+    except BaseException:
         os.close(parent)
+        raise
+    return StagedFile(folder, name, parent, temporary, size, digest)
 
 
-def _replace(parent, part, source, mode=None):
-    """Copy `source` into a new file that then takes the name `part` in folder `parent`: under a
-    temporary name first, then renamed (which never follows `part`). mode: the new file's
-    permissions (None: 0o666 less the umask). Returns (size, SHA-256)."""
+class StagedFile:
+    """A file written in its folder under a temporary name, with the size and SHA-256 of what
+    was written: `commit` puts it in place (a rename, which never follows the name), closing
+    without a commit (or `discard`) leaves nothing. A context manager."""
+
+    def __init__(self, folder, name, parent, temporary, size, sha256):
+        self.folder, self.name, self.size, self.sha256 = folder, name, size, sha256
+        self._parent, self._temporary = parent, temporary
+
+    def commit(self):
+        try:
+            os.rename(self._temporary, self.name.rsplit("/", 1)[-1], src_dir_fd=self._parent,
+                      dst_dir_fd=self._parent)
+        except IsADirectoryError:
+            raise UserInputError(f"cannot write {printable(self.name)} into {self.folder}: a "
+                                 "folder has that name") from None
+        self._temporary = None
+
+    def discard(self):
+        if self._parent is None:
+            return
+        if self._temporary is not None:
+            _unlink_quietly(self._temporary, self._parent)
+        os.close(self._parent)
+        self._parent = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_exc):
+        self.discard()
+
+
+def _replace(parent, part, source, mode):
+    """Copy `source` into a new file with permissions `mode` that then takes the name `part` in
+    folder `parent` (renamed from a temporary name, atomically). Returns (size, SHA-256)."""
+    temporary, result = _write_temporary(parent, part, source, mode)
+    try:
+        os.rename(temporary, part, src_dir_fd=parent, dst_dir_fd=parent)
+    except BaseException:
+        _unlink_quietly(temporary, parent)
+        raise
+    return result
+
+
+def _write_temporary(parent, part, source, mode=None):
+    """Copy `source` into a new file in folder `parent` named after `part`; (its name, (size,
+    SHA-256)). mode: its permissions (None: 0o666 less the umask)."""
     temporary = f".{part[:200]}.{secrets.token_hex(4)}.partial"
     fd = os.open(temporary, _CREATE_FLAGS, 0o666 if mode is None else 0o600, dir_fd=parent)
     try:
@@ -230,11 +286,10 @@ def _replace(parent, part, source, mode=None):
             result = copy_hashing(source, out)
             if mode is not None:
                 os.fchmod(out.fileno(), mode)
-        os.rename(temporary, part, src_dir_fd=parent, dst_dir_fd=parent)
     except BaseException:
         _unlink_quietly(temporary, parent)
         raise
-    return result
+    return temporary, result
 
 
 def _walk(fd, prefix):
