@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from amlocal.backends.local.run_folder import printable
 from amlocal.backends.local.store import DRIVER_LOG, iso_time
 from amlocal.cli import charts
 from amlocal.cli.output import make_output_folder, png_file
@@ -565,8 +566,9 @@ class _Report:
                 parts.append(_json_block(row.value))
                 continue
             try:
-                path = self.store.verified_file_path(self.details["id"], name)
-                data = path.read_bytes() if path.stat().st_size <= MAX_EMBEDDED_IMAGE_BYTES else None
+                with self.store.open_verified_file(self.details["id"], name) as handle:
+                    small = os.fstat(handle.fileno()).st_size <= MAX_EMBEDDED_IMAGE_BYTES
+                    data = handle.read() if small else None
             except (AmlocalError, OSError) as error:
                 parts.append(Markup(f'<p class="note">Image {esc(name)} cannot be shown: '
                                     f"{esc(error)}</p>"))
@@ -703,7 +705,7 @@ class _Report:
                 size_cell = Markup(f'<span title="{size} bytes">{esc(_size(size))}</span>')
             except (AmlocalError, OSError):
                 size_cell = "gone"
-            rows.append([name, size_cell])
+            rows.append([printable(name), size_cell])
         if not rows:
             return self.section("files", "Files", [Markup('<p class="note">No files.</p>')])
         return self.section("files", "Files",

@@ -3,6 +3,7 @@
 import click
 
 from amlocal.backends import get_backend, open_run
+from amlocal.backends.local.run_folder import printable
 from amlocal.backends.status import is_terminal
 from amlocal.cli.output import make_output_folder, png_file
 from amlocal.cli.render import EventPrinter, echo_json, format_value, summary_line, table
@@ -181,7 +182,7 @@ def files(run_id, as_json):
         echo_json(names)
         return
     for name in names:
-        click.echo(name)
+        click.echo(printable(name))  # a name that is not UTF-8 shows its bytes as \xNN
 
 
 @runs.command()
@@ -206,7 +207,7 @@ def download(run_id, prefix, output_dir, as_json):
         echo_json([str(path) for path in paths])
         return
     for path in paths:
-        click.echo(str(path))
+        click.echo(printable(str(path)))
 
 
 @runs.command()

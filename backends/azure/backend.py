@@ -26,6 +26,7 @@ from amlocal.backends import status as run_status
 from amlocal.backends.azure.errors import (AzureComputeError, AzureConfigError, redact,
                                            redact_data, require_sdk)
 from amlocal.backends.base import Backend, LogLine, RunHandle, StatusChanged, ignore_event
+from amlocal.backends.local.run_folder import name_parts
 from amlocal.backends.local.store import RunStore, new_run_id, run_details
 from amlocal.errors import IllegalTransitionError
 
@@ -407,8 +408,10 @@ class AzureRunHandle(RunHandle):
 
     def download_files(self, prefix=None, output_directory=None):
         root = Path(output_directory) if output_directory else Path.cwd()
-        return [self.download_file(name, root / name) for name in self.get_file_names()
-                if not prefix or name.startswith(prefix)]
+        names = [name for name in self.get_file_names() if not prefix or name.startswith(prefix)]
+        for name in names:
+            name_parts(name)  # a name the script gave that would leave `root` is refused
+        return [self.download_file(name, root / name) for name in names]
 
     def get_children(self):
         """Child runs of an Azure run stay in Azure ML (its portal page lists them): amlocal's

@@ -2,9 +2,7 @@
 
 import dataclasses
 import os
-import shutil
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -21,6 +19,7 @@ from amlocal.backends.local.lifecycle import POLL_INTERVAL_S, RunDriver
 from amlocal.backends.local.process_executor import (ProcessExecutor, missing_packages,
                                                       missing_packages_message)
 from amlocal.backends.local.recovery import reconcile_run, start_supervisor
+from amlocal.backends.local.run_folder import write_file
 from amlocal.backends.local.snapshot import snapshot_files, take_snapshot
 from amlocal.backends.local.store import BUILD_LOG, DRIVER_LOG, RunStore, run_details
 from amlocal.errors import RunRecordCorruptedError, UserInputError
@@ -315,17 +314,25 @@ class LocalRunHandle(RunHandle):
         return self.store.add_properties(self.id, properties)
 
     def download_file(self, name, output_file_path=None):
-        source = self.store.verified_file_path(self.id, name)
+        """Copy run file `name` to output_file_path (default: its base name in the current
+        folder; a folder: its base name there), atomically, after checking it against what
+        PostProcessing recorded."""
         target = Path(output_file_path) if output_file_path else Path.cwd() / Path(name).name
         if target.is_dir():
             target = target / Path(name).name
-        _copy_atomically(source, target)
-        return target
+        return self._download(name, target.parent, target.name)
 
     def download_files(self, prefix=None, output_directory=None):
+        """Copy the run's files (those whose name starts with prefix) into output_directory,
+        each under its name in the run; nothing is written outside that folder."""
         names = [name for name in self.get_file_names() if not prefix or name.startswith(prefix)]
         root = Path(output_directory) if output_directory else Path.cwd()
-        return [self.download_file(name, root / name) for name in names]
+        return [self._download(name, root, name) for name in names]
+
+    def _download(self, name, folder, relative):
+        with self.store.open_verified_file(self.id, name) as source:
+            write_file(folder, relative, source)
+        return folder / relative
 
 
 def _read_new_lines(path, offset, final=False, most_bytes=READ_CHUNK_BYTES):
@@ -344,15 +351,3 @@ def _read_new_lines(path, offset, final=False, most_bytes=READ_CHUNK_BYTES):
             data = data[:complete]
     lines = data.decode("utf-8", errors="replace").splitlines()
     return offset + len(data), lines
-
-
-def _copy_atomically(source, target):
-    target.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(descriptor)
-    try:
-        shutil.copyfile(source, temporary)
-        os.replace(temporary, target)
-    except BaseException:
-        os.unlink(temporary)
-        raise

@@ -31,7 +31,7 @@ from amlocal.backends.local.compute import ComputeTargets, combine_node_resource
 from amlocal.backends.local.jobs import Prepared
 from amlocal.backends.local.recovery import reconcile_blockers
 from amlocal.backends.local.script_output import OUTPUT_DIR, append_note
-from amlocal.backends.local.store import BUILD_LOG, DRIVER_LOG
+from amlocal.backends.local.store import BUILD_LOG, DRIVER_LOG, not_run_files
 from amlocal.backends.local.telemetry import end_open_children
 from amlocal.errors import AmlocalError, IllegalTransitionError
 
@@ -393,10 +393,10 @@ class RunDriver:
         if self._disk_full():
             raise self._disk_full_error("its outputs were collected")
         self.store.ingest_telemetry(self.run_id)
-        recorded = self.store.record_files(self.run_id)
+        recorded, skipped = self.store.record_files(self.run_id)
         outputs = [size for _run, name, size, _sha in recorded if name.startswith("outputs/")]
         return (f"{len(outputs)} file(s), {sum(outputs) / 2**20:.2f} MB in ./outputs kept in run "
-                "history")
+                f"history{not_run_files(skipped)}")
 
     def _finish(self, exit_code):
         record = self.store.get_run(self.run_id)

@@ -22,7 +22,6 @@ and '.', starting with a letter or digit, 1 to 255 characters.
 """
 
 import datetime
-import hashlib
 import json
 import os
 import posixpath
@@ -31,9 +30,11 @@ import secrets
 import shutil
 import sqlite3
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
-from amlocal.backends.local.store import sha256_of_file
+from amlocal.backends.local.run_folder import copy_hashing, name_parts, printable, stage_file
+from amlocal.backends.local.store import RunFile, sha256_of_file
 from amlocal.errors import AmlocalError, RunRecordCorruptedError, UserInputError
 from amlocal.validation import check_text, shown
 
@@ -232,7 +233,7 @@ class ModelRegistry:
 
         model_path is one of the run's file names (store.file_names) or a folder of them; None
         means model_name, as in azureml-core's Run.register_model. Each file is checked against
-        what PostProcessing recorded of it (store.verified_file_path), so a damaged file is
+        what PostProcessing recorded of it (store.open_verified_file), so a damaged file is
         refused. The model keeps the path's last part: 'model.npz', or 'outputs' with the
         folder's files under it.
         """
@@ -249,7 +250,7 @@ class ModelRegistry:
                 f"Could not locate the provided model_path {wanted} in the set of files uploaded "
                 f"to the run: {names} {RUN_LOGGING_HELP}")
         parent = posixpath.dirname(wanted)
-        sources = [(self.store.verified_file_path(run_id, name),
+        sources = [(RunFile(self.store, run_id, name),
                     posixpath.relpath(name, parent) if parent else name) for name in chosen]
         return self.register(model_name, sources, run_id=run_id, run_path=wanted,
                              experiment_name=record["experiment"], **metadata)
@@ -355,6 +356,11 @@ class ModelRegistry:
         record = self.get(name, version)
         folder = self.model_dir(record["name"], record["version"])
         target_dir = Path(target_dir)
+        for entry in record["files"]:
+            try:
+                name_parts(entry["path"], "model file name")
+            except UserInputError as error:
+                raise self._damaged(record, str(error)) from None  # would leave target_dir
         plan = [(folder / entry["path"], target_dir / entry["path"], entry)
                 for entry in record["files"]]
         if not exist_ok:
@@ -365,7 +371,7 @@ class ModelRegistry:
         for _source, target, _entry in plan:
             if target.is_dir():
                 raise UserInputError(f"cannot download {record['id']}: {target} is a folder")
-        written, created = [], []
+        staged, created = [], []
         try:
             for source, target, entry in plan:
                 missing = target.parent
@@ -373,30 +379,29 @@ class ModelRegistry:
                     created.append(missing)
                     missing = missing.parent
                 try:
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                except OSError as error:
-                    raise UserInputError(f"cannot create {target.parent}: {error.strerror}") \
-                        from None
-                partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.partial")
-                written.append(partial)
-                try:
-                    size, digest = _copy_hashing(source, partial)
+                    handle = open(source, "rb")
                 except FileNotFoundError:
                     raise self._damaged(record, f"{entry['path']} is missing from {folder}") \
                         from None
-                if (size, digest) != (entry["size"], entry["sha256"]):
-                    raise self._damaged(record, _difference(entry, size))
-            for (_source, target, _entry), partial in zip(plan, written):
-                os.replace(partial, target)
+                with handle:
+                    # Written through the folder's descriptors: never through a link there.
+                    staged.append(stage_file(target_dir, entry["path"], handle))
+                if (staged[-1].size, staged[-1].sha256) != (entry["size"], entry["sha256"]):
+                    raise self._damaged(record, _difference(entry, staged[-1].size))
+            for file in staged:
+                file.commit()
         except BaseException:
-            for partial in written:
-                partial.unlink(missing_ok=True)
+            for file in staged:
+                file.discard()  # before the folders it made are removed
             for made in sorted(created, key=lambda path: len(path.parts), reverse=True):
                 try:
                     made.rmdir()
                 except OSError:
                     pass
             raise
+        finally:
+            for file in staged:
+                file.discard()  # closes what a commit left open
         return target_dir / record["model_path"]
 
     # -- changing -------------------------------------------------------------------------------
@@ -589,7 +594,8 @@ def _entries(source_paths):
     if isinstance(source_paths, (str, os.PathLike)):
         pairs = collect_local_files(source_paths)
     else:
-        pairs = [(Path(source), str(relative)) for source, relative in source_paths]
+        pairs = [(source if isinstance(source, RunFile) else Path(source), str(relative))
+                 for source, relative in source_paths]
     if not pairs:
         raise UserInputError("no files to register")
     seen = {}
@@ -598,6 +604,9 @@ def _entries(source_paths):
         if (posixpath.isabs(normalized) or normalized.split("/", 1)[0] in ("", ".", "..")
                 or "\\" in normalized or normalized != relative):
             raise UserInputError(f"not a name inside a model: {relative!r}")
+        if printable(relative) != relative:
+            raise UserInputError(f"not a name inside a model: {printable(relative)!r} (the "
+                                 "registry keeps UTF-8 names without control characters)")
         seen.setdefault(normalized, source)
     tops = {relative.split("/", 1)[0] for relative in seen}
     if len(tops) != 1:
@@ -658,23 +667,19 @@ def _text(value):
 def _copy_hashing(source, target, reading=False):
     """Copy a file's bytes to a new file `target`; return (size, SHA-256) of what was copied.
 
+    `source` is a Path or a RunFile (a run's file, read through the run folder and verified).
     reading: an error opening or reading `source` is the caller's input, so it is reported as a
     UserInputError (a link to nowhere in a model folder, a file that cannot be read).
     """
-    digest = hashlib.sha256()
-    size = 0
-    try:
-        handle_in = open(source, "rb")
-    except OSError as error:
-        if not reading:
-            raise
-        raise UserInputError(f"cannot read {source}: {error.strerror}") from None
-    with handle_in, open(target, "xb") as handle_out:
-        for block in iter(lambda: handle_in.read(1 << 20), b""):
-            digest.update(block)
-            handle_out.write(block)
-            size += len(block)
-    return size, digest.hexdigest()
+    with ExitStack() as stack:
+        try:
+            handle_in = stack.enter_context(source.open("rb"))
+        except OSError as error:
+            if not reading:
+                raise
+            raise UserInputError(f"cannot read {source}: {error.strerror}") from None
+        with open(target, "xb") as handle_out:
+            return copy_hashing(handle_in, handle_out)
 
 
 def _difference(entry, size):

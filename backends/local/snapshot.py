@@ -29,27 +29,17 @@ def _ignore_spec(source_dir):
 def snapshot_files(source_dir):
     """The (relative posix path, size in bytes) of every file the snapshot of source_dir takes.
 
-    Raises UserInputError when the snapshot would exceed Azure ML's limits.
+    Symlinks are followed as azureml-core follows them (a link to a file is taken as that file,
+    a link to a folder as that folder's files, under the link's name) when they point inside
+    source_dir. A link that points outside it, to nothing or to a folder above itself (a loop),
+    and a FIFO, socket or device, are refused with a UserInputError unless the ignore file
+    leaves them out: Azure would upload the host file a link points to, and fail with a
+    traceback on the others. Raises UserInputError when the snapshot would exceed Azure ML's
+    limits.
     """
     source_dir = Path(source_dir)
-    spec = _ignore_spec(source_dir)
-    files = []
-    total = 0
-    for dirpath, dirnames, filenames in os.walk(source_dir, followlinks=False):
-        relative_dir = Path(dirpath).relative_to(source_dir)
-        kept = []
-        for dirname in sorted(dirnames):
-            relative = (relative_dir / dirname).as_posix()
-            if dirname != ".git" and not spec.match_file(relative + "/"):
-                kept.append(dirname)
-        dirnames[:] = kept
-        for filename in sorted(filenames):
-            relative = (relative_dir / filename).as_posix()
-            if spec.match_file(relative):
-                continue
-            size = os.path.getsize(os.path.join(dirpath, filename))
-            files.append((relative, size))
-            total += size
+    files = list(_walk(source_dir.resolve(), source_dir.resolve(), "", _ignore_spec(source_dir)))
+    total = sum(size for _relative, size in files)
     if total > SNAPSHOT_MAX_SIZE_BYTES:
         raise UserInputError(
             f"Your total snapshot size exceeds the limit of {SNAPSHOT_MAX_SIZE_BYTES / 2**20:.1f} MB "
@@ -60,6 +50,46 @@ def snapshot_files(source_dir):
             f"{SNAPSHOT_MAX_FILES} (list what to leave out in .amlignore, or set "
             "AML_SNAPSHOT_NO_FILE_LIMIT=1)")
     return files
+
+
+def _walk(root, folder, prefix, spec, above=()):
+    """(relative path, size) of the files under `folder` (a real folder inside `root`) that
+    `spec` does not ignore; `above` holds the real folders the walk came through."""
+    above = above + (folder,)
+    for entry in sorted(os.scandir(folder), key=lambda entry: entry.name):
+        relative = prefix + entry.name
+        if entry.name == ".git" and entry.is_dir():
+            continue
+        is_dir = entry.is_dir()  # follows a link, as azureml-core's isfile/listdir do
+        if spec.match_file(relative + "/" if is_dir else relative):
+            continue
+        path = Path(entry.path)
+        if entry.is_symlink():
+            path = _link_target(root, path, relative, above)
+        if is_dir:
+            yield from _walk(root, path, relative + "/", spec, above)
+        elif path.is_file():
+            yield relative, path.stat().st_size
+        else:
+            raise UserInputError(f"the source folder's {relative} is not a file or a folder (a "
+                                 "FIFO, socket or device cannot be snapshotted): remove it or "
+                                 "list it in .amlignore")
+
+
+def _link_target(root, link, relative, above):
+    """Where the source folder's symlink `link` points, if that may be taken; UserInputError."""
+    target = link.resolve()
+    advice = "replace it with what it points to, or list it in .amlignore"
+    if not target.exists():
+        raise UserInputError(f"the source folder's symlink {relative} points to nothing "
+                             f"({os.readlink(link)}): {advice}")
+    if not target.is_relative_to(root):
+        raise UserInputError(f"the source folder's symlink {relative} points outside it, to "
+                             f"{target}, which would be copied into the snapshot: {advice}")
+    if target in above:
+        raise UserInputError(f"the source folder's symlink {relative} points to a folder that "
+                             f"holds it ({target}), a loop: {advice}")
+    return target
 
 
 def take_snapshot(source_dir, destination, files=None):

@@ -19,16 +19,25 @@ predictions (the logged JSON object).
 """
 
 import json
-import os
 import time
 
 from amlocal.backends import status as run_status
 from amlocal.backends.base import STAGES
-from amlocal.backends.local.store import FILE_FOLDERS, TELEMETRY_FILE, UPLOADS_FOLDER
+from amlocal.backends.local.run_folder import NotARunFile, RunFolder, name_parts
+from amlocal.backends.local.store import (FILE_FOLDERS, TELEMETRY_FILE, UPLOADS_FOLDER,
+                                          run_file_location)
+from amlocal.errors import UserInputError
 
 _FIELDS = {"metric": ("name", "type", "value"), "tags": ("tags",), "remove_tags": ("tags",),
            "properties": ("properties",), "upload": ("name",), "fail": (), "child": (),
            "status": ("status",)}
+
+
+def _is_folder_name(value):
+    try:
+        return isinstance(value, str) and len(name_parts(value, "child run id")) == 1
+    except UserInputError:
+        return False
 
 
 def parse_event(line):
@@ -41,8 +50,8 @@ def parse_event(line):
         return None
     if any(field not in event for field in _FIELDS[event["kind"]]):
         return None
-    if "run" in event and not isinstance(event["run"], str):
-        return None
+    if "run" in event and not _is_folder_name(event["run"]):
+        return None  # a child run's id names its folder: one plain part, or the event is not one
     if event["kind"] in ("metric", "upload") and not isinstance(event["name"], str):
         return None
     if event["kind"] in ("tags", "properties") and not isinstance(event[event["kind"]], dict):
@@ -50,14 +59,6 @@ def parse_event(line):
     if event["kind"] == "remove_tags" and not isinstance(event["tags"], list):
         return None
     return event
-
-
-def upload_destination(run_dir, name):
-    """Where an uploaded file named `name` lives in its run's folder: outputs/ and logs/ names
-    in those folders, any other name in the run's upload folder."""
-    if name.split("/", 1)[0] in FILE_FOLDERS:
-        return run_dir / name
-    return run_dir / UPLOADS_FOLDER / name
 
 
 class _Batch:
@@ -124,14 +125,23 @@ class _Batch:
             self.run(child_id)["error"] = error  # written with the child's row in write_back
 
     def move_upload(self, run_id, name):
-        parent_dir = self.store.run_dir(self.run_id)
-        source = parent_dir / "telemetry" / "uploads"
-        source = source / run_id / name if run_id != self.run_id else source / name
-        if not source.is_file():
-            return  # moved by an earlier ingest whose transaction was rolled back
-        destination = upload_destination(self.store.run_dir(run_id), name)
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(source, destination)
+        """Move an uploaded file into its run's files. The name, and everything on the way, is
+        the script's: a name that could leave the folder, a link or a non-file anywhere, and
+        the upload is left where it is (not a run file), never followed."""
+        uploads = f"telemetry/uploads/{run_id}" if run_id != self.run_id else "telemetry/uploads"
+        try:
+            source_name, destination = f"{uploads}/{name}", run_file_location(name)
+        except UserInputError:
+            return
+        try:
+            with RunFolder(self.store.run_dir(self.run_id)) as parent:
+                if run_id == self.run_id:
+                    parent.move_from(parent, source_name, destination)
+                else:
+                    with RunFolder(self.store.run_dir(run_id)) as child:
+                        child.move_from(parent, source_name, destination)
+        except FileNotFoundError:
+            pass  # a run folder gone: reported as damaged by whatever reads the run next
 
     def write_back(self):
         self.conn.executemany(
@@ -169,15 +179,17 @@ def end_open_children(store, parent_id, status):
 
 def ingest(store, run_id):
     """Read the run's new telemetry into the history; return how many metric values it held."""
-    path = store.run_dir(run_id) / "telemetry" / TELEMETRY_FILE
-    if not path.exists():
+    try:
+        with RunFolder(store.run_dir(run_id)) as folder:
+            # The script may have replaced the file by a link or a FIFO: neither is read.
+            handle = folder.open(f"telemetry/{TELEMETRY_FILE}")
+    except (FileNotFoundError, NotARunFile):
         return 0
-    with store.transaction() as conn:
+    with handle, store.transaction() as conn:
         offset = conn.execute("SELECT telemetry_offset FROM runs WHERE id = ?",
                               (run_id,)).fetchone()["telemetry_offset"]
-        with open(path, "rb") as handle:
-            handle.seek(offset)
-            data = handle.read()
+        handle.seek(offset)
+        data = handle.read()
         complete = data[:data.rfind(b"\n") + 1]
         if not complete:
             return 0
