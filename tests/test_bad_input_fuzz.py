@@ -16,7 +16,6 @@ import os
 import random
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 from amlocal.cli.main import cli, run as run_command

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 from html.parser import HTMLParser
-from pathlib import Path
 
 import matplotlib.image
 from matplotlib.colors import to_rgb

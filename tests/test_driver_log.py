@@ -5,7 +5,6 @@ Everything real: `amlocal run` as a subprocess with real pipes and signals, real
 host processes, the real run history.
 """
 
-import os
 import signal
 import subprocess
 import sys

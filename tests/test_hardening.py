@@ -147,6 +147,27 @@ def test_docker_run_files_belong_to_the_submitter_and_links_are_not_followed(bac
 
 
 @pytest.mark.docker
+def test_files_the_script_uploads_belong_to_the_submitter(backend, docker_client, tmp_path):
+    # Uploads under names outside ./outputs and ./logs land in the run's uploads/ folder, which
+    # is no mount of the container's: they are given to the submitter as they are taken in.
+    source = write_script(tmp_path / "src", "train.py", """
+from azureml.core.run import Run
+run = Run.get_context()
+open("/tmp/plot.txt", "w").write("a chart")
+run.upload_file("charts/plot.txt", "/tmp/plot.txt")
+run.upload_file("outputs/copied.txt", "/tmp/plot.txt")
+""")
+    details = backend.submit(RunSpec(source_dir=source, script="train.py",
+                                     executor="docker")).wait(timeout=120)
+
+    assert details["status"] == "Completed", details["error"]
+    run_dir = Path(details["run_dir"])
+    owners = {**owners_under(run_dir / "uploads"), **owners_under(run_dir / "outputs")}
+    assert {"charts/plot.txt", "copied.txt"} <= set(owners)
+    assert set(owners.values()) == {(os.getuid(), os.getgid())}
+
+
+@pytest.mark.docker
 def test_run_files_are_given_back_when_the_process_driving_the_run_died(amlocal_home, docker_client,
                                                                        tmp_path):
     source = write_script(tmp_path / "src", "train.py", """

@@ -11,10 +11,8 @@ cannot see them, but the host side would follow a link to them.
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -24,7 +22,7 @@ from amlocal.backends.local.snapshot import snapshot_files, take_snapshot
 from amlocal.backends.local.store import RunStore
 from amlocal.errors import UserInputError
 from conftest import write_script
-from test_cli import invoke, last_json, run_json
+from test_cli import invoke, last_json
 
 AMLOCAL = [sys.executable, "-m", "amlocal"]
 

@@ -173,13 +173,14 @@ class RunFolder:
             try:
                 # rename never follows its last part: a link at `name` is replaced, not written.
                 os.rename(source_parts[-1], parts[-1], src_dir_fd=source_parent, dst_dir_fd=parent)
+                if os.geteuid() == 0:
+                    # Written by the script's unprivileged user (ownership.py); among the run's
+                    # files it is the submitter's, as the rest of the run folder is once the run
+                    # ends. The name's own inode: a link swapped in is re-owned, not followed.
+                    os.chown(parts[-1], os.getuid(), os.getgid(), dir_fd=parent,
+                             follow_symlinks=False)
             except (IsADirectoryError, NotADirectoryError, FileNotFoundError):
                 return False
-            if os.geteuid() == 0:
-                # Written by the script's unprivileged user (ownership.py); in the run's files it
-                # is the submitter's, as the rest of the run's folder is once the run ends. The
-                # name's own inode only: a link swapped in meanwhile is re-owned, not followed.
-                os.chown(parts[-1], 0, 0, dir_fd=parent, follow_symlinks=False)
             finally:
                 os.close(parent)
         finally:
