@@ -1,12 +1,14 @@
 """Where the command line writes (-o): checked before anything is drawn or copied, and folders
 made whole or not at all."""
 
+from contextlib import contextmanager
+
 from amlocal.errors import UserInputError
 from amlocal.validation import usable_path
 
 
-def make_output_folder(path, option="-o"):
-    """Create the folder `path` and its missing parents; return it as a Path.
+def _make_folders(path, option):
+    """Create the folder `path` and its missing parents; return it and the folders made here.
 
     If that fails (a parent is a file, a name is too long, no permission), the folders made
     here are removed again and UserInputError says why, so a refused -o leaves nothing behind.
@@ -21,10 +23,34 @@ def make_output_folder(path, option="-o"):
                 step.mkdir()
                 made.append(step)
     except OSError as error:
-        for step in reversed(made):
-            step.rmdir()
+        _remove_empty(made)
         raise UserInputError(f"cannot create {option} {folder}: {error.strerror or error}") from None
-    return folder
+    return folder, made
+
+
+def _remove_empty(folders):
+    for folder in reversed(folders):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty: something was written there, and is kept
+            return
+
+
+def make_output_folder(path, option="-o"):
+    """Create the folder `path` and its missing parents (see _make_folders); return it as a Path."""
+    return _make_folders(path, option)[0]
+
+
+@contextmanager
+def output_folder(path, option="-o"):
+    """make_output_folder for a command that then writes into it: if the command fails, the
+    folders made here that are still empty go again, so a refused download leaves nothing."""
+    folder, made = _make_folders(path, option)
+    try:
+        yield folder
+    except BaseException:
+        _remove_empty(made)
+        raise
 
 
 def png_file(path, option="-o"):

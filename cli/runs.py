@@ -5,7 +5,7 @@ import click
 from amlocal.backends import get_backend, open_run
 from amlocal.backends.local.run_folder import printable
 from amlocal.backends.status import is_terminal
-from amlocal.cli.output import make_output_folder, png_file
+from amlocal.cli.output import make_output_folder, output_folder, png_file
 from amlocal.cli.render import EventPrinter, echo_json, format_value, summary_line, table
 from amlocal.errors import AmlocalError, UserInputError
 from amlocal.validation import MAX_INT, bounded_float
@@ -198,11 +198,11 @@ def download(run_id, prefix, output_dir, as_json):
     if not names:
         raise UserInputError(f"run {run_id} has no files under {prefix!r} "
                              f"(see `amlocal runs files {run_id}`)")
-    output_dir = make_output_folder(output_dir)
-    try:
-        paths = handle.download_files(prefix=prefix, output_directory=output_dir)
-    except OSError as error:  # a name under -o that cannot be written (too long for its disk)
-        raise UserInputError(f"cannot write into -o {output_dir}: {error.strerror or error}") from None
+    with output_folder(output_dir) as output_dir:
+        try:
+            paths = handle.download_files(prefix=prefix, output_directory=output_dir)
+        except OSError as error:  # a name under -o that cannot be written (too long for its disk)
+            raise UserInputError(f"cannot write into -o {output_dir}: {error.strerror or error}") from None
     if as_json:
         echo_json([str(path) for path in paths])
         return
