@@ -124,3 +124,23 @@ def bounded_float(name, value, minimum, maximum):
         raise UserInputError(f"{name} must be a number between {minimum} and {maximum}, "
                              f"got {shown(value)}")
     return number
+
+
+def setting(name, default, minimum, maximum, whole=False):
+    """amlocal's own setting `name` from the environment (else `default`), as a number in
+    [minimum, maximum]; UserInputError naming the variable when it is set to anything else.
+
+    Read when used, never at import, so a bad value is one clear error where it matters
+    instead of a traceback from every command.
+    """
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text) if whole else float(text)
+    except ValueError:
+        kind = "a whole number" if whole else "a number"
+        raise UserInputError(f"environment variable {name} must be {kind} between {minimum} and "
+                             f"{maximum}, got {shown(text)}") from None
+    checker = bounded_int if whole else bounded_float
+    return checker(f"environment variable {name}", value, minimum, maximum)

@@ -370,3 +370,21 @@ def test_nul_in_arguments_or_environment_is_refused_from_python(amlocal_home, tm
         with pytest.raises(UserInputError, match="NUL|too long"):
             LocalBackend().submit(spec)
     assert LocalBackend().list_runs() == []
+
+
+# -- amlocal's own settings in the environment ------------------------------------------------
+
+@pytest.mark.parametrize("name, value", [("AMLOCAL_STOP_GRACE_S", "ten"),
+                                         ("AMLOCAL_STOP_GRACE_S", "-1"),
+                                         ("AMLOCAL_MAX_PREEMPTIONS", "1e999"),
+                                         ("AMLOCAL_MAX_PREEMPTIONS", "2.5")])
+def test_a_bad_setting_is_one_line_at_submission_and_other_commands_still_work(
+        amlocal_home, tmp_path, monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    source = write_script(tmp_path / "src", "train.py", TRAIN)
+
+    result = invoke("run", source, "--script", "train.py", "--executor", "process")
+
+    assert_one_line_error(result, containing=name)
+    listed = invoke("runs", "list", "--json")
+    assert listed.exit_code == 0 and last_json(listed) == []  # nothing was created

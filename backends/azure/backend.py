@@ -16,7 +16,6 @@ Nothing here imports azureml: the translation and the session do, when first use
 local backend (and listing Azure runs already in the history) works without the `azure` extra.
 """
 
-import os
 import queue
 import threading
 import time
@@ -29,6 +28,7 @@ from amlocal.backends.base import Backend, LogLine, RunHandle, StatusChanged, ig
 from amlocal.backends.local.run_folder import name_parts
 from amlocal.backends.local.store import RunStore, new_run_id, run_details
 from amlocal.errors import IllegalTransitionError
+from amlocal.validation import setting
 
 EXECUTOR = "amlcompute"
 DEFAULT_DATASTORE = "workspaceblobstore"
@@ -37,7 +37,7 @@ DRIVER_LOGS = ("user_logs/std_log.txt", "azureml-logs/70_driver_log.txt")
 
 
 def _poll_interval():
-    return float(os.environ.get("AMLOCAL_AZURE_POLL_S", "10"))
+    return setting("AMLOCAL_AZURE_POLL_S", 10.0, 0, 3600)
 
 
 # -- the workspace configuration file ----------------------------------------------------------

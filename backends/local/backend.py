@@ -15,7 +15,8 @@ from amlocal.backends.base import (Backend, LogLine, RunHandle, StageFinished, S
 from amlocal.backends.local import engine, images
 from amlocal.backends.local.docker_executor import DockerExecutor
 from amlocal.backends.local.compute import ComputeTargets, target_has_gpus, target_has_real_gpus
-from amlocal.backends.local.lifecycle import POLL_INTERVAL_S, RunDriver
+from amlocal.backends.local.lifecycle import (POLL_INTERVAL_S, RunDriver, max_preemptions,
+                                               stop_grace_s)
 from amlocal.backends.local.process_executor import (ProcessExecutor, missing_packages,
                                                       missing_packages_message)
 from amlocal.backends.local.recovery import reconcile_run, start_supervisor
@@ -67,6 +68,7 @@ class LocalBackend(Backend):
     def submit(self, spec, on_event=ignore_event, detach=False, run_id=None, parent_id=None):
         """Start a run of `spec` (see Backend.submit); `run_id`/`parent_id` name a sweep's child."""
         spec = spec.validated()
+        stop_grace_s(), max_preemptions()  # a bad AMLOCAL_* setting is refused before the run exists
         executor_name = self._choose_executor(spec.executor)
         if executor_name == "docker":
             images.recipe_dir(spec.environment.recipe)

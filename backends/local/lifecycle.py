@@ -34,16 +34,24 @@ from amlocal.backends.local.script_output import OUTPUT_DIR, append_note
 from amlocal.backends.local.store import BUILD_LOG, DRIVER_LOG, not_run_files
 from amlocal.backends.local.telemetry import end_open_children
 from amlocal.errors import AmlocalError, IllegalTransitionError
+from amlocal.validation import setting
 
 RUNTIME_DIR = Path(__file__).resolve().parent / "runtime"
 POLL_INTERVAL_S = 0.2
 LOG_TAIL_LINES = 20
 LOG_TAIL_BYTES = 64 << 10
-# SIGTERM, then this long before SIGKILL, when a run is canceled, times out or is preempted.
-STOP_GRACE_S = float(os.environ.get("AMLOCAL_STOP_GRACE_S", "10"))
-MAX_PREEMPTIONS = int(os.environ.get("AMLOCAL_MAX_PREEMPTIONS", "3"))
 # Less free space than this where the run history lives counts as a full disk.
 DISK_LOW_WATER_BYTES = 1 << 20
+
+
+def stop_grace_s():
+    """SIGTERM, then this long before SIGKILL, when a run is canceled, times out or is preempted."""
+    return setting("AMLOCAL_STOP_GRACE_S", 10.0, 0, 86400)
+
+
+def max_preemptions():
+    """How often a preempted run is queued again before it fails."""
+    return setting("AMLOCAL_MAX_PREEMPTIONS", 3, 0, 1000, whole=True)
 
 
 class _LogWriter:
@@ -371,16 +379,17 @@ class RunDriver:
                           f"not be copied ({type(error).__name__}: {error})\n")
 
     def _stop_job(self):
-        self.job.stop(0 if self._killed else STOP_GRACE_S)
+        self.job.stop(0 if self._killed else stop_grace_s())
 
     def _requeue_after_preemption(self):
         preemptions = self.store.get_run(self.run_id)["preemptions"] + 1
         self._release_job()
         self._remove_scratch()
         self.compute.release(self.run_id)
-        if preemptions > MAX_PREEMPTIONS:
+        allowed = max_preemptions()
+        if preemptions > allowed:
             raise AmlocalError(f"the run's low-priority node was preempted {preemptions} times "
-                               f"(AMLOCAL_MAX_PREEMPTIONS is {MAX_PREEMPTIONS})")
+                               f"(AMLOCAL_MAX_PREEMPTIONS is {allowed})")
         self.store.update_run(self.run_id, preemptions=preemptions)
         # Into the script's output, so that the driver log (its copy) has the line in its place.
         append_note(self.run_dir, f"[amlocal] the run's low-priority node was preempted "
