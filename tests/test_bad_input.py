@@ -388,3 +388,41 @@ def test_a_bad_setting_is_one_line_at_submission_and_other_commands_still_work(
     assert_one_line_error(result, containing=name)
     listed = invoke("runs", "list", "--json")
     assert listed.exit_code == 0 and last_json(listed) == []  # nothing was created
+
+
+def test_child_runs_of_a_run_with_the_longest_experiment_name_keep_what_they_log(amlocal_home,
+                                                                                 tmp_path):
+    source = write_script(tmp_path / "src", "train.py", """
+from azureml.core.run import Run
+run = Run.get_context()
+child = run.child_run(name="fold-1")
+child.log("loss", 0.25)
+child.upload_file("charts/fold.txt", __file__)
+child.complete()
+""")
+    result = invoke("run", source, "--script", "train.py", "--executor", "process",
+                    "--experiment", LONGEST_EXPERIMENT, "--json")
+
+    assert result.exit_code == 0, result.output
+    store = RunStore()
+    [child] = store.children_of(last_json(result)["id"])
+    assert store.get_metrics(child) == {"loss": [0.25]}
+    assert "charts/fold.txt" in store.file_names(child)
+    assert store.get_status(child) == "Completed"
+
+
+def test_a_child_run_id_that_could_name_another_folder_is_refused_in_the_script(amlocal_home,
+                                                                               tmp_path):
+    source = write_script(tmp_path / "src", "train.py", """
+from azureml.core.run import Run
+from azureml.exceptions import UserErrorException
+try:
+    Run.get_context().child_run(run_id="../../elsewhere")
+except UserErrorException as error:
+    print("refused:", error)
+""")
+    result = invoke("run", source, "--script", "train.py", "--executor", "process", "--json")
+
+    assert result.exit_code == 0, result.output
+    assert "refused: invalid run id '../../elsewhere'" in result.output
+    assert RunStore().children_of(last_json(result)["id"]) == []

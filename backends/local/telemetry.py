@@ -7,7 +7,7 @@ or repeats one. Events:
 
     {"kind": "metric", "name", "type", "value", "step"?, "description"?}   a metric value
     {"kind": "tags" | "properties", ...} / {"kind": "remove_tags", "tags": [...]}
-    {"kind": "upload", "name"}            a file now in telemetry/uploads/[<child id>/]<name>
+    {"kind": "upload", "name"}            a file now in telemetry/uploads/[child-<digest of its id>/]<name>
     {"kind": "fail", "error"}             Run.fail() of the run itself
     {"kind": "child", "name"}             a child run started (its id is the event's "run")
     {"kind": "status", "status", "error"?} a child run completed, failed or was canceled
@@ -18,12 +18,14 @@ JSON `value` as logged: scalar (a value), list (a list), row ({column: value}), 
 predictions (the logged JSON object).
 """
 
+import hashlib
 import json
+import re
 import time
 
 from amlocal.backends import status as run_status
 from amlocal.backends.base import STAGES
-from amlocal.backends.local.run_folder import NotARunFile, RunFolder, name_parts
+from amlocal.backends.local.run_folder import NotARunFile, RunFolder
 from amlocal.backends.local.store import (FILE_FOLDERS, TELEMETRY_FILE, UPLOADS_FOLDER,
                                           run_file_location)
 from amlocal.errors import UserInputError
@@ -33,11 +35,20 @@ _FIELDS = {"metric": ("name", "type", "value"), "tags": ("tags",), "remove_tags"
            "status": ("status",)}
 
 
-def _is_folder_name(value):
-    try:
-        return isinstance(value, str) and len(name_parts(value, "child run id")) == 1
-    except UserInputError:
-        return False
+# What a child run's id may be (runtime/amlocal_run.py refuses other ids given to child_run):
+# letters, digits, '_', '-' and '.', up to 512 characters, as a run id of the longest experiment
+# name with a child's suffix needs; store.run_folder_name bounds the folder it names.
+_CHILD_RUN_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,511}")
+
+
+def _is_child_run_id(value):
+    return isinstance(value, str) and _CHILD_RUN_ID.fullmatch(value) is not None
+
+
+def child_uploads_folder(run_id):
+    """Where, under telemetry/uploads/, a child run's uploads are: what runtime/amlocal_run.py's
+    function of the same name gives (it runs in the script's Python and cannot import this)."""
+    return "child-" + hashlib.sha256(run_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def parse_event(line):
@@ -50,8 +61,8 @@ def parse_event(line):
         return None
     if any(field not in event for field in _FIELDS[event["kind"]]):
         return None
-    if "run" in event and not _is_folder_name(event["run"]):
-        return None  # a child run's id names its folder: one plain part, or the event is not one
+    if "run" in event and not _is_child_run_id(event["run"]):
+        return None
     if event["kind"] in ("metric", "upload") and not isinstance(event["name"], str):
         return None
     if event["kind"] in ("tags", "properties") and not isinstance(event[event["kind"]], dict):
@@ -128,7 +139,8 @@ class _Batch:
         """Move an uploaded file into its run's files. The name, and everything on the way, is
         the script's: a name that could leave the folder, a link or a non-file anywhere, and
         the upload is left where it is (not a run file), never followed."""
-        uploads = f"telemetry/uploads/{run_id}" if run_id != self.run_id else "telemetry/uploads"
+        uploads = ("telemetry/uploads" if run_id == self.run_id
+                   else f"telemetry/uploads/{child_uploads_folder(run_id)}")
         try:
             source_name, destination = f"{uploads}/{name}", run_file_location(name)
         except UserInputError:

@@ -20,6 +20,7 @@ cleanly here does not fail on Azure for a logging reason:
   properties per run, keys up to 100 and values up to 1,000 characters; once a metric is logged
   with a step, every value of it needs one.
 """
+import hashlib
 import io
 import json
 import os
@@ -43,6 +44,8 @@ MAX_TAGS = 50
 MAX_KEY_LENGTH = 100
 MAX_VALUE_LENGTH = 1000
 _ARTIFACT_METRIC_SCHEMAS = ("confusion_matrix", "accuracy_table", "residuals", "predictions")
+# The run ids the host takes for child runs (backends/local/telemetry.py).
+_RUN_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,511}")
 _IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM")
 
 
@@ -316,6 +319,9 @@ class Run(object):
         with self._lock:
             self._children += 1
             child_id = run_id or "{}_{}".format(self.id, self._children)
+        if not _RUN_ID.fullmatch(child_id):
+            raise _user_error("invalid run id {!r}: up to 512 letters, digits, '_', '-' or '.', "
+                              "not starting with '.'".format(child_id))
         child = Run(child_id, self.experiment.name, self._telemetry, self._uploads_dir,
                     parent=self, name=name)
         child._write({"kind": "child", "name": name or ""})
@@ -394,13 +400,21 @@ class Run(object):
 
     def _write_upload(self, name, content):
         relative = _safe_upload_path(name)
-        target = os.path.join(self._uploads_dir, self.id if self.parent else "", relative)
+        target = os.path.join(self._uploads_dir,
+                              child_uploads_folder(self.id) if self.parent else "", relative)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         partial = target + ".partial"
         with open(partial, "wb") as handle:
             handle.write(content)
         os.replace(partial, target)
         self._write({"kind": "upload", "name": relative})
+
+
+def child_uploads_folder(run_id):
+    """The folder, under the uploads folder, of a child run's uploads: a digest of its id, which
+    may be any text and longer than a file name may be. (The host, which cannot import this
+    module, computes the same in telemetry.py.)"""
+    return "child-" + hashlib.sha256(run_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def _safe_name(name):
