@@ -424,5 +424,5 @@ except UserErrorException as error:
     result = invoke("run", source, "--script", "train.py", "--executor", "process", "--json")
 
     assert result.exit_code == 0, result.output
-    assert "refused: invalid run id '../../elsewhere'" in result.output
+    assert "invalid run id '../../elsewhere'" in result.output
     assert RunStore().children_of(last_json(result)["id"]) == []
