@@ -39,21 +39,7 @@ class Experiment:
         from amlocal.run import Run
 
         if dry_run:
-            from amlocal.backends import get_backend
-            from amlocal.backends.azure.backend import dry_run_text
-
-            azure = get_backend("azure", home=self.workspace._home,
-                                workspace_config=getattr(self.workspace, "_azure_config", None))
-            if hasattr(config, "_sweep"):  # a HyperDriveConfig
-                template = (config.estimator or config.run_config)._to_spec(self.name, tags=tags)
-                document = azure.dry_run_sweep(template, config._sweep())
-            elif hasattr(config, "_to_spec"):
-                document = azure.dry_run(config._to_spec(self.name, tags=tags))
-            else:
-                raise UserInputError(f"a dry run shows a ScriptRunConfig, an estimator or a "
-                                     f"HyperDriveConfig, not a {type(config).__name__}")
-            print(dry_run_text(document))
-            return document
+            return self._dry_run(config, tags)
 
         submit_to = getattr(config, "_submit_to", None)
         if submit_to is not None:  # configs that start runs of their own kind (HyperDriveConfig)
@@ -64,6 +50,24 @@ class Experiment:
                                  "an estimator or a HyperDriveConfig")
         handle = self._backend().submit(to_spec(self.name, tags=tags), detach=True)
         return Run(self, handle.id, _handle=handle)
+
+    def _dry_run(self, config, tags):
+        """submit(dry_run=True): print the dry run as `amlocal run --dry-run` does, return it."""
+        from amlocal.backends import get_backend
+        from amlocal.cli.dry_run import dry_run, dry_run_text
+
+        azure = get_backend("azure", home=self.workspace._home,
+                            workspace_config=getattr(self.workspace, "_azure_config", None))
+        if hasattr(config, "_sweep"):  # a HyperDriveConfig
+            template = (config.estimator or config.run_config)._to_spec(self.name, tags=tags)
+            document = dry_run(azure, template, config._sweep())
+        elif hasattr(config, "_to_spec"):
+            document = dry_run(azure, config._to_spec(self.name, tags=tags))
+        else:
+            raise UserInputError(f"a dry run shows a ScriptRunConfig, an estimator or a "
+                                 f"HyperDriveConfig, not a {type(config).__name__}")
+        print(dry_run_text(document))  # the SDK's edge: dry_run=True is documented to print
+        return document
 
     def get_runs(self, type=None, tags=None, properties=None, include_children=False):
         """This experiment's runs, newest first (children only with include_children=True)."""

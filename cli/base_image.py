@@ -2,7 +2,7 @@
 
 import click
 
-from amlocal.backends.local import engine, images
+from amlocal.backends.local import images
 from amlocal.cli.render import echo_json, echo_status
 
 
@@ -23,6 +23,8 @@ def build(tag, suite, mirror, force, as_json):
     For machines that reach a Debian mirror but no registry: recipes then build on it instead of
     python:3.11-slim-bookworm. Takes about 30 s.
     """
+    from amlocal.backends.local import engine  # the Docker SDK, only when an image is built
+
     client = engine.connect()
     existing = None if force else images.local_image(client, tag)
     if existing is not None:

@@ -734,7 +734,7 @@ class _Report:
         from amlocal.backends.local.sweep import child_summaries, primary_values
 
         metric = self.details["sweep"]["primary_metric_config"]["name"]
-        children = child_summaries(self.store, self.details["id"])
+        children = child_summaries(self.handle)
         if not children:
             return self.section("sweep", "Sweep", [Markup('<p class="note">No child runs yet.</p>')])
         terminated = {child["run_id"] for child in children

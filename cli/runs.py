@@ -2,9 +2,9 @@
 
 import click
 
-from amlocal.backends import get_backend, open_run
 from amlocal.backends.local.run_folder import printable
 from amlocal.backends.status import is_terminal
+from amlocal.cli.backends import backends
 from amlocal.cli.output import make_output_folder, output_folder, png_file
 from amlocal.cli.render import EventPrinter, echo_json, format_value, summary_line, table
 from amlocal.errors import AmlocalError, UserInputError
@@ -36,7 +36,7 @@ class WaitTimeoutError(AmlocalError):
 
 def _handle(run_id):
     """The run's handle from the backend that ran it (an Azure run's goes to Azure)."""
-    return open_run(run_id)
+    return backends().open_run(run_id)
 
 
 @click.group()
@@ -53,12 +53,14 @@ def runs():
 @json_option
 def list_runs(experiment, limit, refresh, as_json):
     """List runs, local and Azure ones, newest first."""
-    records = get_backend("local").list_runs(experiment=experiment, limit=limit)
+    history = backends().get()
+    records = history.list_runs(experiment=experiment, limit=limit)
     remote = [index for index, record in enumerate(records)
-              if record.get("backend", "local") != "local" and "corrupted" not in record]
+              if record.get("backend", history.name) != history.name and "corrupted" not in record]
     for index in remote:
-        # An Azure run's record holds its portal URL; --refresh asks Azure for its status.
-        handle = get_backend(records[index]["backend"]).get_run(records[index]["id"])
+        # A run another backend ran (on Azure) is that backend's to describe: its record holds
+        # its portal URL, and --refresh asks Azure for its status.
+        handle = backends().get(records[index]["backend"]).get_run(records[index]["id"])
         records[index] = handle.get_details(refresh=refresh)
     damaged = [record for record in records if "corrupted" in record]
     for record in damaged:
@@ -87,6 +89,11 @@ def show(run_id, as_json):
     """Show a run: status, stages with their timings, error, last metric values."""
     handle = _handle(run_id)
     details = handle.get_details()
+    if details.get("sweep"):
+        from amlocal.cli.sweep import sweep_view
+
+        children_text, children_json = sweep_view(handle)
+        details = {**details, **children_json}
     if as_json:
         echo_json(details)
         return
@@ -106,10 +113,8 @@ def show(run_id, as_json):
         click.echo(table(details["stages"], [("STAGE", "name"), ("STATUS", "status"),
                                              ("DURATION_S", "duration_s"), ("DETAIL", "detail")]))
     if details.get("sweep"):
-        from amlocal.cli.sweep import children_table
-
         click.echo()
-        click.echo(children_table(handle.store, run_id))
+        click.echo(children_text)
     metrics = handle.get_metrics()
     if metrics:
         click.echo()
@@ -240,7 +245,7 @@ def compare(run_ids, metric, output, as_json):
         png_file(output)  # before matplotlib is imported: it writes caches under $HOME
     from amlocal.cli.report import write_compare_chart  # matplotlib only when charts are drawn
 
-    path, values_by_run = write_compare_chart(get_backend("local"), list(run_ids), metric, output)
+    path, values_by_run = write_compare_chart(backends().get(), list(run_ids), metric, output)
     if as_json:
         echo_json({"file": str(path), "runs": values_by_run})
         return

@@ -2,16 +2,17 @@
 
 import ast
 import json
-import signal
 import time
 
 import click
 
-from amlocal.backends import get_backend
-from amlocal.backends.base import EXECUTORS, EnvironmentSpec, RunSpec
+from amlocal.backends.local.sweep import child_summaries
 from amlocal.backends.status import is_terminal
-from amlocal.cli.main import _raise_keyboard_interrupt, parse_inputs
-from amlocal.cli.render import echo_json, echo_status, summary_line, table
+from amlocal.cli.backends import backends
+from amlocal.cli.follow import submit_and_follow
+from amlocal.cli.main import show_dry_run
+from amlocal.cli.render import echo_status, table
+from amlocal.cli.spec_options import run_spec, spec_options
 from amlocal.errors import UserInputError
 from amlocal.train.hyperdrive import parameter_expressions
 from amlocal.train.hyperdrive.policy import (BanditPolicy, MedianStoppingPolicy,
@@ -69,8 +70,7 @@ def parse_policy(text):
 
 
 @click.command()
-@click.argument("source_dir", default=".", type=click.Path(file_okay=False))
-@click.option("--script", required=True, help="Entry script, relative to SOURCE_DIR.")
+@spec_options
 @click.option("--param", "params", multiple=True, required=True, metavar="NAME=DIST(...)",
               help="A hyperparameter and its distribution, e.g. 'lr=loguniform(-6,-1)' or "
                    "'batchsize=choice(64,128,256)'; passed to the script as --NAME VALUE. Repeatable.")
@@ -82,29 +82,16 @@ def parse_policy(text):
 @click.option("--goal", type=click.Choice(["maximize", "minimize"]), required=True)
 @click.option("--max-total-runs", type=int, required=True)
 @click.option("--max-concurrent-runs", type=int)
-@click.option("--max-duration-minutes", type=int, default=10080, show_default=True)
+@click.option("--max-duration-minutes", type=int, default=10080, show_default=True,
+              help="End the sweep (its running children canceled) after this long.")
 @click.option("--seed", type=int, help="Seed of random or Bayesian sampling, for a repeatable sweep.")
-@click.option("--experiment", default="Default", show_default=True)
-@click.option("--compute", default="local", show_default=True)
-@click.option("--executor", type=click.Choice(EXECUTORS))
-@click.option("--input", "inputs", multiple=True, metavar="NAME=PATH")
-@click.option("--pip", "pip_packages", multiple=True, metavar="PKG")
-@click.option("--recipe", default="chainer", show_default=True)
-@click.option("--backend", "backend_name", type=click.Choice(["local", "azure"]), default="local",
-              show_default=True, help="Sweep here, or on Azure ML as a HyperDrive run.")
-@click.option("--workspace-config", type=click.Path(), metavar="PATH",
-              help="--backend azure: the workspace's config.json (or a folder to search from).")
-@click.option("--dry-run", is_flag=True, help="--backend azure: print the HyperDrive configuration "
-                                              "and the child runs' submission; send nothing.")
-@click.option("--detach", is_flag=True, help="Return once the sweep is submitted; it runs on.")
-@click.option("--json", "as_json", is_flag=True, help="End with the sweep and its children as JSON.")
 @click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
-def sweep(source_dir, script, params, sampling, policy, metric, goal, max_total_runs,
-          max_concurrent_runs, max_duration_minutes, seed, experiment, compute, executor, inputs,
-          pip_packages, recipe, backend_name, workspace_config, dry_run, detach, as_json,
-          script_args):
+def sweep(script_args, params, sampling, policy, metric, goal, max_total_runs, max_concurrent_runs,
+          max_duration_minutes, seed, backend_name, workspace_config, dry_run, detach, quiet_build,
+          as_json, **spec):
     """Sweep hyperparameters of SCRIPT (HyperDrive): child runs on the compute target, sampled,
-    early-terminated by the policy; arguments after -- go to every child.
+    early-terminated by the policy; arguments after -- go to every child. Every option of
+    `amlocal run` applies to each child run.
 
     \b
     Example:
@@ -114,61 +101,34 @@ def sweep(source_dir, script, params, sampling, policy, metric, goal, max_total_
           --goal maximize --max-total-runs 8 --max-concurrent-runs 2 \\
           --input mnist=./mnist -- --epochs 3 --data-dir '$AZUREML_DATAREFERENCE_mnist'
     """
+    template = run_spec(spec, script_args)
     space = dict(parse_parameter(text) for text in params)
     properties = {"seed": seed} if seed is not None else None
     config = HyperDriveConfig(
-        estimator=_FixedSpec(RunSpec(
-            source_dir=source_dir, script=script, arguments=tuple(script_args),
-            experiment=experiment, inputs=parse_inputs(inputs), executor=executor, compute=compute,
-            environment=EnvironmentSpec(recipe=recipe, pip_packages=tuple(pip_packages)))),
+        estimator=_FixedSpec(template),
         hyperparameter_sampling=_SAMPLINGS[sampling](space, properties=properties),
         policy=parse_policy(policy), primary_metric_name=metric,
         primary_metric_goal=PrimaryMetricGoal.from_str(goal), max_total_runs=max_total_runs,
         max_concurrent_runs=max_concurrent_runs, max_duration_minutes=max_duration_minutes)
-    if (dry_run or workspace_config) and backend_name != "azure":
-        raise UserInputError("--dry-run and --workspace-config are for --backend azure")
-    if backend_name == "azure":
-        azure = get_backend("azure", workspace_config=workspace_config)
-        if dry_run:
-            from amlocal.backends.azure.backend import dry_run_text
-
-            document = azure.dry_run_sweep(config.estimator.spec, config._sweep())
-            if as_json:
-                echo_json(document)
-            else:
-                click.echo(dry_run_text(document))
-            return
-        handle = azure.submit_sweep(config.estimator.spec, config._sweep())
-        echo_status(f"HyperDrive run {handle.id} submitted to Azure ML; follow it with "
-                    f"`amlocal runs wait {handle.id}`")
-        click.echo(handle.id)
+    backend = backends().get(backend_name, workspace_config=workspace_config)
+    if dry_run:
+        show_dry_run(backend, template, config._sweep(), as_json=as_json)
         return
-    backend = get_backend("local")
-    handle = backend.submit_sweep(config.estimator.spec, config._sweep(), detach=True)
-    echo_status(f"Sweep {handle.id} submitted: {max_total_runs} run(s), "
-                f"{config._max_concurrent_runs} at a time, {sampling} sampling")
-    if detach:
-        if as_json:
-            echo_json(handle.get_details())
-        else:
-            click.echo(handle.id)
-        return
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    try:
-        details = _follow(backend, handle)
-    except KeyboardInterrupt:
-        echo_status(f"Canceling sweep {handle.id} and its child runs ...")
-        handle.cancel()
-        details = _follow(backend, handle)
-    from amlocal.backends.local.sweep import child_summaries
 
-    children = child_summaries(backend.store, handle.id)
-    echo_status(summary_line(details))
-    click.echo(_children_table(children, metric), err=as_json)
-    if as_json:
-        echo_json(dict(details, children=children))
-    if details["status"] != "Completed":
-        raise click.exceptions.Exit(1)
+    def submit():
+        handle = backend.submit_sweep(template, config._sweep(), detach=True)
+        echo_status(f"Sweep {handle.id} submitted: {max_total_runs} run(s), "
+                    f"{config._max_concurrent_runs} at a time, {sampling} sampling")
+        return handle
+
+    def show_children(handle, details):
+        children = child_summaries(handle)
+        click.echo(_children_table(children, metric), err=as_json)
+        return {"children": children}
+
+    submit_and_follow(submit, lambda handle, canceling: _follow(handle), detach=detach,
+                      as_json=as_json, noun="sweep", extra=show_children,
+                      follow_with="runs wait {id}")
 
 
 class _FixedSpec:
@@ -181,14 +141,12 @@ class _FixedSpec:
         return self.spec
 
 
-def _follow(backend, handle):
+def _follow(handle):
     """Print each child's changes of status until the sweep ends; return the sweep's details."""
-    from amlocal.backends.local.sweep import child_summaries
-
     shown = {}
     while True:
         status = handle.get_status()
-        for child in child_summaries(backend.store, handle.id):
+        for child in child_summaries(handle):
             state = (child["status"], child["last_primary_metric"])
             if shown.get(child["run_id"]) != state:
                 shown[child["run_id"]] = state
@@ -210,9 +168,18 @@ def _children_table(children, metric):
                         (f"LAST {metric.upper()}", "last"), ("HYPERPARAMETERS", "hyperparameters")])
 
 
-def children_table(store, sweep_id):
-    """The children table `amlocal runs show` prints for a sweep."""
-    from amlocal.backends.local.sweep import child_summaries
-
-    metric = store.get_run(sweep_id)["spec"]["sweep"]["primary_metric_config"]["name"]
-    return _children_table(child_summaries(store, sweep_id), metric)
+def sweep_view(handle):
+    """What `amlocal runs show` shows of a sweep beyond its run: the children table as text, and
+    for --json its children ({id, status, hyperparameters, best, last}) and the best child
+    ({id, metric, value}: the best value any child logged, by the sweep's goal; null if none)."""
+    metric = handle.get_details()["sweep"]["primary_metric_config"]
+    summaries = child_summaries(handle)
+    children = [{"id": child["run_id"], "status": child["status"],
+                 "hyperparameters": child["hyperparameters"], "best": child["best_primary_metric"],
+                 "last": child["last_primary_metric"]} for child in summaries]
+    scored = [child for child in children if child["best"] is not None]
+    pick = max if metric["goal"] == "maximize" else min
+    best = pick(scored, key=lambda child: child["best"]) if scored else None
+    best_child = best and {"id": best["id"], "metric": metric["name"], "value": best["best"]}
+    return _children_table(summaries, metric["name"]), {"children": children,
+                                                         "best_child": best_child}

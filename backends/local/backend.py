@@ -12,13 +12,9 @@ from pathlib import Path
 from amlocal.backends import status as run_status
 from amlocal.backends.base import (Backend, LogLine, RunHandle, StageFinished, StageStarted,
                                    StatusChanged, ignore_event)
-from amlocal.backends.local import engine, images
-from amlocal.backends.local.docker_executor import DockerExecutor
 from amlocal.backends.local.compute import ComputeTargets, target_has_gpus, target_has_real_gpus
 from amlocal.backends.local.lifecycle import (POLL_INTERVAL_S, RunDriver, max_preemptions,
                                                stop_grace_s)
-from amlocal.backends.local.process_executor import (ProcessExecutor, missing_packages,
-                                                      missing_packages_message)
 from amlocal.backends.local.recovery import reconcile_run, start_supervisor
 from amlocal.backends.local.run_folder import write_file
 from amlocal.backends.local.snapshot import snapshot_files, take_snapshot
@@ -48,13 +44,23 @@ class LocalBackend(Backend):
         self.store = RunStore(home)
         self._docker_client = docker_client
 
+    # The executors (and with docker_executor, engine and images the Docker SDK) are imported
+    # where a run needs them, not with this module: reading the history (`amlocal runs list`)
+    # should not pay for them.
+
     def _executor(self, name):
         if name == "docker":
+            from amlocal.backends.local.docker_executor import DockerExecutor
+
             return DockerExecutor(self._docker_client)
+        from amlocal.backends.local.process_executor import ProcessExecutor
+
         return ProcessExecutor()
 
     def _choose_executor(self, requested):
         """docker when asked (the engine must answer) or, unasked, when an engine answers."""
+        from amlocal.backends.local import engine
+
         if requested == "process":
             return "process"
         if requested == "docker":
@@ -71,11 +77,16 @@ class LocalBackend(Backend):
         stop_grace_s(), max_preemptions()  # a bad AMLOCAL_* setting is refused before the run exists
         executor_name = self._choose_executor(spec.executor)
         if executor_name == "docker":
+            from amlocal.backends.local import images
+
             images.recipe_dir(spec.environment.recipe)
         else:
-            missing = missing_packages(spec.environment.pip_packages)
+            from amlocal.backends.local import process_executor
+
+            missing = process_executor.missing_packages(spec.environment.pip_packages)
             if missing:
-                raise UserInputError(missing_packages_message(missing, sys.executable))
+                raise UserInputError(process_executor.missing_packages_message(missing,
+                                                                               sys.executable))
         targets = ComputeTargets(self.store)
         target = targets.get(spec.compute)
         if spec.node_count > target.max_nodes:

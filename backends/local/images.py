@@ -17,8 +17,6 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import docker.errors
-
 import amlocal
 from amlocal.backends.local.run_settings import PROXY_VARIABLES
 from amlocal.errors import AmlocalError, UserInputError
@@ -177,8 +175,13 @@ def write_build_context(destination, recipe_folder, pip_packages, pip_settings):
 
 
 # -- the engine side ------------------------------------------------------------------------
+# The functions below are handed a Docker client, so the Docker SDK is loaded by then; it is
+# imported in them rather than with this module, which `amlocal base-image --help` and the
+# recipe checks import without needing it.
 
 def local_image(client, name):
+    import docker.errors
+
     try:
         return client.images.get(name)
     except docker.errors.ImageNotFound:
@@ -198,6 +201,8 @@ def resolve_base_image(client, requested=None):
         if image is not None:
             return name, image.id
     name = candidates[0]
+    import docker.errors
+
     try:
         image = client.images.pull(name)
     except docker.errors.APIError as error:

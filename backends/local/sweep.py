@@ -39,29 +39,36 @@ def hyperparameter_arguments(configuration):
 
 def primary_values(store, run_id, metric_name):
     """The numeric values a run logged for the metric, in order."""
-    return [record["value"] for record in store.get_metric_records(run_id)
+    return numeric_values(store.get_metric_records(run_id), metric_name)
+
+
+def numeric_values(metric_records, metric_name):
+    """The numeric values among metric records (get_metric_records()) of one name, in order."""
+    return [record["value"] for record in metric_records
             if record["name"] == metric_name and isinstance(record["value"], (int, float))
             and not isinstance(record["value"], bool)]
 
 
-def child_summaries(store, parent_id):
-    """Each child of a sweep: id, hyperparameters, best and last primary metric, status, error."""
-    parent = store.get_run(parent_id)
-    metric = parent["spec"]["sweep"]["primary_metric_config"]
+def child_summaries(handle):
+    """Each child of a sweep (given its handle): id, hyperparameters, best and last primary
+    metric, status, error. Read through the Run interface only, so that every front door (the
+    CLI, the SDK's HyperDriveRun, the report) can show them."""
+    parent = handle.get_details()
+    metric = parent["sweep"]["primary_metric_config"]
     best = max if metric["goal"] == "maximize" else min
     summaries = []
-    for child_id in store.children_of(parent_id):
-        child = store.get_run(child_id)
-        values = primary_values(store, child_id, metric["name"])
-        tag = parent["tags"].get(HYPERPARAMETER_TAG_PREFIX + child_id)
+    for child in handle.get_children():
+        details = child.get_details()
+        values = numeric_values(child.get_metric_records(), metric["name"])
+        tag = parent["tags"].get(HYPERPARAMETER_TAG_PREFIX + child.id)
         summaries.append({
-            "run_id": child_id,
+            "run_id": child.id,
             "hyperparameters": json.loads(tag) if tag else None,
             "best_primary_metric": best(values) if values else None,
             "last_primary_metric": values[-1] if values else None,
             "intervals": len(values),
-            "status": child["status"],
-            "error": child["error"],
+            "status": details["status"],
+            "error": details["error"],
         })
     return summaries
 
@@ -150,7 +157,7 @@ class SweepDriver:
             environment=_environment(spec["environment"]), executor=spec["executor"],
             compute=spec["compute"], node_count=spec.get("node_count", 1),
             max_run_duration_seconds=spec.get("max_run_duration_seconds"),
-            tags={"hyperparameters": json.dumps(configuration)},
+            tags={**(spec.get("tags") or {}), "hyperparameters": json.dumps(configuration)},
             environment_variables=spec.get("environment_variables") or {},
             use_gpu=spec.get("use_gpu", False), run_as_root=spec.get("run_as_root", False))
         self.store.update_tags(self.run_id, {HYPERPARAMETER_TAG_PREFIX + child_id:

@@ -31,7 +31,7 @@ class HyperDriveRun(Run):
     def _summaries(self):
         from amlocal.backends.local.sweep import child_summaries
 
-        return child_summaries(self._handle.store, self.id)
+        return child_summaries(self._handle)
 
     def get_children_sorted_by_primary_metric(self, top=0, reverse=False, discard_no_metric=False):
         """Children as {run_id, hyperparameters, best_primary_metric, status}, best first (by

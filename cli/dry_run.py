@@ -1,0 +1,66 @@
+"""The Azure ML dry run: asked of a backend in one place, shown as text in one place.
+
+The backend returns the document (what would be submitted, JSON-ready data); whoever shows it
+renders it: the command line with `dry_run_text` (or as JSON), and `Experiment.submit(config,
+dry_run=True)`, the SDK's edge, prints the same text."""
+
+import json
+
+from amlocal.errors import UserInputError
+
+
+def dry_run(backend, spec, sweep=None):
+    """What `backend` would submit for `spec`, or for a sweep (HyperDriveConfig._sweep()) whose
+    child runs `spec` is the template of; UserInputError for a backend that has no dry run."""
+    if not hasattr(backend, "dry_run"):
+        raise UserInputError("--dry-run shows what would be submitted to Azure ML: use it with "
+                             "--backend azure")
+    if sweep is not None:
+        return backend.dry_run_sweep(spec, sweep)
+    return backend.dry_run(spec)
+
+
+def dry_run_text(document):
+    """A dry run's document as text for a terminal; --json gives the document itself."""
+    lines = [f"Dry run: nothing is sent to Azure ML. The submission, as {document['sdk']} makes it:",
+             ""]
+    workspace = document.get("workspace")
+    lines.append("Workspace:       " + (
+        f"{workspace['workspace_name']} (resource group {workspace['resource_group']}, "
+        f"subscription {workspace['subscription_id']}) from {workspace['config_file']}"
+        if workspace else "none: no config.json found (submitting needs one)"))
+    lines.append(f"Experiment:      {document['experiment']}")
+    snapshot = document.get("snapshot", {})
+    lines.append(f"Source folder:   {document['source_directory']} (snapshot of "
+                 f"{snapshot.get('files', '?')} files, {snapshot.get('bytes', 0) / 2**20:.2f} MB)")
+    lines.append(f"Script:          {document['script']} {' '.join(document['arguments'])}".rstrip())
+    if document["tags"]:
+        lines.append(f"Tags:            {json.dumps(document['tags'])}")
+    compute = document["compute"]
+    lines += ["", f"Compute target:  {compute['name']} (AmlCompute)"]
+    if compute["provisioning"] is None:
+        lines.append(f"  {compute['note']}")
+    else:
+        lines.append(f"  created if the workspace lacks it, from {compute['from']}, with:")
+        lines += ["  " + line for line in json.dumps(compute["provisioning"], indent=2).splitlines()]
+    if document["uploads"]:
+        lines += ["", "Inputs, uploaded first, then mounted ($AZUREML_DATAREFERENCE_<name>):"]
+        for upload in document["uploads"]:
+            lines.append(f"  {upload['input']}: {upload['from']} -> "
+                         f"{upload['datastore']}/{upload['path_on_datastore']}")
+    environment = document["environment"]
+    lines += ["", f"Environment {environment['name']}, which Azure builds from this Dockerfile:", ""]
+    lines += ["    " + line if line else "" for line in environment["dockerfile"].splitlines()]
+    if document.get("hyperdrive"):
+        lines += ["", "HyperDrive configuration (azureml-train-core's HyperDriveConfig over the "
+                      "run configuration below, one child run per sampled configuration):", ""]
+        lines += json.dumps(document["hyperdrive"], indent=2).splitlines()
+    run_configuration = json.loads(json.dumps(document["run_configuration"]))
+    docker = run_configuration.get("environment", {}).get("docker", {})
+    if docker.get("baseDockerfile") == environment["dockerfile"]:
+        docker["baseDockerfile"] = "<the Dockerfile above; --json shows it in place>"
+    lines += ["", "Run configuration, as azureml-core serializes it into the run definition:", ""]
+    lines += json.dumps(run_configuration, indent=2).splitlines()
+    if document["notes"]:
+        lines += ["", "Notes:"] + [f"  - {note}" for note in document["notes"]]
+    return "\n".join(lines)
