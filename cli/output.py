@@ -1,7 +1,10 @@
 """Where the command line writes (-o): checked before anything is drawn or copied, and folders
 made whole or not at all."""
 
+import os
+import tempfile
 from contextlib import contextmanager
+from pathlib import Path
 
 from amlocal.errors import UserInputError
 from amlocal.validation import usable_path
@@ -60,4 +63,26 @@ def png_file(path, option="-o"):
         raise UserInputError(f"{option} {path} must name a .png file: the chart is written as PNG")
     if path.is_dir():
         raise UserInputError(f"{option} {path} is a folder; name the .png file to write")
+    return path
+
+
+def write_atomically(path, data):
+    """Write bytes to path through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
+                                                 dir=path.parent)
+    except OSError as error:
+        raise UserInputError(f"cannot write {path}: {error.strerror or error}") from None
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException as error:
+        Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise UserInputError(f"cannot write {path}: {error.strerror or error}") from None
+        raise
     return path

@@ -1,376 +1,24 @@
-"""`amlocal runs compare` and `amlocal runs report`: a chart across runs, and one run as HTML.
+"""The report's sections, one renderer each: the run and its stages, status history, metrics
+(curves, tables, and the drawn types), images, files, the log tail, a sweep's children."""
 
-The report is one self-contained HTML file: charts and logged images are embedded as base64 data
-URIs, the CSS is inline, there is no script, and a Content-Security-Policy forbids the page from
-loading anything else, so it opens the same offline, attached to a mail, or years later. Every
-value that comes from the user or the run (names, values, tags, the log, ...) is HTML-escaped.
-
-Metric rows are read with their types and steps (RunStore.get_metrics keeps values only): a
-scalar logged again and again is a curve, log_row rows of one name are one table, and the
-artifact-backed types (image, confusion_matrix, accuracy_table, residuals, predictions) are drawn.
-"""
-
-import base64
-import datetime
-import html
 import json
 import os
-import re
 import shlex
-import tempfile
-import time
-from dataclasses import dataclass
-from pathlib import Path
 
 from amlocal.backends.local.run_folder import printable
 from amlocal.backends.local.store import DRIVER_LOG, iso_time
 from amlocal.cli import charts
-from amlocal.cli.output import make_output_folder, png_file
-from amlocal.errors import AmlocalError, UserInputError
+from amlocal.cli.report.html import (ANSI_ESCAPE, CSP, CSS, Markup, badge, esc, figure_html,
+                                     html_table, image_mime, parse_iso, png_data_uri, seconds_text,
+                                     size_text, tail_lines, text_of, value_cell)
+from amlocal.cli.report.metrics import (curve_points, group_metrics, is_number, read_metric_rows,
+                                        x_label)
+from amlocal.errors import AmlocalError
 
-LOG_TAIL_LINES = 500
 MAX_EMBEDDED_IMAGE_BYTES = 20 << 20
-COLLAPSE_ROWS = 25  # tables longer than this start folded (<details>), all rows still there
 
 
-# -- reading metric rows ------------------------------------------------------------------------
-
-@dataclass
-class MetricRow:
-    name: str
-    position: int
-    metric_type: str
-    value: object
-    step: int = None
-    description: str = ""
-    logged_at: float = None
-    damaged: bool = False
-
-
-def read_metric_rows(store, run_id):
-    """Every metric row of the run, in logging order, values decoded from JSON (a damaged value
-    is kept as its text, marked damaged, rather than failing the whole report)."""
-    rows = [MetricRow(record["name"], record["position"], record["type"], record["value"],
-                      record["step"], record["description"], record["logged_at"], record["damaged"])
-            for record in store.get_metric_records(run_id)]
-    first_seen = {}
-    for row in rows:
-        first_seen.setdefault(row.name, len(first_seen))
-    rows.sort(key=lambda row: (first_seen[row.name], row.position))
-    return rows
-
-
-@dataclass
-class MetricGroup:
-    """The rows of one metric name and type, in logging order."""
-
-    name: str
-    metric_type: str
-    rows: list
-
-    @property
-    def values(self):
-        return [row.value for row in self.rows]
-
-    @property
-    def description(self):
-        return next((row.description for row in self.rows if row.description), "")
-
-
-def group_metrics(rows):
-    """Rows grouped by (name, type), groups in order of first logging."""
-    groups = {}
-    for row in rows:
-        key = (row.name, row.metric_type)
-        if key not in groups:
-            groups[key] = MetricGroup(row.name, row.metric_type, [])
-        groups[key].rows.append(row)
-    return list(groups.values())
-
-
-def is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def curve_points(rows):
-    """(x, y, uses_steps): x is the step when every value was logged with one, else 1..n."""
-    uses_steps = bool(rows) and all(is_number(row.step) for row in rows)
-    x = [row.step for row in rows] if uses_steps else list(range(1, len(rows) + 1))
-    return x, [row.value for row in rows], uses_steps
-
-
-def _x_label(uses_steps):
-    if all(uses_steps):
-        return "step"
-    if not any(uses_steps):
-        return "logging order"
-    return "step (logging order for runs logged without steps)"
-
-
-# -- compare ------------------------------------------------------------------------------------
-
-def safe_file_part(text):
-    """A metric name made safe as part of a file name (compare-<metric>.png)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "metric"
-
-
-def compare_curves(backend, run_ids, metric):
-    """The metric's curve in each run: (series, x_label, {run id: values}).
-
-    Raises RunNotFoundError for an unknown run and UserInputError for no runs, a run given twice,
-    a run without the metric, or a metric that is not a numeric scalar curve.
-    """
-    if not run_ids:
-        raise UserInputError("give at least one run id to compare")
-    seen = set()
-    for run_id in run_ids:
-        if run_id in seen:
-            raise UserInputError(f"run {run_id} is given twice")
-        seen.add(run_id)
-    series, uses_steps, values_by_run = [], [], {}
-    for run_id in run_ids:
-        handle = backend.get_run(run_id)
-        experiment = handle.get_details()["experiment"]
-        rows = [row for row in read_metric_rows(handle.store, run_id) if row.name == metric]
-        if not rows:
-            names = sorted({row.name for row in read_metric_rows(handle.store, run_id)})
-            logged = f"it logged {', '.join(names)}" if names else "it logged no metrics"
-            raise UserInputError(f"run {run_id} has no metric {metric!r} ({logged})")
-        other_types = sorted({row.metric_type for row in rows} - {"scalar"})
-        if other_types:
-            raise UserInputError(
-                f"metric {metric!r} of run {run_id} is a {other_types[0]} metric, not a numeric "
-                "scalar curve (compare draws values logged with run.log)")
-        for index, row in enumerate(rows, start=1):
-            if row.damaged or not is_number(row.value):
-                raise UserInputError(
-                    f"metric {metric!r} of run {run_id} is not a numeric scalar curve: value "
-                    f"{index} is {row.value!r}")
-        x, y, steps = curve_points(rows)
-        series.append(charts.Series(f"{run_id} ({experiment})", x, y))
-        uses_steps.append(steps)
-        values_by_run[run_id] = y
-    return series, _x_label(uses_steps), values_by_run
-
-
-def compare_figure(backend, run_ids, metric):
-    """(Figure of the metric's curves, {run id: values})."""
-    series, x_label, values_by_run = compare_curves(backend, run_ids, metric)
-    return charts.curve_figure(metric, series, x_label), values_by_run
-
-
-def write_compare_chart(backend, run_ids, metric, output=None):
-    """Write the comparison chart as PNG; return (path, {run id: values})."""
-    path = png_file(output or f"compare-{safe_file_part(metric)}.png")
-    figure, values_by_run = compare_figure(backend, run_ids, metric)
-    write_atomically(path, charts.png_bytes(figure))
-    return path, values_by_run
-
-
-def write_atomically(path, data):
-    """Write bytes to path through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
-                                                 dir=path.parent)
-    except OSError as error:
-        raise UserInputError(f"cannot write {path}: {error.strerror or error}") from None
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException as error:
-        Path(temporary).unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise UserInputError(f"cannot write {path}: {error.strerror or error}") from None
-        raise
-    return path
-
-
-# -- HTML helpers -------------------------------------------------------------------------------
-
-# Control characters, and lone surrogates (bytes that were not UTF-8, as a history may hold them
-# from before tags were checked, or from a script): shown as U+FFFD, never written raw.
-_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
-_ANSI_ESCAPE = re.compile(r"\x1b(?:\[[0-9;?]*[ -/]*[@-~]|[@-Z\\-_])")  # colors, cursor moves
-
-
-class Markup(str):
-    """HTML built here, inserted as is (everything else is escaped)."""
-
-
-def esc(value):
-    if isinstance(value, Markup):
-        return value
-    return html.escape(_CONTROL.sub("\ufffd", str(value)), quote=True)
-
-
-def text_of(value):
-    """A value as the report shows it (floats with 6 significant digits, JSON for containers)."""
-    if value is None or isinstance(value, bool):
-        return str(value)
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, (list, dict)):
-        return json.dumps(value)
-    return str(value)
-
-
-def value_cell(value):
-    """A value for a table cell: a float shows 6 digits and keeps its full value as a tooltip."""
-    if isinstance(value, float) and repr(value) != text_of(value):
-        return Markup(f'<span title="{esc(repr(value))}">{esc(text_of(value))}</span>')
-    return Markup(esc(text_of(value)))
-
-
-def html_table(headers, rows, numeric=(), nowrap=(), collapse_label=None):
-    """A table; cells are escaped unless Markup. Long tables fold into <details>.
-
-    Columns in `numeric` are right-aligned, those in `nowrap` never wrap (names, times).
-    """
-    head = "".join(f"<th>{esc(header)}</th>" for header in headers)
-    body = []
-    for row in rows:
-        cells = []
-        for index, cell in enumerate(row):
-            classes = " ".join(name for name, columns in (("num", numeric), ("nowrap", nowrap))
-                               if index in columns)
-            css = f' class="{classes}"' if classes else ""
-            cells.append(f"<td{css}>{'' if cell is None else esc(cell)}</td>")
-        body.append(f"<tr>{''.join(cells)}</tr>")
-    table = (f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead>'
-             f'<tbody>{"".join(body)}</tbody></table></div>')
-    if len(rows) > COLLAPSE_ROWS:
-        label = collapse_label or f"all {len(rows)} rows"
-        return Markup(f"<details><summary>{esc(label)}</summary>{table}</details>")
-    return Markup(table)
-
-
-def badge(status):
-    return Markup(f'<span class="badge" style="background:{charts.status_color(status)}">'
-                  f"{esc(status)}</span>")
-
-
-def _png_data_uri(data, mime="image/png"):
-    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
-
-
-def _figure_html(figure, alt):
-    return Markup(f'<figure class="chart"><img alt="{esc(alt)}" '
-                  f'src="{_png_data_uri(charts.png_bytes(figure))}"></figure>')
-
-
-def _parse_iso(text):
-    if not text:
-        return None
-    return datetime.datetime.fromisoformat(text).timestamp()
-
-
-def _seconds(value):
-    if value is None:
-        return ""
-    if value < 120:
-        return f"{value:.3f} s" if value < 10 else f"{value:.1f} s"
-    minutes, seconds = divmod(value, 60)
-    if minutes < 60:
-        return f"{int(minutes)} min {seconds:.0f} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{int(hours)} h {int(minutes)} min"
-
-
-def _size(size):
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size} B" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return str(size)
-
-
-def _image_mime(data):
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "image/gif"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    head = data[:512].lstrip().lower()
-    if head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in head):
-        return "image/svg+xml"
-    return None
-
-
-def tail_lines(path, count=LOG_TAIL_LINES, max_bytes=8 << 20):
-    """(the last `count` lines of a text file, whether earlier text was left out); (None, False)
-    if there is no such file. Reads backwards from the end, at most `max_bytes`."""
-    try:
-        with open(path, "rb") as handle:
-            position = handle.seek(0, os.SEEK_END)
-            data = b""
-            while position > 0 and data.count(b"\n") <= count and len(data) < max_bytes:
-                step = min(1 << 16, position)
-                position -= step
-                handle.seek(position)
-                data = handle.read(step) + data
-    except FileNotFoundError:
-        return None, False
-    lines = data.decode("utf-8", errors="replace").splitlines()
-    if position > 0 and len(lines) > 1:
-        lines = lines[1:]  # reading started inside a line
-    return lines[-count:], position > 0 or len(lines) > count
-
-
-# -- the report ---------------------------------------------------------------------------------
-
-_CSS = """
-:root { color-scheme: light; }
-body { margin: 0; background: #f4f5f7; color: #1f2328;
-       font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
-main { max-width: 1100px; margin: 0 auto; padding: 20px 24px 40px; }
-header.run { background: #fff; border: 1px solid #d8dee4; border-radius: 8px; padding: 16px 20px;
-             margin-bottom: 20px; }
-header.run h1 { font-size: 20px; margin: 0 0 12px; word-break: break-all; }
-section { background: #fff; border: 1px solid #d8dee4; border-radius: 8px; padding: 12px 20px 16px;
-          margin-bottom: 20px; }
-h2 { font-size: 17px; margin: 4px 0 12px; }
-h3 { font-size: 15px; margin: 18px 0 6px; word-break: break-word; }
-h3 .kind { font-weight: normal; color: #57606a; font-size: 13px; margin-left: 6px; }
-h4 { font-size: 14px; margin: 12px 0 4px; }
-p.note, .description { color: #57606a; margin: 4px 0 8px; }
-nav { margin-bottom: 16px; font-size: 13px; }
-nav a { margin-right: 14px; color: #0969da; text-decoration: none; }
-dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: 4px 16px; margin: 0; }
-dl.facts dt { color: #57606a; }
-dl.facts dd { margin: 0; word-break: break-word; }
-.badge { display: inline-block; padding: 1px 10px; border-radius: 10px; color: #fff; font-weight: 600;
-         white-space: nowrap; }
-td.nowrap, th.nowrap { white-space: nowrap; word-break: normal; }
-.error { background: #ffebe9; border: 1px solid #ff818266; border-radius: 6px; padding: 8px 12px;
-         margin-top: 12px; white-space: pre-wrap; word-break: break-word; font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 13px; }
-.table-wrap { overflow-x: auto; max-width: 100%; }
-table { border-collapse: collapse; margin: 4px 0 8px; }
-th, td { border-bottom: 1px solid #e5e7eb; padding: 4px 12px 4px 0; text-align: left; vertical-align: top; }
-th { color: #57606a; font-weight: 600; white-space: nowrap; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-td { word-break: break-word; }
-figure { margin: 8px 0; }
-figure img { max-width: 100%; height: auto; border: 1px solid #eaeef2; }
-figure figcaption { color: #57606a; font-size: 13px; }
-details summary { cursor: pointer; color: #0969da; margin: 4px 0; }
-pre.log { background: #0d1117; color: #e6edf3; padding: 12px; border-radius: 6px; overflow: auto;
-          max-height: 640px; font: 12px/1.4 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
-          white-space: pre-wrap; word-break: break-all; }
-pre.json { background: #f6f8fa; padding: 8px; border-radius: 6px; overflow: auto; max-height: 400px; }
-code { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 13px; }
-"""
-
-_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
-
-
-class _Report:
+class Report:
     """Builds the HTML of one run's report, section by section."""
 
     def __init__(self, handle, now):
@@ -378,22 +26,22 @@ class _Report:
         self.store = handle.store
         self.now = now
         self.details = handle.get_details()
-        self.created = _parse_iso(self.details["created_at"])
+        self.created = parse_iso(self.details["created_at"])
         self.charts = 0
         self.images = 0
 
     def figure(self, figure, alt):
         self.charts += 1
-        return _figure_html(figure, alt)
+        return figure_html(figure, alt)
 
     # header ------------------------------------------------------------------------------
 
     def header(self):
         details = self.details
         if details["duration_s"] is not None:
-            duration = _seconds(details["duration_s"])
+            duration = seconds_text(details["duration_s"])
         else:
-            duration = f"{_seconds(max(self.now - self.created, 0))} so far (still {details['status']})"
+            duration = f"{seconds_text(max(self.now - self.created, 0))} so far (still {details['status']})"
         command = shlex.join([details["script"], *details["arguments"]])
         facts = [
             ("Experiment", details["experiment"]),
@@ -423,15 +71,15 @@ class _Report:
     def stages(self):
         bars, rows = [], []
         for stage in self.details["stages"]:
-            start, end = _parse_iso(stage["started_at"]), _parse_iso(stage["ended_at"])
+            start, end = parse_iso(stage["started_at"]), parse_iso(stage["ended_at"])
             bars.append(charts.StageBar(
                 stage["name"], stage["status"],
                 None if start is None else max(start - self.created, 0),
                 None if end is None else max(end - self.created, 0)))
             if stage["duration_s"] is not None:
-                duration = _seconds(stage["duration_s"])
+                duration = seconds_text(stage["duration_s"])
             elif start is not None:
-                duration = f"{_seconds(max(self.now - start, 0))} so far"
+                duration = f"{seconds_text(max(self.now - start, 0))} so far"
             else:
                 duration = ""
             rows.append([stage["name"], badge(stage["status"]), stage["started_at"] or "",
@@ -444,7 +92,7 @@ class _Report:
         ])
 
     def status_history(self):
-        rows = [[badge(status), iso_time(at), f"+{_seconds(max(at - self.created, 0))}"]
+        rows = [[badge(status), iso_time(at), f"+{seconds_text(max(at - self.created, 0))}"]
                 for status, at in self.store.status_history(self.details["id"])]
         return self.section("status-history", "Status history",
                             [html_table(["Status", "At", "Since created"], rows, numeric=(2,),
@@ -500,7 +148,7 @@ class _Report:
         if all(not row.damaged and is_number(row.value) for row in group.rows):
             parts.append(self.figure(
                 charts.curve_figure(group.name, [charts.Series(group.name, x, y)],
-                                    _x_label([uses_steps]), legend=False, height=3.8),
+                                    x_label([uses_steps]), legend=False, height=3.8),
                 f"chart of metric {group.name}"))
         header = "Step" if uses_steps else "#"
         parts.append(html_table([header, "Value"],
@@ -578,14 +226,14 @@ class _Report:
                                     f"{MAX_EMBEDDED_IMAGE_BYTES >> 20} MB and is not embedded; "
                                     "it is in the run's files.</p>"))
                 continue
-            mime = _image_mime(data)
+            mime = image_mime(data)
             if mime is None:
                 parts.append(Markup(f'<p class="note">{esc(name)} is not an image format a browser '
                                     "shows (PNG, JPEG, GIF, WebP, SVG); it is in the run's files.</p>"))
                 continue
             self.images += 1
             parts.append(Markup(
-                f'<figure class="image"><img alt="{esc(group.name)}" src="{_png_data_uri(data, mime)}">'
+                f'<figure class="image"><img alt="{esc(group.name)}" src="{png_data_uri(data, mime)}">'
                 f"<figcaption>{esc(name)}</figcaption></figure>"))
         return parts
 
@@ -702,7 +350,7 @@ class _Report:
         for name in self.handle.get_file_names():
             try:
                 size = self.store.file_path(self.details["id"], name).stat().st_size
-                size_cell = Markup(f'<span title="{size} bytes">{esc(_size(size))}</span>')
+                size_cell = Markup(f'<span title="{size} bytes">{esc(size_text(size))}</span>')
             except (AmlocalError, OSError):
                 size_cell = "gone"
             rows.append([printable(name), size_cell])
@@ -720,7 +368,7 @@ class _Report:
                 else f"{DRIVER_LOG}, {len(lines)} lines.")
         return self.section("log", "Driver log", [
             Markup(f'<p class="note">{esc(note)}</p>'),
-            Markup(f'<pre class="log">{esc(_ANSI_ESCAPE.sub("", chr(10).join(lines)))}</pre>'),
+            Markup(f'<pre class="log">{esc(ANSI_ESCAPE.sub("", chr(10).join(lines)))}</pre>'),
         ])
 
     @staticmethod
@@ -774,10 +422,10 @@ class _Report:
         return (
             "<!DOCTYPE html>\n"
             '<html lang="en"><head><meta charset="utf-8">'
-            f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
+            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>Run {esc(self.details['id'])}: {esc(self.details['status'])}</title>"
-            f"<style>{_CSS}</style></head><body><main>"
+            f"<style>{CSS}</style></head><body><main>"
             f"<nav>{nav}</nav>" + "".join(body)
             + f'<p class="note">Written by amlocal at {esc(generated)}.</p>'
             "</main></body></html>\n")
@@ -805,18 +453,3 @@ def _accuracy_rows(tables, thresholds, labels):
                 return None
             rows.append([text_of(label), value_cell(threshold), *(value_cell(count) for count in counts)])
     return rows
-
-
-def write_report(handle, out_dir, now=None):
-    """Write the run's report to out_dir/index.html (atomically); return a summary dict.
-
-    Works for a run in any status: a failed run shows its error, a live one its stages so far.
-    """
-    out_dir = make_output_folder(out_dir)
-    report = _Report(handle, time.time() if now is None else now)
-    document = report.html()
-    # Whatever text escaped esc() (a chart title, a file name) is written escaped, not refused.
-    path = write_atomically(out_dir / "index.html", document.encode("utf-8", "backslashreplace"))
-    return {"file": str(path), "run_id": report.details["id"], "status": report.details["status"],
-            "charts": report.charts, "images": report.images}
-
