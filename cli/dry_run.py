@@ -6,6 +6,9 @@ dry_run=True)`, the SDK's edge, prints the same text."""
 
 import json
 
+import click
+
+from amlocal.cli.render import echo_json
 from amlocal.errors import UserInputError
 
 
@@ -18,6 +21,15 @@ def dry_run(backend, spec, sweep=None):
     if sweep is not None:
         return backend.dry_run_sweep(spec, sweep)
     return backend.dry_run(spec)
+
+
+def show_dry_run(backend, spec, sweep=None, as_json=False):
+    """--dry-run: print what `backend` would submit (see dry_run), as text or as one JSON line."""
+    document = dry_run(backend, spec, sweep)
+    if as_json:
+        echo_json(document)
+    else:
+        click.echo(dry_run_text(document))
 
 
 def dry_run_text(document):

@@ -11,9 +11,9 @@ import click
 
 import amlocal
 from amlocal.cli.backends import backends
-from amlocal.cli.dry_run import dry_run as ask_dry_run, dry_run_text
+from amlocal.cli.dry_run import show_dry_run
 from amlocal.cli.follow import submit_and_follow
-from amlocal.cli.render import EventPrinter, echo_json
+from amlocal.cli.render import EventPrinter
 from amlocal.cli.spec_options import run_spec, spec_options
 from amlocal.errors import AmlocalError, UserInputError
 from amlocal.validation import one_line
@@ -97,15 +97,6 @@ def run(script_args, backend_name, workspace_config, dry_run, detach, quiet_buil
 
     submit_and_follow(lambda: backend.submit(spec, on_event=printer, detach=detach), follow,
                       detach=detach, as_json=as_json)
-
-
-def show_dry_run(backend, spec, sweep=None, as_json=False):
-    """Print what `backend` would submit (cli.dry_run): as text, or as the document's JSON."""
-    document = ask_dry_run(backend, spec, sweep)
-    if as_json:
-        echo_json(document)
-    else:
-        click.echo(dry_run_text(document))
 
 
 def main():

@@ -10,7 +10,7 @@ from amlocal.backends.local.sweep import child_summaries
 from amlocal.backends.status import is_terminal
 from amlocal.cli.backends import backends
 from amlocal.cli.follow import submit_and_follow
-from amlocal.cli.main import show_dry_run
+from amlocal.cli.dry_run import show_dry_run
 from amlocal.cli.render import echo_status, table
 from amlocal.cli.spec_options import run_spec, spec_options
 from amlocal.errors import UserInputError

@@ -133,3 +133,36 @@ def test_the_quick_commands_import_no_heavy_library(amlocal_home, args):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=60, check=True)
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_sweep_dry_run_shows_the_child_run_options_and_the_hyperdrive_config(amlocal_home,
+                                                                             tmp_path, monkeypatch):
+    pytest.importorskip("azureml.train.hyperdrive", reason="the azure extra (CI installs it)")
+    monkeypatch.chdir(tmp_path)
+    source = write_script(tmp_path / "src", "train.py", TOY)
+    args = ["sweep", source, "--script", "train.py", "--backend", "azure", "--compute",
+            "gpu-cluster", "--dry-run", "--param", "lr=choice(0.1,0.3)", "--metric", "Accuracy",
+            "--goal", "maximize", "--max-total-runs", "2", "--tag", "team=a", "--node-count", "2",
+            "--experiment", "swept"]
+
+    text = invoke(*args)
+    document = last_json(invoke(*args, "--json"))
+
+    assert text.exit_code == 0, text.output
+    assert text.stdout.startswith("Dry run: nothing is sent to Azure ML.")
+    assert "HyperDrive configuration" in text.stdout
+    assert document["experiment"] == "swept" and document["tags"] == {"team": "a"}
+    assert document["run_configuration"]["nodeCount"] == 2
+    assert document["hyperdrive"]["max_total_runs"] == 2
+    assert last_json(invoke("runs", "list", "--json")) == []  # nothing was submitted or recorded
+
+
+def test_a_backend_without_a_dry_run_refuses_it_before_submitting(amlocal_home, tmp_path):
+    factory = MemoryBackends()
+    source = write_script(tmp_path / "src", "train.py", "")
+
+    result = invoke_with(factory, "run", source, "--script", "train.py", "--dry-run")
+
+    assert result.exit_code == 2
+    assert "--dry-run shows what would be submitted to Azure ML" in result.stderr
+    assert factory.backend.runs == {}

@@ -24,12 +24,12 @@ class MetricRow:
     damaged: bool = False
 
 
-def read_metric_rows(store, run_id):
-    """Every metric row of the run, in logging order, values decoded from JSON (a damaged value
+def read_metric_rows(handle):
+    """Every metric row of the run (its handle), in logging order, values decoded from JSON (a damaged value
     is kept as its text, marked damaged, rather than failing the whole report)."""
     rows = [MetricRow(record["name"], record["position"], record["type"], record["value"],
                       record["step"], record["description"], record["logged_at"], record["damaged"])
-            for record in store.get_metric_records(run_id)]
+            for record in handle.get_metric_records()]
     first_seen = {}
     for row in rows:
         first_seen.setdefault(row.name, len(first_seen))
@@ -108,9 +108,10 @@ def compare_curves(backend, run_ids, metric):
     for run_id in run_ids:
         handle = backend.get_run(run_id)
         experiment = handle.get_details()["experiment"]
-        rows = [row for row in read_metric_rows(handle.store, run_id) if row.name == metric]
+        all_rows = read_metric_rows(handle)
+        rows = [row for row in all_rows if row.name == metric]
         if not rows:
-            names = sorted({row.name for row in read_metric_rows(handle.store, run_id)})
+            names = sorted({row.name for row in all_rows})
             logged = f"it logged {', '.join(names)}" if names else "it logged no metrics"
             raise UserInputError(f"run {run_id} has no metric {metric!r} ({logged})")
         other_types = sorted({row.metric_type for row in rows} - {"scalar"})

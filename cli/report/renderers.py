@@ -101,7 +101,7 @@ class Report:
     # metrics -----------------------------------------------------------------------------
 
     def metrics(self):
-        groups = group_metrics(read_metric_rows(self.store, self.details["id"]))
+        groups = group_metrics(read_metric_rows(self.handle))
         if not groups:
             return self.section("metrics", "Metrics", [Markup('<p class="note">No metrics logged.</p>')])
         parts = []
@@ -379,7 +379,7 @@ class Report:
     def sweep(self):
         """A sweep's children: the primary metric against each hyperparameter, their curves
         (early-terminated ones marked), and a table of all of them."""
-        from amlocal.backends.local.sweep import child_summaries, primary_values
+        from amlocal.backends.local.sweep import child_summaries, numeric_values
 
         metric = self.details["sweep"]["primary_metric_config"]["name"]
         children = child_summaries(self.handle)
@@ -396,9 +396,9 @@ class Report:
             if points:
                 parts.append(self.figure(charts.sweep_scatter_figure(parameter, points, metric),
                                          f"{metric} against {parameter}"))
-        series = [charts.Series(child["run_id"], list(range(1, len(values) + 1)), values)
-                  for child in children
-                  for values in [primary_values(self.store, child["run_id"], metric)] if values]
+        series = [charts.Series(child.id, list(range(1, len(values) + 1)), values)
+                  for child in self.handle.get_children()
+                  for values in [numeric_values(child.get_metric_records(), metric)] if values]
         if series:
             parts.append(self.figure(charts.sweep_curves_figure(metric, series, terminated),
                                      f"{metric} of each child run"))
