@@ -3,12 +3,10 @@ runs take every one of them), and the one function that makes a RunSpec of them.
 
 import click
 
+from amlocal.backends import backend_names
 from amlocal.backends.base import DEFAULT_EXPERIMENT, DEFAULT_RECIPE, EXECUTORS, EnvironmentSpec, RunSpec
 from amlocal.cli.backends import DEFAULT_BACKEND
 from amlocal.errors import UserInputError
-
-# The backend choices are the registry's names, listed here so that --help imports no backend.
-BACKEND_NAMES = ("azure", "local")
 
 _OPTIONS = [
     click.argument("source_dir", default=".", type=click.Path(file_okay=False)),
@@ -46,7 +44,7 @@ _OPTIONS = [
     click.option("--quiet-build", is_flag=True, help="Do not show image build output."),
     click.option("--json", "as_json", is_flag=True,
                  help="End with the run record (a sweep's with its children) as one JSON line."),
-    click.option("--backend", "backend_name", type=click.Choice(BACKEND_NAMES),
+    click.option("--backend", "backend_name", type=click.Choice(backend_names()),
                  default=DEFAULT_BACKEND, show_default=True,
                  help="Where the run goes: this machine, or Azure ML (the `azure` extra; the "
                       "workspace is named by config.json, and --compute names an AmlCompute "

@@ -38,6 +38,11 @@ def test_run_and_runs_show_use_the_backend_the_factory_gives(amlocal_home, tmp_p
     assert "argument_1" in shown.stdout  # its metrics, read through the Run interface
     listed = invoke_with(factory, "runs", "list", "--json")
     assert [run["id"] for run in last_json(listed)] == [record["id"]]
+    metrics = invoke_with(factory, "runs", "metrics", record["id"], "--json")
+    assert last_json(metrics) == {"argument_0": [0], "argument_1": [1]}
+    assert invoke_with(factory, "runs", "logs", record["id"]).stdout == "ran train.py\n"
+    waited = invoke_with(factory, "runs", "wait", record["id"], "--json")
+    assert waited.exit_code == 0 and last_json(waited)["status"] == "Completed"
     assert set(factory.asked_for) == {"local"}
     assert not (amlocal_home / "runs").exists()  # nothing went to the real history
 
