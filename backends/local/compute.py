@@ -24,6 +24,7 @@ from functools import lru_cache
 
 from amlocal.backends import status as run_status
 from amlocal.backends.local.processes import process_alive
+from amlocal.backends.local.queue_wake import wake
 from amlocal.errors import AmlocalError, UserInputError
 from amlocal.validation import bounded_int
 
@@ -434,6 +435,10 @@ class ComputeTargets:
             conn.execute("DELETE FROM nodes WHERE run_id = ? AND state = 'preempted'", (run_id,))
             conn.execute("UPDATE nodes SET state = 'idle', run_id = NULL, idle_since = ? "
                          "WHERE run_id = ?", (now, run_id))
+            target = conn.execute("SELECT compute FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if target is not None:
+            # After the commit, so that the runs woken see the nodes free and the queue moved on.
+            wake(self.store.home, target["compute"])
 
     def node_states(self, run_id):
         with self.store.transaction() as conn:

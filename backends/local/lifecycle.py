@@ -29,6 +29,7 @@ from amlocal.backends import status as run_status
 from amlocal.backends.base import LogLine, StageFinished, StageStarted, StatusChanged, ignore_event
 from amlocal.backends.local.compute import ComputeTargets, combine_node_resources, node_resources
 from amlocal.backends.local.jobs import Prepared
+from amlocal.backends.local.queue_wake import QueueWaiter
 from amlocal.backends.local.recovery import reconcile_blockers
 from amlocal.backends.local.script_output import OUTPUT_DIR, append_note
 from amlocal.backends.local.store import BUILD_LOG, DRIVER_LOG, not_run_files
@@ -285,6 +286,9 @@ class RunDriver:
                 adopted = False
                 continue
             break
+        # The script has ended: its nodes go to the next queued run now, not once the outputs
+        # are collected (which needs no node).
+        self.compute.release(self.run_id)
         return self._post_process_and_finish(exit_code)
 
     def _queue_for_nodes(self, target):
@@ -309,25 +313,29 @@ class RunDriver:
         return self._finish(exit_code)
 
     def _wait_for_nodes(self, target):
-        """Wait at the queue until the target gives this run its nodes; return them, and seconds waited."""
+        """Wait at the queue until the target gives this run its nodes; return them, and seconds
+        waited. A run freeing nodes of the target wakes the wait (queue_wake.py); the poll
+        interval bounds it when no wake comes (a driver that died frees nothing itself)."""
         started = time.monotonic()
         shown = None
         next_sweep = started
-        while True:
-            nodes = self.compute.try_allocate(self.run_id)
-            if nodes:
-                return nodes, time.monotonic() - started
-            if self._cancel_requested():
-                raise _CancelRequested()
-            detail = self.compute.waiting_detail(self.run_id)
-            if detail != shown:  # what `runs show` and get_detailed_status() report meanwhile
-                self.store.set_stage_detail(self.run_id, "Scaling", detail)
-                shown = detail
-            if time.monotonic() >= next_sweep:
-                # Nodes held by a run whose driver died are freed, so they do not block the queue.
-                reconcile_blockers(self.store, target.name)
-                next_sweep = time.monotonic() + 2
-            time.sleep(POLL_INTERVAL_S)
+        # Opened before the first look at the queue, so that a release in between still wakes us.
+        with QueueWaiter(self.store.home, target.name) as waiter:
+            while True:
+                nodes = self.compute.try_allocate(self.run_id)
+                if nodes:
+                    return nodes, time.monotonic() - started
+                if self._cancel_requested():
+                    raise _CancelRequested()
+                detail = self.compute.waiting_detail(self.run_id)
+                if detail != shown:  # what `runs show` and get_detailed_status() report meanwhile
+                    self.store.set_stage_detail(self.run_id, "Scaling", detail)
+                    shown = detail
+                if time.monotonic() >= next_sweep:
+                    # Nodes held by a run whose driver died are freed: they do not block the queue.
+                    reconcile_blockers(self.store, target.name)
+                    next_sweep = time.monotonic() + 2
+                waiter.wait(POLL_INTERVAL_S)
 
     def _run_script(self, record, prepared, resources):
         (self.run_dir / DRIVER_LOG).touch()  # every run that ran has a driver log, as on Azure
