@@ -249,9 +249,10 @@ class LocalRunHandle(RunHandle):
             record = self.store.get_run(self.id)
             for stage in record["stages"]:
                 before = seen_stages.get(stage["name"])
-                if stage["status"] != "NotStarted" and before in (None, "NotStarted"):
+                if (stage["status"] != run_status.STAGE_NOT_STARTED
+                        and before in (None, run_status.STAGE_NOT_STARTED)):
                     yield StageStarted(self.id, stage["name"], stage["detail"])
-                if stage["ended_at"] is not None and before not in ("Completed", "Failed", "Canceled"):
+                if stage["ended_at"] is not None and before not in run_status.STAGE_ENDINGS:
                     yield StageFinished(self.id, stage["name"], stage["status"],
                                         stage["duration_s"] or 0.0, stage["detail"])
                 seen_stages[stage["name"]] = stage["status"]
@@ -294,7 +295,7 @@ class LocalRunHandle(RunHandle):
         """{'status': ..., 'details': ...}: why a run waits, as Azure ML words it."""
         details = self.get_details()
         scaling = next(stage for stage in details["stages"] if stage["name"] == "Scaling")
-        waiting = details["status"] == run_status.QUEUED and scaling["status"] == "Running"
+        waiting = details["status"] == run_status.QUEUED and scaling["status"] == run_status.STAGE_RUNNING
         return {"status": details["status"], "details": scaling["detail"] if waiting else ""}
 
     def get_metrics(self):

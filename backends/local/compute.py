@@ -523,7 +523,8 @@ class ComputeTargets:
         """Runs that hold nodes of the target or wait for them (ended ones do not count)."""
         running = [row["run_id"] for row in conn.execute(
             "SELECT DISTINCT n.run_id FROM nodes n JOIN runs r ON r.id = n.run_id "
-            "WHERE n.target = ? AND r.status NOT IN ('Completed', 'Failed', 'Canceled')", (target,))]
+            "WHERE n.target = ? AND r.status NOT IN (?, ?, ?)",
+            (target, *sorted(run_status.TERMINAL_STATUSES)))]
         queued = [entry["run_id"] for entry in self._prune_queue(conn, target)]
         return running + [run for run in queued if run not in running]
 
