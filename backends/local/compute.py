@@ -25,6 +25,7 @@ from functools import lru_cache
 from amlocal.backends import status as run_status
 from amlocal.backends.local.processes import process_alive
 from amlocal.backends.local.queue_wake import wake
+from amlocal.backends.local.store import iso_time
 from amlocal.errors import AmlocalError, UserInputError
 from amlocal.validation import bounded_int
 
@@ -223,10 +224,6 @@ def _new_node_id(priority):
     return f"tvmps_{secrets.token_hex(16)}_{'p' if priority == 'lowpriority' else 'd'}"
 
 
-def _iso(timestamp):
-    return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).isoformat()
-
-
 class ComputeTargets:
     """The targets, nodes and queue of one run history (a RunStore)."""
 
@@ -310,8 +307,8 @@ class ComputeTargets:
             "allocationState": "Steady" if target_count == current else "Resizing",
             "allocationStateTransitionTime": None,
             "errors": None,
-            "creationTime": _iso(row["created_at"]) if row else None,
-            "modifiedTime": _iso(row["modified_at"]) if row else None,
+            "creationTime": iso_time(row["created_at"]) if row else None,
+            "modifiedTime": iso_time(row["modified_at"]) if row else None,
             "provisioningState": "Succeeded",
             "provisioningStateTransitionTime": None,
             "scaleSettings": {
