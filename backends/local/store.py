@@ -577,12 +577,12 @@ class RunStore:
         with self.transaction() as conn:
             self.start_stage_in(conn, run_id, stage, detail, requeued)
 
-    def start_stage_in(self, conn, run_id, stage, detail="", requeued=False, at=None):
+    def start_stage_in(self, conn, run_id, stage, detail="", requeued=False):
         """start_stage inside a transaction the caller holds."""
         self._stage_row_for_move(conn, run_id, stage, run_status.STAGE_RUNNING, requeued)
         conn.execute("UPDATE stages SET status = ?, started_at = ?, ended_at = NULL, detail = ? "
                      "WHERE run_id = ? AND name = ?",
-                     (run_status.STAGE_RUNNING, at or time.time(), detail, run_id, stage))
+                     (run_status.STAGE_RUNNING, time.time(), detail, run_id, stage))
 
     def set_stage_detail(self, run_id, stage, detail):
         with self.transaction() as conn:
