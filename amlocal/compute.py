@@ -84,7 +84,10 @@ def _parse_time(text):
 
 
 def _iso(value):
-    return value.isoformat() if value else None
+    # The one format of times in run details and compute status (store.iso_time).
+    from amlocal.backends.local.store import iso_time
+
+    return iso_time(value.timestamp()) if value else None
 
 
 def _duration_seconds(duration):

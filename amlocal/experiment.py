@@ -1,10 +1,7 @@
 """`Experiment`: a named group of runs in the workspace, and where runs are submitted."""
 
-import re
-
 from amlocal.errors import UserInputError
-
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,254}$")
+from amlocal.validation import check_experiment_name
 
 
 class Experiment:
@@ -12,9 +9,8 @@ class Experiment:
 
     def __init__(self, workspace, name, _skip_name_validation=False, _id=None,
                  _archived_time=None, _create_in_cloud=True, _experiment_dto=None, **kwargs):
-        if not _skip_name_validation and not _NAME.match(name):
-            raise UserInputError(f"invalid experiment name {name!r}: 1-255 letters, digits, '_' or "
-                                 "'-', starting with a letter or digit")
+        if not _skip_name_validation:
+            check_experiment_name(name)
         self.workspace = workspace
         self.name = name
         self.id = name

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from amlocal.backends import status as run_status
-from amlocal.backends.base import LogLine, StageFinished, StageStarted
+from amlocal.backends.base import LogLine, StageFinished, StageStarted, downloads_under
 from amlocal.errors import AmlocalError, RunFailedError
 from amlocal.validation import check_key_values
 
@@ -233,27 +233,21 @@ class Run:
                        batch_size=100, append_prefix=True, timeout_seconds=None):
         """Download the run's files under prefix; with append_prefix=False the prefix is cut off
         the local paths. Returns the local paths."""
-        directory = Path(output_directory) if output_directory else Path.cwd()
-        names = [name for name in self.get_file_names() if not prefix or name.startswith(prefix)]
-        if output_paths is not None and len(output_paths) != len(names):
+        if output_paths is None:
+            return [str(path) for path in
+                    self._handle.download_files(prefix, output_directory, append_prefix)]
+        names = [name for name, _relative in downloads_under(self.get_file_names(), prefix)]
+        if len(output_paths) != len(names):
             raise AmlocalError(f"output_paths has {len(output_paths)} entries for {len(names)} files")
-        paths = []
-        for index, name in enumerate(names):
-            relative = name if append_prefix or not prefix else name[len(prefix):].lstrip("/")
-            target = Path(output_paths[index]) if output_paths else directory / relative
+        for name, target in zip(names, output_paths):  # each where the caller named it
             self._handle.download_file(name, target)
-            paths.append(str(target))
-        return paths
+        return [str(Path(target)) for target in output_paths]
 
     def get_all_logs(self, destination=None):
         """Download the run's log files into destination (default ./user_logs); return the paths."""
         directory = Path(destination or "user_logs")
-        paths = []
-        for name in self.get_file_names():
-            if name.startswith(_LOG_PREFIXES):
-                self._handle.download_file(name, directory / name)
-                paths.append(str(directory / name))
-        return paths
+        return [str(path) for prefix in _LOG_PREFIXES
+                for path in self._handle.download_files(prefix, directory)]
 
     # -- control --------------------------------------------------------------------------------
 

@@ -27,6 +27,9 @@ MAX_INT = 2**63 - 1
 # command line's invalid UTF-8 arrives that way).
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 
+# Azure ML's rule for experiment names.
+_EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,254}$")
+
 _shown = reprlib.Repr()
 _shown.maxstring = _shown.maxother = 40
 
@@ -48,6 +51,13 @@ def check_text(text, what):
     else:
         problem = f"the control character U+{ord(character):04X}"
     raise UserInputError(f"{what} holds {problem}: use printable UTF-8 text")
+
+
+def check_experiment_name(name):
+    """UserInputError unless `name` is a valid Azure ML experiment name."""
+    if not isinstance(name, str) or not _EXPERIMENT_NAME.match(name):
+        raise UserInputError(f"invalid experiment name {name!r}: 1-255 letters, digits, '_' or "
+                             "'-', starting with a letter or digit")
 
 
 def one_line(text):

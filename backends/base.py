@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from amlocal.errors import UserInputError
-from amlocal.validation import bounded_int, check_key_values, check_text, shown, usable_path
+from amlocal.validation import (bounded_int, check_experiment_name, check_key_values, check_text,
+                                shown, usable_path)
 
 STAGES = ("Preparing", "Scaling", "Running", "PostProcessing")
 
@@ -20,8 +21,6 @@ DEFAULT_EXPERIMENT = "Default"
 DEFAULT_RECIPE = "chainer"
 EXECUTORS = ("docker", "process")
 
-# Azure ML's rule for experiment names.
-_EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,254}$")
 # An input name becomes the environment variable AZUREML_DATAREFERENCE_<name> (so it may start
 # with a digit: azureml-core names data references by uuid4().hex).
 _INPUT_NAME = re.compile(r"^[A-Za-z0-9_]{1,128}$")
@@ -81,10 +80,7 @@ class RunSpec:
             raise UserInputError(f"script {self.script} is outside the source folder {source_dir}")
         if not script_path.is_file():
             raise UserInputError(f"script {self.script} not found in {source_dir}")
-        if not _EXPERIMENT_NAME.match(self.experiment):
-            raise UserInputError(
-                f"invalid experiment name {self.experiment!r}: 1-255 letters, digits, '_' or '-', "
-                "starting with a letter or digit")
+        check_experiment_name(self.experiment)
         bounded_int("node_count", self.node_count, 1)
         if self.max_run_duration_seconds is not None:
             bounded_int("max_run_duration_seconds", self.max_run_duration_seconds, 1)
@@ -192,6 +188,20 @@ class LogLine:
     line: str
 
 
+def download_target(name, output_file_path=None):
+    """Where download_file(name, output_file_path) writes, as azureml-core's Run decides: the path
+    given, the file's base name in it if it is a folder, else the base name in the current folder."""
+    target = Path(output_file_path) if output_file_path else Path.cwd() / Path(name).name
+    return target / Path(name).name if target.is_dir() else target
+
+
+def downloads_under(names, prefix=None, append_prefix=True):
+    """[(run file name, its path under the download folder)] for the names under prefix, as
+    download_files writes them: the whole name, or (append_prefix=False) the name less the prefix."""
+    return [(name, name if append_prefix or not prefix else name[len(prefix):].lstrip("/"))
+            for name in names if not prefix or name.startswith(prefix)]
+
+
 def ignore_event(event):
     """The default event sink."""
 
@@ -237,8 +247,9 @@ class RunHandle(abc.ABC):
         """Copy one run file to output_file_path (default: its base name in the current folder)."""
 
     @abc.abstractmethod
-    def download_files(self, prefix=None, output_directory=None):
-        """Copy the run files under prefix into output_directory, keeping their paths; return them."""
+    def download_files(self, prefix=None, output_directory=None, append_prefix=True):
+        """Copy the run files under prefix into output_directory, keeping their paths (less the
+        prefix, with append_prefix=False); return the paths written."""
 
     @abc.abstractmethod
     def get_metric_records(self):

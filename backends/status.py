@@ -105,3 +105,48 @@ def path_to(current, observed):
                 following.append(candidate)
         frontier = following
     raise IllegalTransitionError(f"a run cannot go from {current} to {observed}")
+
+
+# -- stage statuses ---------------------------------------------------------------------------
+# A run's stages (backends.base.STAGES: Preparing, Scaling, Running, PostProcessing) have their
+# own, smaller vocabulary, as Azure ML's run details show it. A stage starts once and ends once:
+# NotStarted -> Running -> Completed | Failed | Canceled | Preempted. A stage may also end without
+# having started (the run failed or was canceled before it). Two moves happen only when a
+# preempted run is queued again and runs from the start: its Running stage, Preempted, runs
+# again, and so does its Scaling stage, which had Completed (`requeued=True`).
+
+STAGE_NOT_STARTED = "NotStarted"
+STAGE_RUNNING = "Running"
+STAGE_COMPLETED = "Completed"
+STAGE_FAILED = "Failed"
+STAGE_CANCELED = "Canceled"
+STAGE_PREEMPTED = "Preempted"
+
+STAGE_STATUSES = (STAGE_NOT_STARTED, STAGE_RUNNING, STAGE_COMPLETED, STAGE_FAILED, STAGE_CANCELED,
+                  STAGE_PREEMPTED)
+# How a stage ends for good (a Preempted stage may run again).
+STAGE_ENDINGS = frozenset({STAGE_COMPLETED, STAGE_FAILED, STAGE_CANCELED})
+
+_STAGE_ALLOWED = {
+    STAGE_NOT_STARTED: {STAGE_RUNNING, STAGE_FAILED, STAGE_CANCELED},
+    STAGE_RUNNING: {STAGE_COMPLETED, STAGE_FAILED, STAGE_CANCELED, STAGE_PREEMPTED},
+    STAGE_PREEMPTED: {STAGE_RUNNING, STAGE_FAILED, STAGE_CANCELED},
+    STAGE_COMPLETED: set(),
+    STAGE_FAILED: set(),
+    STAGE_CANCELED: set(),
+}
+_STAGE_RERUNS = {STAGE_COMPLETED: {STAGE_RUNNING}}
+
+
+def check_stage_transition(current, new, requeued=False):
+    """Raise IllegalTransitionError unless a stage may go from `current` to `new`.
+
+    `requeued`: the run is running its stages again after a preemption, so a stage that had
+    Completed may run again.
+    """
+    for status in (current, new):
+        if status not in _STAGE_ALLOWED:
+            raise IllegalTransitionError(f"unknown stage status {status!r}")
+    allowed = _STAGE_ALLOWED[current] | (_STAGE_RERUNS.get(current, set()) if requeued else set())
+    if new not in allowed:
+        raise IllegalTransitionError(f"a stage cannot go from {current} to {new}")

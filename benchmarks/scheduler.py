@@ -6,8 +6,9 @@ Creates a STANDARD_D1_V2 target with --nodes nodes in a throwaway AMLOCAL_HOME, 
 docker runs of a script that sleeps --seconds, all at once from one process, and reads back their
 recorded stage times. Prints the largest number of runs that ran at once (must not exceed the
 nodes), whether nodes were handed out in submission order, the achieved parallelism (busy
-script-seconds / wall seconds, at most the node count), and the scheduler's overhead per run:
-how long a node stood free between one run's end and the next run's start, on average.
+script-seconds / wall seconds, at most the node count), and the hand-off: how long a node stood
+free between one run's end and the next run's start (mean and max). Queued runs are woken when a
+node is freed (backends/local/queue_wake.py), so the hand-off is milliseconds, not a poll.
 Needs a Docker engine and a base image (see README).
 """
 
@@ -73,7 +74,7 @@ def main():
     print(f"most runs at once:          {peak} (limit {args.nodes}: {'ok' if peak <= args.nodes else 'OVER'})")
     print(f"nodes in submission order:  {'yes' if allocated == sorted(allocated) else 'NO'}")
     print(f"achieved parallelism:       {busy / wall:.2f} (busy {busy:.1f} s over {wall:.1f} s)")
-    print(f"scheduler overhead per run: {statistics.mean(gaps):.3f} s mean, {max(gaps):.3f} s max "
+    print(f"hand-off of a freed node:   {statistics.mean(gaps):.3f} s mean, {max(gaps):.3f} s max "
           "(a node idle between one run's end and the next run's start)")
     print(f"running stage per run:      {statistics.mean(e - s for s, e in spans):.3f} s mean "
           f"(script {args.seconds:g} s + container start and stop)")

@@ -2,7 +2,7 @@
 
 import click
 
-from amlocal import datasets as mnist_datasets
+from amlocal import mnist_download as mnist_datasets
 from amlocal.cli.render import echo_json, echo_status
 
 

@@ -841,3 +841,13 @@ def test_four_processes_share_a_target_without_sharing_a_node_and_in_queue_order
     assert most_at_once([run_holds[0][1:] for run_holds in holds.values()]) <= 2
     assert allocation_order(store) == submitted
     assert queue_of(targets, "cpu") == []
+
+
+def test_status_times_are_written_as_run_details_write_times(targets):
+    targets.create(spec(min_nodes=1, max_nodes=2))
+
+    status = targets.status("cpu")
+
+    # store.iso_time's format: UTC, milliseconds, "Z" (as startTimeUtc in run details).
+    for stamp in ("creationTime", "modifiedTime"):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", status[stamp]), status[stamp]

@@ -827,3 +827,19 @@ def test_parallel_processes_registering_one_name_get_versions_1_to_50(store, aml
         assert tree(amlocal_home / "models" / "shared" / str(version)) == {"model.bin": expected}
         assert records[version]["tags"] == {"worker": str(worker), "i": str(i)}
     assert list((amlocal_home / "models" / ".staging").iterdir()) == []
+
+
+def test_a_registration_left_by_a_process_that_is_now_a_zombie_counts_as_abandoned():
+    # One process_alive for the whole backend (processes.py): a zombie has exited.
+    from amlocal.backends.local.models import _owner_gone
+
+    zombie = subprocess.Popen([sys.executable, "-c", ""])
+    try:
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{zombie.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert _owner_gone(f"{zombie.pid}-0123abcd")
+    finally:
+        zombie.wait()
+    assert not _owner_gone(f"{os.getpid()}-0123abcd")

@@ -165,6 +165,29 @@ def test_run_details_files_logs_and_tags_from_the_submitting_side(workspace, tmp
     assert [r.id for r in Experiment(workspace, "sdk").get_runs(tags={"owner": "me"})] == [run.id]
 
 
+def test_download_files_and_get_all_logs_never_write_through_a_link_in_the_folder(workspace,
+                                                                                 tmp_path):
+    source = write_script(tmp_path / "src", "train.py",
+                          "import os\nos.makedirs('outputs/sub', exist_ok=True)\n"
+                          "open('outputs/sub/w.txt', 'w').write('weights')\n")
+    run = submit(workspace, source)
+    run.wait_for_completion()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    folder = tmp_path / "dl"
+    folder.mkdir()
+    # A link where a run file's folder would go (the run's names are the script's to choose).
+    for name in ("outputs", "azureml-logs"):
+        (folder / name).symlink_to(elsewhere)
+
+    with pytest.raises(UserInputError, match="link"):
+        run.download_files(prefix="outputs/", output_directory=str(folder))
+    with pytest.raises(UserInputError, match="link"):
+        run.get_all_logs(destination=str(folder))
+
+    assert list(elsewhere.iterdir()) == []
+
+
 def test_datastore_path_as_mount_is_a_read_only_named_input(workspace, tmp_path):
     data = tmp_path / "data"
     data.mkdir()

@@ -140,3 +140,39 @@ def test_allowed_next_cannot_be_used_to_change_the_machine():
         status.allowed_next("Completed").add("Running")
     with pytest.raises(IllegalTransitionError):
         status.check_transition("Completed", "Running")
+
+
+# -- stage statuses ---------------------------------------------------------------------------
+
+def test_stage_vocabulary_is_the_six_statuses_azure_shows_for_a_stage():
+    assert status.STAGE_STATUSES == ("NotStarted", "Running", "Completed", "Failed", "Canceled",
+                                     "Preempted")
+
+
+@pytest.mark.parametrize("current, new", [
+    ("NotStarted", "Running"), ("Running", "Completed"), ("Running", "Failed"),
+    ("Running", "Canceled"), ("Running", "Preempted"), ("Preempted", "Running"),
+    ("NotStarted", "Failed"), ("NotStarted", "Canceled")])
+def test_a_stage_starts_once_and_ends_once(current, new):
+    status.check_stage_transition(current, new)
+
+
+@pytest.mark.parametrize("current, new", [
+    ("NotStarted", "Completed"), ("NotStarted", "Preempted"), ("Running", "NotStarted"),
+    ("Completed", "Running"), ("Completed", "Failed"), ("Failed", "Running"),
+    ("Canceled", "Completed"), ("Running", "Running")])
+def test_the_stage_machine_refuses_an_illegal_stage_move(current, new):
+    with pytest.raises(IllegalTransitionError, match=f"a stage cannot go from {current} to {new}"):
+        status.check_stage_transition(current, new)
+
+
+def test_only_a_requeued_run_runs_a_completed_stage_again():
+    status.check_stage_transition("Completed", "Running", requeued=True)
+    with pytest.raises(IllegalTransitionError):
+        status.check_stage_transition("Failed", "Running", requeued=True)
+
+
+@pytest.mark.parametrize("current, new", [("Queued", "Running"), ("Running", "Paused")])
+def test_an_unknown_stage_status_is_refused_naming_it(current, new):
+    with pytest.raises(IllegalTransitionError, match="unknown stage status"):
+        status.check_stage_transition(current, new)

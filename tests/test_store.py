@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from amlocal.backends import status as run_status
 from amlocal.backends.base import STAGES
 from amlocal.backends.local.store import TELEMETRY_FILE, RunStore
 from amlocal.errors import IllegalTransitionError, RunNotFoundError, UserInputError
@@ -538,3 +539,50 @@ def test_a_history_written_by_an_older_amlocal_is_upgraded_in_place(tmp_path):
     with sqlite3.connect(home / "amlocal.db") as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == store_module.SCHEMA_VERSION
         assert conn.execute("SELECT COUNT(*) FROM queue").fetchone()[0] == 0
+
+
+# -- stages and child runs through the state machines (issue 11, item 4) ----------------------
+
+def test_a_stage_that_ended_cannot_end_again_or_go_back_to_running(store):
+    run_id = new_run(store)
+    store.start_stage(run_id, "Preparing")
+    store.finish_stage(run_id, "Preparing", "Completed")
+
+    with pytest.raises(IllegalTransitionError, match="from Completed to Failed"):
+        store.finish_stage(run_id, "Preparing", "Failed")
+    with pytest.raises(IllegalTransitionError, match="from Completed to Running"):
+        store.start_stage(run_id, "Preparing")
+    assert store.get_run(run_id)["stages"][0]["status"] == "Completed"
+
+
+def test_a_requeued_run_may_run_its_scaling_stage_again(store):
+    run_id = new_run(store)
+    store.start_stage(run_id, "Scaling")
+    store.finish_stage(run_id, "Scaling", "Completed")
+
+    store.start_stage(run_id, "Scaling", requeued=True)
+
+    scaling = store.get_run(run_id)["stages"][1]
+    assert (scaling["status"], scaling["ended_at"]) == ("Running", None)
+
+
+def test_a_child_run_the_script_starts_moves_only_through_legal_transitions(store):
+    run_id = new_run(store)
+    advance(store, run_id, "Preparing", "Queued", "Running")
+    store.start_stage(run_id, "Running")
+    child_id = run_id + "_child"
+    append_telemetry(store, run_id, {"kind": "child", "name": "fold-1", "run": child_id},
+                     {"kind": "status", "status": "Completed", "run": child_id})
+
+    store.ingest_telemetry(run_id)
+
+    history = [status for status, _at in store.status_history(child_id)]
+    assert history == ["NotStarted", "Preparing", "Queued", "Running", "Finalizing", "Completed"]
+    for current, new in zip(history, history[1:]):
+        run_status.check_transition(current, new)
+    child = store.get_run(child_id)
+    assert child["parent_id"] == run_id and child["display_name"] == "fold-1"
+    assert child["tags"] == {} and child["started_at"] is not None
+    assert [(stage["name"], stage["status"]) for stage in child["stages"]] == [
+        ("Preparing", "NotStarted"), ("Scaling", "NotStarted"), ("Running", "Completed"),
+        ("PostProcessing", "NotStarted")]

@@ -24,7 +24,8 @@ from pathlib import Path
 from amlocal.backends import status as run_status
 from amlocal.backends.azure.errors import (AzureComputeError, AzureConfigError, redact,
                                            redact_data, require_sdk)
-from amlocal.backends.base import Backend, LogLine, RunHandle, StatusChanged, ignore_event
+from amlocal.backends.base import (Backend, LogLine, RunHandle, StatusChanged, download_target,
+                                   downloads_under, ignore_event)
 from amlocal.backends.local.run_folder import name_parts
 from amlocal.backends.local.store import RunStore, new_run_id, run_details
 from amlocal.errors import IllegalTransitionError
@@ -399,19 +400,17 @@ class AzureRunHandle(RunHandle):
         return sorted(self._session.file_names(self.id))
 
     def download_file(self, name, output_file_path=None):
-        target = Path(output_file_path) if output_file_path else Path.cwd() / Path(name).name
-        if target.is_dir():
-            target = target / Path(name).name
+        target = download_target(name, output_file_path)
         target.parent.mkdir(parents=True, exist_ok=True)
         self._session.download_file(self.id, name, target)
         return target
 
-    def download_files(self, prefix=None, output_directory=None):
+    def download_files(self, prefix=None, output_directory=None, append_prefix=True):
         root = Path(output_directory) if output_directory else Path.cwd()
-        names = [name for name in self.get_file_names() if not prefix or name.startswith(prefix)]
-        for name in names:
-            name_parts(name)  # a name the script gave that would leave `root` is refused
-        return [self.download_file(name, root / name) for name in names]
+        downloads = downloads_under(self.get_file_names(), prefix, append_prefix)
+        for _name, relative in downloads:
+            name_parts(relative)  # a name the script gave that would leave `root` is refused
+        return [self.download_file(name, root / relative) for name, relative in downloads]
 
     def get_children(self):
         """Child runs of an Azure run stay in Azure ML (its portal page lists them): amlocal's

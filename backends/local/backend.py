@@ -11,7 +11,8 @@ from pathlib import Path
 
 from amlocal.backends import status as run_status
 from amlocal.backends.base import (Backend, LogLine, RunHandle, StageFinished, StageStarted,
-                                   StatusChanged, ignore_event)
+                                   StatusChanged, download_target, downloads_under,
+                                   ignore_event)
 from amlocal.backends.local.compute import ComputeTargets, target_has_gpus, target_has_real_gpus
 from amlocal.backends.local.lifecycle import (POLL_INTERVAL_S, RunDriver, max_preemptions,
                                                stop_grace_s)
@@ -260,9 +261,10 @@ class LocalRunHandle(RunHandle):
             record = self.store.get_run(self.id)
             for stage in record["stages"]:
                 before = seen_stages.get(stage["name"])
-                if stage["status"] != "NotStarted" and before in (None, "NotStarted"):
+                if (stage["status"] != run_status.STAGE_NOT_STARTED
+                        and before in (None, run_status.STAGE_NOT_STARTED)):
                     yield StageStarted(self.id, stage["name"], stage["detail"])
-                if stage["ended_at"] is not None and before not in ("Completed", "Failed", "Canceled"):
+                if stage["ended_at"] is not None and before not in run_status.STAGE_ENDINGS:
                     yield StageFinished(self.id, stage["name"], stage["status"],
                                         stage["duration_s"] or 0.0, stage["detail"])
                 seen_stages[stage["name"]] = stage["status"]
@@ -305,7 +307,7 @@ class LocalRunHandle(RunHandle):
         """{'status': ..., 'details': ...}: why a run waits, as Azure ML words it."""
         details = self.get_details()
         scaling = next(stage for stage in details["stages"] if stage["name"] == "Scaling")
-        waiting = details["status"] == run_status.QUEUED and scaling["status"] == "Running"
+        waiting = details["status"] == run_status.QUEUED and scaling["status"] == run_status.STAGE_RUNNING
         return {"status": details["status"], "details": scaling["detail"] if waiting else ""}
 
     def get_metrics(self):
@@ -330,17 +332,16 @@ class LocalRunHandle(RunHandle):
         """Copy run file `name` to output_file_path (default: its base name in the current
         folder; a folder: its base name there), atomically, after checking it against what
         PostProcessing recorded."""
-        target = Path(output_file_path) if output_file_path else Path.cwd() / Path(name).name
-        if target.is_dir():
-            target = target / Path(name).name
+        target = download_target(name, output_file_path)
         return self._download(name, target.parent, target.name)
 
-    def download_files(self, prefix=None, output_directory=None):
+    def download_files(self, prefix=None, output_directory=None, append_prefix=True):
         """Copy the run's files (those whose name starts with prefix) into output_directory,
-        each under its name in the run; nothing is written outside that folder."""
-        names = [name for name in self.get_file_names() if not prefix or name.startswith(prefix)]
+        each under its name in the run (less the prefix, with append_prefix=False); nothing is
+        written outside that folder, nor through a link in it."""
         root = Path(output_directory) if output_directory else Path.cwd()
-        return [self._download(name, root, name) for name in names]
+        return [self._download(name, root, relative) for name, relative
+                in downloads_under(self.get_file_names(), prefix, append_prefix)]
 
     def _download(self, name, folder, relative):
         with self.store.open_verified_file(self.id, name) as source:

@@ -11,7 +11,6 @@ transaction, so two terminals (or two users) submitting to one target never get 
 `local` is built in: one node that is the whole host, no limits.
 """
 
-import datetime
 import json
 import os
 import re
@@ -24,6 +23,8 @@ from functools import lru_cache
 
 from amlocal.backends import status as run_status
 from amlocal.backends.local.processes import process_alive
+from amlocal.backends.local.queue_wake import wake
+from amlocal.backends.local.store import iso_time
 from amlocal.errors import AmlocalError, UserInputError
 from amlocal.validation import bounded_int
 
@@ -222,10 +223,6 @@ def _new_node_id(priority):
     return f"tvmps_{secrets.token_hex(16)}_{'p' if priority == 'lowpriority' else 'd'}"
 
 
-def _iso(timestamp):
-    return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).isoformat()
-
-
 class ComputeTargets:
     """The targets, nodes and queue of one run history (a RunStore)."""
 
@@ -309,8 +306,8 @@ class ComputeTargets:
             "allocationState": "Steady" if target_count == current else "Resizing",
             "allocationStateTransitionTime": None,
             "errors": None,
-            "creationTime": _iso(row["created_at"]) if row else None,
-            "modifiedTime": _iso(row["modified_at"]) if row else None,
+            "creationTime": iso_time(row["created_at"]) if row else None,
+            "modifiedTime": iso_time(row["modified_at"]) if row else None,
             "provisioningState": "Succeeded",
             "provisioningStateTransitionTime": None,
             "scaleSettings": {
@@ -434,6 +431,10 @@ class ComputeTargets:
             conn.execute("DELETE FROM nodes WHERE run_id = ? AND state = 'preempted'", (run_id,))
             conn.execute("UPDATE nodes SET state = 'idle', run_id = NULL, idle_since = ? "
                          "WHERE run_id = ?", (now, run_id))
+            target = conn.execute("SELECT compute FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if target is not None:
+            # After the commit, so that the runs woken see the nodes free and the queue moved on.
+            wake(self.store.home, target["compute"])
 
     def node_states(self, run_id):
         with self.store.transaction() as conn:
@@ -518,7 +519,8 @@ class ComputeTargets:
         """Runs that hold nodes of the target or wait for them (ended ones do not count)."""
         running = [row["run_id"] for row in conn.execute(
             "SELECT DISTINCT n.run_id FROM nodes n JOIN runs r ON r.id = n.run_id "
-            "WHERE n.target = ? AND r.status NOT IN ('Completed', 'Failed', 'Canceled')", (target,))]
+            "WHERE n.target = ? AND r.status NOT IN (?, ?, ?)",
+            (target, *sorted(run_status.TERMINAL_STATUSES)))]
         queued = [entry["run_id"] for entry in self._prune_queue(conn, target)]
         return running + [run for run in queued if run not in running]
 

@@ -29,6 +29,7 @@ from amlocal.backends import status as run_status
 from amlocal.backends.base import LogLine, StageFinished, StageStarted, StatusChanged, ignore_event
 from amlocal.backends.local.compute import ComputeTargets, combine_node_resources, node_resources
 from amlocal.backends.local.jobs import Prepared
+from amlocal.backends.local.queue_wake import QueueWaiter
 from amlocal.backends.local.recovery import reconcile_blockers
 from amlocal.backends.local.script_output import OUTPUT_DIR, append_note
 from amlocal.backends.local.store import BUILD_LOG, DRIVER_LOG, not_run_files
@@ -110,6 +111,7 @@ class RunDriver:
         self.job = None
         self._killed = False
         self._open_stage = None  # a stage whose end could not be recorded (the disk was full)
+        self._requeued = False  # a preempted run runs its Scaling and Running stages again
 
     def kill(self):
         """Stop waiting for a canceled script's grace period: SIGKILL it now (a second Ctrl-C)."""
@@ -140,16 +142,17 @@ class RunDriver:
         end; its end status follows how the block ended."""
         self._open_stage = name
         if not resumed:
-            self.store.start_stage(self.run_id, name, detail)
+            self.store.start_stage(self.run_id, name, detail, requeued=self._requeued)
             self._emit(StageStarted(self.run_id, name, detail))
-        outcome = {"status": "Completed", "detail": None}
+        outcome = {"status": run_status.STAGE_COMPLETED, "detail": None}
         try:
             yield outcome
         except _Preempted:
-            outcome["status"] = "Preempted"
+            outcome["status"] = run_status.STAGE_PREEMPTED
             raise
         except BaseException as error:
-            outcome["status"] = "Canceled" if self._canceled_by(error) else "Failed"
+            outcome["status"] = (run_status.STAGE_CANCELED if self._canceled_by(error)
+                                 else run_status.STAGE_FAILED)
             raise
         finally:
             duration = self.store.finish_stage(self.run_id, name, outcome["status"], outcome["detail"])
@@ -217,7 +220,10 @@ class RunDriver:
     def _adopted_stages(self):
         record = self.store.get_run(self.run_id)
         if record["status"] == run_status.FINALIZING:  # the script had ended and was recorded
-            return self._post_process_and_finish(record["exit_code"])
+            post_processing = next(stage for stage in record["stages"]
+                                   if stage["name"] == "PostProcessing")
+            return self._post_process_and_finish(
+                record["exit_code"], resumed=post_processing["status"] == run_status.STAGE_RUNNING)
         self.job = self.executor.attach(record, self.run_dir, self._emit_driver_line)
         if self.job is None:
             self._open_stage = "Running"
@@ -279,12 +285,16 @@ class RunDriver:
                         exit_code = self._run_script(record, prepared, resources)
                     outcome["detail"] = f"{running}: exit code {exit_code}"
                     if exit_code != 0:
-                        outcome["status"] = "Failed"
+                        outcome["status"] = run_status.STAGE_FAILED
             except _Preempted:
                 self._requeue_after_preemption()
                 adopted = False
+                self._requeued = True
                 continue
             break
+        # The script has ended: its nodes go to the next queued run now, not once the outputs
+        # are collected (which needs no node).
+        self.compute.release(self.run_id)
         return self._post_process_and_finish(exit_code)
 
     def _queue_for_nodes(self, target):
@@ -299,35 +309,40 @@ class RunDriver:
             [node_resources(target, slot, self.compute.host) for _node, slot in nodes],
             host=self.compute.host)
 
-    def _post_process_and_finish(self, exit_code):
+    def _post_process_and_finish(self, exit_code, resumed=False):
+        """Collect the outputs (`resumed`: an adopted run's PostProcessing had started) and end."""
         if self.store.get_status(self.run_id) != run_status.FINALIZING:  # else adopted there
             # Recorded before PostProcessing, so that a driver adopting the run from here knows it.
             self.store.update_run(self.run_id, exit_code=exit_code)
             self._advance(run_status.FINALIZING)
-        with self._stage_of("PostProcessing") as outcome:
+        with self._stage_of("PostProcessing", resumed=resumed) as outcome:
             outcome["detail"] = self._post_process()
         return self._finish(exit_code)
 
     def _wait_for_nodes(self, target):
-        """Wait at the queue until the target gives this run its nodes; return them, and seconds waited."""
+        """Wait at the queue until the target gives this run its nodes; return them, and seconds
+        waited. A run freeing nodes of the target wakes the wait (queue_wake.py); the poll
+        interval bounds it when no wake comes (a driver that died frees nothing itself)."""
         started = time.monotonic()
         shown = None
         next_sweep = started
-        while True:
-            nodes = self.compute.try_allocate(self.run_id)
-            if nodes:
-                return nodes, time.monotonic() - started
-            if self._cancel_requested():
-                raise _CancelRequested()
-            detail = self.compute.waiting_detail(self.run_id)
-            if detail != shown:  # what `runs show` and get_detailed_status() report meanwhile
-                self.store.set_stage_detail(self.run_id, "Scaling", detail)
-                shown = detail
-            if time.monotonic() >= next_sweep:
-                # Nodes held by a run whose driver died are freed, so they do not block the queue.
-                reconcile_blockers(self.store, target.name)
-                next_sweep = time.monotonic() + 2
-            time.sleep(POLL_INTERVAL_S)
+        # Opened before the first look at the queue, so that a release in between still wakes us.
+        with QueueWaiter(self.store.home, target.name) as waiter:
+            while True:
+                nodes = self.compute.try_allocate(self.run_id)
+                if nodes:
+                    return nodes, time.monotonic() - started
+                if self._cancel_requested():
+                    raise _CancelRequested()
+                detail = self.compute.waiting_detail(self.run_id)
+                if detail != shown:  # what `runs show` and get_detailed_status() report meanwhile
+                    self.store.set_stage_detail(self.run_id, "Scaling", detail)
+                    shown = detail
+                if time.monotonic() >= next_sweep:
+                    # Nodes held by a run whose driver died are freed: they do not block the queue.
+                    reconcile_blockers(self.store, target.name)
+                    next_sweep = time.monotonic() + 2
+                waiter.wait(POLL_INTERVAL_S)
 
     def _run_script(self, record, prepared, resources):
         (self.run_dir / DRIVER_LOG).touch()  # every run that ran has a driver log, as on Azure
@@ -437,7 +452,7 @@ class RunDriver:
         current = self.store.get_status(self.run_id)
         target = run_status.CANCELED if current == run_status.CANCEL_REQUESTED else run_status.FAILED
         if self._open_stage is not None:
-            self.store.finish_stage(self.run_id, self._open_stage, "Failed")
+            self.store.finish_stage(self.run_id, self._open_stage, run_status.STAGE_FAILED)
             self._open_stage = None
         if not run_status.is_terminal(current):
             self.store.set_status(self.run_id, target, error=message, exit_code=exit_code)

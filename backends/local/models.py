@@ -34,6 +34,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from amlocal.backends.local.run_folder import copy_hashing, name_parts, printable, stage_file
+from amlocal.backends.local.processes import process_alive
 from amlocal.backends.local.store import RunFile, sha256_of_file
 from amlocal.errors import AmlocalError, RunRecordCorruptedError, UserInputError
 from amlocal.validation import check_text, shown
@@ -690,17 +691,7 @@ def _difference(entry, size):
 def _owner_gone(entry_name):
     """Whether the process named by '<pid>-<token>' has exited."""
     pid = entry_name.split("-", 1)[0]
-    return pid.isdigit() and not _process_alive(int(pid))
-
-
-def _process_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid.isdigit() and not process_alive(int(pid))
 
 
 def _remove_tree(path):

@@ -357,23 +357,10 @@ class RunStore:
             for folder in FILE_FOLDERS + (UPLOADS_FOLDER, "telemetry", "telemetry/uploads"):
                 (staging / folder).mkdir(exist_ok=True)
             os.rename(staging, final)
-            now = time.time()
             with self.transaction() as conn:
-                number = conn.execute(
-                    "SELECT COALESCE(MAX(number), 0) + 1 FROM runs WHERE experiment = ?",
-                    (experiment,)).fetchone()[0]
-                conn.execute(
-                    "INSERT INTO runs (id, number, experiment, status, backend, executor, compute, "
-                    "spec, created_at, tags, driver_pid, parent_id) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (run_id, number, experiment, run_status.NOT_STARTED, backend, executor, compute,
-                     json.dumps(spec), now, json.dumps(spec.get("tags", {})), driver_pid, parent_id))
-                conn.executemany(
-                    "INSERT INTO stages (run_id, name, position, status) VALUES (?, ?, ?, ?)",
-                    [(run_id, name, position, run_status.NOT_STARTED)
-                     for position, name in enumerate(STAGES)])
-                conn.execute("INSERT INTO status_history (run_id, status, at) VALUES (?, ?, ?)",
-                             (run_id, run_status.NOT_STARTED, now))
+                self.insert_run_in(conn, run_id=run_id, experiment=experiment, executor=executor,
+                                   compute=compute, spec=spec, tags=spec.get("tags", {}),
+                                   backend=backend, driver_pid=driver_pid, parent_id=parent_id)
                 if also is not None:
                     also(conn, run_id)
         except BaseException:
@@ -381,6 +368,28 @@ class RunStore:
             shutil.rmtree(final, ignore_errors=True)
             raise
         return run_id
+
+    def insert_run_in(self, conn, *, run_id, experiment, executor, compute, spec, tags, backend,
+                      driver_pid, parent_id=None, display_name=None):
+        """The record of a new run, NotStarted with its stages, inside the caller's transaction.
+
+        create_run's (and, for a child run its parent's script starts, telemetry.py's) one way
+        of writing it; the run's folder must exist already.
+        """
+        now = time.time()
+        number = conn.execute("SELECT COALESCE(MAX(number), 0) + 1 FROM runs WHERE experiment = ?",
+                              (experiment,)).fetchone()[0]
+        conn.execute(
+            "INSERT INTO runs (id, number, experiment, status, backend, executor, compute, spec, "
+            "created_at, tags, driver_pid, parent_id, display_name) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (run_id, number, experiment, run_status.NOT_STARTED, backend, executor, compute,
+             json.dumps(spec), now, json.dumps(tags), driver_pid, parent_id, display_name))
+        conn.executemany("INSERT INTO stages (run_id, name, position, status) VALUES (?, ?, ?, ?)",
+                         [(run_id, name, position, run_status.STAGE_NOT_STARTED)
+                          for position, name in enumerate(STAGES)])
+        conn.execute("INSERT INTO status_history (run_id, status, at) VALUES (?, ?, ?)",
+                     (run_id, run_status.NOT_STARTED, now))
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -561,11 +570,19 @@ class RunStore:
         with self.transaction() as conn:
             conn.execute(f"UPDATE runs SET {assignments} WHERE id = ?", [*fields.values(), run_id])
 
-    def start_stage(self, run_id, stage, detail=""):
+    # Stage statuses change only here, through the stage state machine of backends/status.py.
+
+    def start_stage(self, run_id, stage, detail="", requeued=False):
+        """Mark a stage Running (`requeued`: again, after a preemption; see status.py)."""
         with self.transaction() as conn:
-            conn.execute(
-                "UPDATE stages SET status = 'Running', started_at = ?, detail = ? "
-                "WHERE run_id = ? AND name = ?", (time.time(), detail, run_id, stage))
+            self.start_stage_in(conn, run_id, stage, detail, requeued)
+
+    def start_stage_in(self, conn, run_id, stage, detail="", requeued=False):
+        """start_stage inside a transaction the caller holds."""
+        self._stage_row_for_move(conn, run_id, stage, run_status.STAGE_RUNNING, requeued)
+        conn.execute("UPDATE stages SET status = ?, started_at = ?, ended_at = NULL, detail = ? "
+                     "WHERE run_id = ? AND name = ?",
+                     (run_status.STAGE_RUNNING, time.time(), detail, run_id, stage))
 
     def set_stage_detail(self, run_id, stage, detail):
         with self.transaction() as conn:
@@ -573,18 +590,33 @@ class RunStore:
                          (detail, run_id, stage))
 
     def finish_stage(self, run_id, stage, stage_status, detail=None):
-        """Close a stage; return its duration in seconds."""
-        now = time.time()
+        """Close a stage with `stage_status`; return its duration in seconds.
+
+        IllegalTransitionError if the stage cannot end so (it had ended already)."""
         with self.transaction() as conn:
-            row = conn.execute("SELECT started_at, detail FROM stages WHERE run_id = ? AND name = ?",
-                               (run_id, stage)).fetchone()
-            started = row["started_at"] if row["started_at"] is not None else now
-            conn.execute(
-                "UPDATE stages SET status = ?, started_at = ?, ended_at = ?, detail = ? "
-                "WHERE run_id = ? AND name = ?",
-                (stage_status, started, now, row["detail"] if detail is None else detail,
-                 run_id, stage))
+            return self.finish_stage_in(conn, run_id, stage, stage_status, detail)
+
+    def finish_stage_in(self, conn, run_id, stage, stage_status, detail=None):
+        """finish_stage inside a transaction the caller holds."""
+        if stage_status in (run_status.STAGE_NOT_STARTED, run_status.STAGE_RUNNING):
+            raise IllegalTransitionError(f"a stage cannot end {stage_status}")
+        row = self._stage_row_for_move(conn, run_id, stage, stage_status)
+        now = time.time()
+        started = row["started_at"] if row["started_at"] is not None else now
+        conn.execute(
+            "UPDATE stages SET status = ?, started_at = ?, ended_at = ?, detail = ? "
+            "WHERE run_id = ? AND name = ?",
+            (stage_status, started, now, row["detail"] if detail is None else detail,
+             run_id, stage))
         return now - started
+
+    def _stage_row_for_move(self, conn, run_id, stage, new_status, requeued=False):
+        row = conn.execute("SELECT status, started_at, detail FROM stages WHERE run_id = ? "
+                           "AND name = ?", (run_id, stage)).fetchone()
+        if row is None:
+            raise RunNotFoundError(f"no stage {stage!r} of a run {run_id!r} in {self.home}")
+        run_status.check_stage_transition(row["status"], new_status, requeued)
+        return row
 
     def ingest_telemetry(self, run_id):
         """Read what the script logged since the last call into the history (see telemetry.py)."""

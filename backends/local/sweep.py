@@ -15,13 +15,14 @@ sweep survives the process that submitted it. Its driver:
   or the parent is canceled (its children with it).
 """
 
+import contextlib
 import json
 import time
 
 from amlocal.backends import status as run_status
 from amlocal.backends.base import RunSpec
 from amlocal.backends.local.lifecycle import POLL_INTERVAL_S
-from amlocal.errors import AmlocalError
+from amlocal.errors import AmlocalError, IllegalTransitionError
 from amlocal.train.hyperdrive.policy import decide
 from amlocal.train.hyperdrive.sampling import Sampler
 
@@ -96,7 +97,7 @@ class SweepDriver:
             outcome, reason = self._sweep(sampler)
             self.store.finish_stage(self.run_id, "Running", outcome,
                                     f"{len(self.children)} child run(s); {reason}")
-            if outcome == "Canceled":
+            if outcome == run_status.STAGE_CANCELED:
                 self.store.set_status(self.run_id, run_status.CANCELED, error=reason)
                 return run_status.CANCELED
             self.store.set_status(self.run_id, run_status.FINALIZING)
@@ -107,8 +108,9 @@ class SweepDriver:
             self._cancel_children("the sweep failed")
             reason = f"the sweep failed: {type(error).__name__}: {error}"
             if not run_status.is_terminal(self.store.get_status(self.run_id)):
-                # No stage is left open by a run that has ended.
-                self.store.finish_stage(self.run_id, "Running", run_status.FAILED, reason)
+                # No stage is left open by a run that has ended (one that ended keeps its end).
+                with contextlib.suppress(IllegalTransitionError):
+                    self.store.finish_stage(self.run_id, "Running", run_status.STAGE_FAILED, reason)
                 self.store.try_set_status(self.run_id, run_status.FAILED, error=reason)
             if isinstance(error, AmlocalError):
                 return run_status.FAILED
@@ -126,11 +128,12 @@ class SweepDriver:
         while True:
             if self.store.get_status(self.run_id) == run_status.CANCEL_REQUESTED:
                 self._cancel_children("its sweep was canceled")
-                return "Canceled", "Canceled by request"
+                return run_status.STAGE_CANCELED, "Canceled by request"
             if time.monotonic() > deadline:
                 self._cancel_children("its sweep ran out of time")
-                return "Completed", (f"max_duration_minutes ({self.sweep['max_duration_minutes']}) "
-                                     "passed: running children were canceled")
+                return run_status.STAGE_COMPLETED, (
+                    f"max_duration_minutes ({self.sweep['max_duration_minutes']}) passed: running "
+                    "children were canceled")
             values = self._observe(sampler)
             self._apply_policy(values)
             running = [child for child in self.children.values() if not child["ended"]]
@@ -142,8 +145,8 @@ class SweepDriver:
                     break
                 running.append(self._start_child(configuration))
             if not running and (exhausted or len(self.children) >= self.sweep["max_total_runs"]):
-                return "Completed", "the search space is exhausted" if exhausted else \
-                    "max_total_runs reached"
+                return run_status.STAGE_COMPLETED, ("the search space is exhausted" if exhausted
+                                                    else "max_total_runs reached")
             time.sleep(POLL_INTERVAL_S * 2)
 
     def _start_child(self, configuration):
@@ -175,7 +178,8 @@ class SweepDriver:
             status = self.store.get_status(child_id)
             if run_status.is_terminal(status) and not child["told"]:
                 child["ended"] = child["told"] = True
-                final = values[child_id][-1] if values[child_id] and status == "Completed" else None
+                completed = values[child_id] and status == run_status.COMPLETED
+                final = values[child_id][-1] if completed else None
                 sampler.tell(child["configuration"], final)
             if values[child_id]:
                 self._consider_best(child_id, values[child_id])

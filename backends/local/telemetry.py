@@ -24,7 +24,6 @@ import re
 import time
 
 from amlocal.backends import status as run_status
-from amlocal.backends.base import STAGES
 from amlocal.backends.local.run_folder import NotARunFile, RunFolder
 from amlocal.backends.local.store import (FILE_FOLDERS, TELEMETRY_FILE, UPLOADS_FOLDER,
                                           run_file_location)
@@ -105,31 +104,23 @@ class _Batch:
         self.next_position[key] += 1
 
     def start_child(self, child_id, name):
+        """Record a child run the script started, Running as Azure shows it (see _CHILD_START)."""
         if self.conn.execute("SELECT 1 FROM runs WHERE id = ?", (child_id,)).fetchone():
             return
         parent = self.conn.execute("SELECT * FROM runs WHERE id = ?", (self.run_id,)).fetchone()
         child_dir = self.store.run_dir(child_id)
         for folder in FILE_FOLDERS + (UPLOADS_FOLDER,):
             (child_dir / folder).mkdir(parents=True, exist_ok=True)
-        now = time.time()
-        number = self.conn.execute("SELECT COALESCE(MAX(number), 0) + 1 FROM runs WHERE experiment = ?",
-                                   (parent["experiment"],)).fetchone()[0]
-        spec = json.loads(parent["spec"])
-        self.conn.execute(
-            "INSERT INTO runs (id, number, experiment, status, backend, executor, compute, spec, "
-            "created_at, started_at, parent_id, display_name, driver_pid) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (child_id, number, parent["experiment"], run_status.RUNNING, parent["backend"],
-             parent["executor"], parent["compute"],
-             json.dumps(dict(spec, child_of=self.run_id)),
-             now, now, self.run_id, name or None, parent["driver_pid"]))
-        # A child run is started by its parent's script: it has no stages of its own but Running.
-        self.conn.executemany(
-            "INSERT INTO stages (run_id, name, position, status, started_at) VALUES (?, ?, ?, ?, ?)",
-            [(child_id, stage, position, "Running" if stage == "Running" else "NotStarted",
-              now if stage == "Running" else None) for position, stage in enumerate(STAGES)])
-        self.conn.execute("INSERT INTO status_history (run_id, status, at) VALUES (?, ?, ?)",
-                          (child_id, run_status.RUNNING, now))
+        self.store.insert_run_in(
+            self.conn, run_id=child_id, experiment=parent["experiment"],
+            executor=parent["executor"], compute=parent["compute"],
+            spec=dict(json.loads(parent["spec"]), child_of=self.run_id), tags={},
+            backend=parent["backend"], driver_pid=parent["driver_pid"], parent_id=self.run_id,
+            display_name=name or None)
+        for status in _CHILD_START:
+            self.store.set_status_in(self.conn, child_id, status)
+        # Its script is its parent's, running already: of its stages only Running is its own.
+        self.store.start_stage_in(self.conn, child_id, "Running")
 
     def end_child(self, child_id, status, error):
         if end_child_in(self.store, self.conn, child_id, status) and error:
@@ -165,9 +156,17 @@ class _Batch:
                                state["error"], run_id))
 
 
+# A child run started by its parent's script (Run.child_run) is Running at once: it needs no
+# environment or node of its own, those of its parent are ready. So it takes the shortest legal
+# path there in one moment: NotStarted -> Preparing -> Queued -> Running.
+_CHILD_START = tuple(run_status.path_to(run_status.NOT_STARTED, run_status.RUNNING))
+
 _PATH_TO = {run_status.COMPLETED: (run_status.FINALIZING, run_status.COMPLETED),
             run_status.FAILED: (run_status.FAILED,),
             run_status.CANCELED: (run_status.CANCEL_REQUESTED, run_status.CANCELED)}
+_STAGE_END = {run_status.COMPLETED: run_status.STAGE_COMPLETED,
+              run_status.FAILED: run_status.STAGE_FAILED,
+              run_status.CANCELED: run_status.STAGE_CANCELED}
 
 
 def end_child_in(store, conn, child_id, status):
@@ -177,8 +176,7 @@ def end_child_in(store, conn, child_id, status):
         return False
     for step in _PATH_TO[status]:
         store.set_status_in(conn, child_id, step)
-    conn.execute("UPDATE stages SET status = ?, ended_at = ? WHERE run_id = ? AND name = 'Running'",
-                 (status, time.time(), child_id))
+    store.finish_stage_in(conn, child_id, "Running", _STAGE_END[status])
     return True
 
 

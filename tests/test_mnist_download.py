@@ -1,4 +1,4 @@
-"""Tests for amlocal.datasets (MNIST fetching). The network is faked only at the `opener` seam."""
+"""Tests for amlocal.mnist_download (MNIST fetching). The network is faked only at the `opener` seam."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from amlocal import datasets
-from amlocal.datasets import (
+from amlocal import mnist_download as datasets
+from amlocal.mnist_download import (
     MNIST_FILES,
     LocalDirSource,
     MirrorSource,
