@@ -379,8 +379,10 @@ class ComputeTargets:
         Returns [(node_id, slot)] or None. Queue entries of runs that ended, or whose driving
         process died, are dropped on the way, so a dead run never blocks the queue.
         """
-        now = time.time()
         with self.store.transaction() as conn:
+            # Read under the write lock: runs woken together wait for it in turn, and a time read
+            # before it could stamp a later allocation earlier than the one it waited for.
+            now = time.time()
             entry = conn.execute("SELECT * FROM queue WHERE run_id = ?", (run_id,)).fetchone()
             if entry is None:
                 raise AmlocalError(f"run {run_id} is not queued")
