@@ -240,9 +240,8 @@ class Report:
     def metric_confusion_matrix(self, group):
         parts = []
         for row in group.rows:
-            data = row.value.get("data") if isinstance(row.value, dict) else None
-            labels = data.get("class_labels") if isinstance(data, dict) else None
-            matrix = data.get("matrix") if isinstance(data, dict) else None
+            data = _artifact_data(row) or {}
+            labels, matrix = data.get("class_labels"), data.get("matrix")
             valid = (isinstance(labels, list) and isinstance(matrix, list)
                      and len(matrix) == len(labels) and labels
                      and all(isinstance(line, list) and len(line) == len(labels)
@@ -263,11 +262,7 @@ class Report:
 
     def metric_accuracy_table(self, group):
         parts = []
-        for row in group.rows:
-            data = row.value.get("data") if isinstance(row.value, dict) else None
-            if not isinstance(data, dict):
-                parts.append(_json_block(row.value))
-                continue
+        for _row, data in _rows_with_data(group, parts):
             labels = data.get("class_labels") or []
             if labels:
                 parts.append(Markup(f'<p class="note">Classes: {esc(", ".join(map(text_of, labels)))}</p>'))
@@ -290,9 +285,8 @@ class Report:
     def metric_residuals(self, group):
         parts = []
         for row in group.rows:
-            data = row.value.get("data") if isinstance(row.value, dict) else None
-            edges = data.get("bin_edges") if isinstance(data, dict) else None
-            counts = data.get("bin_counts") if isinstance(data, dict) else None
+            data = _artifact_data(row) or {}
+            edges, counts = data.get("bin_edges"), data.get("bin_counts")
             if not (_numbers(edges) and _numbers(counts) and len(edges) == len(counts) + 1 and counts):
                 parts.append(_json_block(row.value))
                 continue
@@ -306,11 +300,7 @@ class Report:
 
     def metric_predictions(self, group):
         parts = []
-        for row in group.rows:
-            data = row.value.get("data") if isinstance(row.value, dict) else None
-            if not isinstance(data, dict):
-                parts.append(_json_block(row.value))
-                continue
+        for row, data in _rows_with_data(group, parts):
             edges, averages = data.get("bin_edges"), data.get("bin_averages")
             errors, counts = data.get("bin_errors"), data.get("bin_counts")
             if (_numbers(edges) and _numbers(averages) and _numbers(errors) and averages
@@ -429,6 +419,24 @@ class Report:
             f"<nav>{nav}</nav>" + "".join(body)
             + f'<p class="note">Written by amlocal at {esc(generated)}.</p>'
             "</main></body></html>\n")
+
+
+def _artifact_data(row):
+    """The "data" object of an artifact metric's row (log_confusion_matrix and the like), or
+    None where the row is not of that shape (it is then shown as its JSON)."""
+    data = row.value.get("data") if isinstance(row.value, dict) else None
+    return data if isinstance(data, dict) else None
+
+
+def _rows_with_data(group, parts):
+    """(row, its data object) for the group's rows of the artifact shape; any other row is shown
+    in `parts` as its JSON."""
+    for row in group.rows:
+        data = _artifact_data(row)
+        if data is None:
+            parts.append(_json_block(row.value))
+        else:
+            yield row, data
 
 
 def _json_block(value):
