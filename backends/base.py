@@ -8,10 +8,10 @@ below, through the `on_event` callback given to `submit`/`wait`, and the caller 
 import abc
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from amlocal.errors import UserInputError
+from amlocal.errors import RunRecordCorruptedError, UserInputError
 from amlocal.validation import (bounded_int, check_experiment_name, check_key_values, check_text,
                                 shown, usable_path)
 
@@ -42,6 +42,10 @@ class EnvironmentSpec:
     pip_packages: tuple = ()
     base_image: str | None = None
     dockerfile: str | None = None  # a Dockerfile's text, used instead of the recipe's
+
+
+# The shape RunSpec.to_json writes; a record without `spec_version` is of version 1.
+SPEC_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,36 @@ class RunSpec:
             use_gpu=bool(self.use_gpu),
             run_as_root=bool(self.run_as_root),
         )
+
+
+    def to_json(self):
+        """This spec as a JSON-ready dict (what a run's record keeps), with its `spec_version`;
+        RunSpec.from_json reads it back."""
+        data = asdict(self)
+        data.update(spec_version=SPEC_VERSION, source_dir=str(self.source_dir),
+                    inputs={name: str(path) for name, path in self.inputs.items()},
+                    arguments=list(self.arguments))
+        data["environment"]["pip_packages"] = list(self.environment.pip_packages)
+        return data
+
+    @classmethod
+    def from_json(cls, data):
+        """The spec that to_json wrote. Keys that are not fields (a record's `sweep` or `azure`
+        notes) are ignored; a field newer than the record gets its default."""
+        version = data.get("spec_version", 1)
+        if not isinstance(version, int) or version > SPEC_VERSION:
+            raise RunRecordCorruptedError(f"a run spec of version {version!r}, newer than this "
+                                          f"amlocal's {SPEC_VERSION}: upgrade amlocal to read it")
+        values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+        environment = data.get("environment") or {}
+        values.update(
+            source_dir=Path(data["source_dir"]),
+            arguments=tuple(data.get("arguments", ())),
+            inputs={name: Path(path) for name, path in (data.get("inputs") or {}).items()},
+            environment=EnvironmentSpec(**{
+                **{f.name: environment[f.name] for f in fields(EnvironmentSpec) if f.name in environment},
+                "pip_packages": tuple(environment.get("pip_packages", ()))}))
+        return cls(**values)
 
 
 def referenced_inputs(argument):

@@ -205,11 +205,10 @@ class AzureBackend(Backend):
 
     def _record(self, spec, submission, result, workspace, datastore, files=None, sweep=None):
         """Keep the submitted run in the local history (one history); return its handle."""
-        from amlocal.backends.local.backend import spec_to_json
         from amlocal.backends.local.snapshot import snapshot_files, take_snapshot
 
         files = files if files is not None else snapshot_files(spec.source_dir)
-        record_spec = dict(spec_to_json(spec), azure={
+        record_spec = dict(spec.to_json(), azure={
             "workspace": workspace,
             "portal_url": redact(result.get("portal_url")),
             "environment": submission.environment.name,

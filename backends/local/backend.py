@@ -6,7 +6,6 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import asdict
 from pathlib import Path
 
 from amlocal.backends import status as run_status
@@ -25,17 +24,8 @@ from amlocal.errors import RunRecordCorruptedError, UserInputError
 
 # Recipes with a GPU build, used when a run asks for GPUs and its node has real ones.
 GPU_RECIPES = {"chainer": "chainer-gpu"}
-SWEEP_EXECUTOR = "sweep"
-READ_CHUNK_BYTES = 4 << 20  # how much of a followed log is read at once  # the executor name of a sweep's parent run: it runs no script itself
-
-
-def spec_to_json(spec):
-    data = asdict(spec)
-    data["source_dir"] = str(spec.source_dir)
-    data["inputs"] = {name: str(path) for name, path in spec.inputs.items()}
-    data["arguments"] = list(spec.arguments)
-    data["environment"]["pip_packages"] = list(spec.environment.pip_packages)
-    return data
+SWEEP_EXECUTOR = "sweep"  # the executor name of a sweep's parent run: it runs no script itself
+READ_CHUNK_BYTES = 4 << 20  # how much of a followed log is read at once
 
 
 class LocalBackend(Backend):
@@ -108,7 +98,7 @@ class LocalBackend(Backend):
         # nodes in the order they were submitted, however long each one's image takes to build.
         run_id = self.store.create_run(
             experiment=spec.experiment, executor=executor_name, compute=spec.compute,
-            spec=spec_to_json(spec), driver_pid=None if detach else os.getpid(),
+            spec=spec.to_json(), driver_pid=None if detach else os.getpid(),
             fill_snapshot=lambda folder: take_snapshot(spec.source_dir, folder, files),
             also=lambda conn, run_id: targets.enqueue(conn, run_id, target.name, spec.node_count),
             run_id=run_id, parent_id=parent_id)
@@ -147,7 +137,7 @@ class LocalBackend(Backend):
         template = template.validated()
         ComputeTargets(self.store).get(template.compute)  # a missing target is an error now
         files = snapshot_files(template.source_dir)
-        spec = dict(spec_to_json(template), sweep=sweep)
+        spec = dict(template.to_json(), sweep=sweep)
         run_id = self.store.create_run(
             experiment=template.experiment, executor=SWEEP_EXECUTOR, compute=template.compute,
             spec=spec, driver_pid=None if detach else os.getpid(),

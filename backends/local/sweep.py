@@ -16,6 +16,7 @@ sweep survives the process that submitted it. Its driver:
 """
 
 import contextlib
+import dataclasses
 import json
 import time
 
@@ -152,17 +153,11 @@ class SweepDriver:
     def _start_child(self, configuration):
         index = len(self.children)
         child_id = f"{self.run_id}_{index}"
-        spec = self.spec
-        template = RunSpec(
-            source_dir=spec["source_dir"], script=spec["script"],
-            arguments=tuple(spec["arguments"]) + tuple(hyperparameter_arguments(configuration)),
-            experiment=self.store.get_run(self.run_id)["experiment"], inputs=spec["inputs"],
-            environment=_environment(spec["environment"]), executor=spec["executor"],
-            compute=spec["compute"], node_count=spec.get("node_count", 1),
-            max_run_duration_seconds=spec.get("max_run_duration_seconds"),
-            tags={**(spec.get("tags") or {}), "hyperparameters": json.dumps(configuration)},
-            environment_variables=spec.get("environment_variables") or {},
-            use_gpu=spec.get("use_gpu", False), run_as_root=spec.get("run_as_root", False))
+        template = RunSpec.from_json(self.spec)
+        template = dataclasses.replace(
+            template, experiment=self.store.get_run(self.run_id)["experiment"],
+            arguments=template.arguments + tuple(hyperparameter_arguments(configuration)),
+            tags={**template.tags, "hyperparameters": json.dumps(configuration)})
         self.store.update_tags(self.run_id, {HYPERPARAMETER_TAG_PREFIX + child_id:
                                              json.dumps(configuration)})
         handle = self.backend.submit(template, run_id=child_id, parent_id=self.run_id)
@@ -218,10 +213,3 @@ class SweepDriver:
         for child in self.children.values():
             child["handle"].wait()
             child["ended"] = True
-
-
-def _environment(environment):
-    from amlocal.backends.base import EnvironmentSpec
-
-    return EnvironmentSpec(recipe=environment["recipe"], pip_packages=tuple(environment["pip_packages"]),
-                           base_image=environment["base_image"], dockerfile=environment.get("dockerfile"))
