@@ -233,11 +233,16 @@ RUN_FOLDER_NAME_MAX = 200
 _PLAIN_FOLDER_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 
 
+def is_plain_run_id(text):
+    """Letters, digits, '_', '-' and '.', not starting with '.': an id that names no other folder."""
+    return _PLAIN_FOLDER_NAME.fullmatch(text) is not None
+
+
 def run_folder_name(run_id):
     """The name of the run's folder under runs/: its id where that is a short, plain file name,
     else a readable prefix of the id, '+' and a digest of the whole id. Stable; distinct ids get
     distinct folders ('+' is in no plain name, and the digest is 64 bits of SHA-256)."""
-    if len(run_id) <= RUN_FOLDER_NAME_MAX and _PLAIN_FOLDER_NAME.fullmatch(run_id):
+    if len(run_id) <= RUN_FOLDER_NAME_MAX and is_plain_run_id(run_id):
         return run_id
     digest = hashlib.sha256(run_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
     readable = re.sub(r"[^A-Za-z0-9_.-]", "_", run_id)[:RUN_FOLDER_NAME_MAX - len(digest) - 1]

@@ -20,13 +20,12 @@ predictions (the logged JSON object).
 
 import hashlib
 import json
-import re
 import time
 
 from amlocal.backends import status as run_status
 from amlocal.backends.local.run_folder import NotARunFile, RunFolder
 from amlocal.backends.local.store import (FILE_FOLDERS, TELEMETRY_FILE, UPLOADS_FOLDER,
-                                          run_file_location)
+                                          is_plain_run_id, run_file_location)
 from amlocal.errors import UserInputError
 
 _FIELDS = {"metric": ("name", "type", "value"), "tags": ("tags",), "remove_tags": ("tags",),
@@ -34,14 +33,14 @@ _FIELDS = {"metric": ("name", "type", "value"), "tags": ("tags",), "remove_tags"
            "status": ("status",)}
 
 
-# What a child run's id may be (runtime/amlocal_run.py refuses other ids given to child_run):
-# letters, digits, '_', '-' and '.', up to 512 characters, as a run id of the longest experiment
-# name with a child's suffix needs; store.run_folder_name bounds the folder it names.
-_CHILD_RUN_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,511}")
+# A child run's id is a plain one (runtime/amlocal_run.py refuses other ids given to child_run)
+# of up to 512 characters, as a run id of the longest experiment name with a child's suffix
+# needs; store.run_folder_name bounds the folder it names.
+MAX_CHILD_RUN_ID = 512
 
 
 def _is_child_run_id(value):
-    return isinstance(value, str) and _CHILD_RUN_ID.fullmatch(value) is not None
+    return isinstance(value, str) and 0 < len(value) <= MAX_CHILD_RUN_ID and is_plain_run_id(value)
 
 
 def child_uploads_folder(run_id):
