@@ -69,7 +69,7 @@ def _not_found(name):
 def _backend(workspace):
     """The ComputeTargets of the workspace's run history (imported here: the backend is heavy)."""
     from amlocal.backends.local.compute import ComputeTargets
-    from amlocal.backends.local.store import RunStore
+    from amlocal.backends.history.store import RunStore
     from amlocal.workspace import Workspace
 
     if not isinstance(workspace, Workspace):
@@ -85,7 +85,7 @@ def _parse_time(text):
 
 def _iso(value):
     # The one format of times in run details and compute status (store.iso_time).
-    from amlocal.backends.local.store import iso_time
+    from amlocal.backends.history.store import iso_time
 
     return iso_time(value.timestamp()) if value else None
 

@@ -8,7 +8,7 @@
     model.add_tags({"stage": "prod"}); model.add_properties({"accuracy": "0.97"}); model.delete()
 
 A registered model is a copy of the file or folder in $AMLOCAL_HOME/models/<name>/<version>/
-(backends/local/models.py), numbered 1, 2, 3, ... per name. Models of runs are registered with
+(backends/history/models.py), numbered 1, 2, 3, ... per name. Models of runs are registered with
 `register_model_from_run` (what `run.register_model(...)` does) from the files the run left.
 
 Errors are azureml-core's: WebserviceException for what the model management service refuses
@@ -87,14 +87,14 @@ class UserErrorException(UserInputError):
 
 
 def _models():
-    from amlocal.backends.local import models
+    from amlocal.backends.history import models
 
     return models
 
 
 def _registry(workspace_or_store):
     """The ModelRegistry of a Workspace, a RunStore or a ModelRegistry."""
-    from amlocal.backends.local.store import RunStore
+    from amlocal.backends.history.store import RunStore
 
     models = _models()
     if isinstance(workspace_or_store, models.ModelRegistry):
@@ -602,7 +602,7 @@ def _run_registry():
     run_id = os.environ.get("AZUREML_RUN_ID")
     if not run_id:
         return None
-    from amlocal.backends.local.store import RunStore, default_home
+    from amlocal.backends.history.store import RunStore, default_home
     from amlocal.errors import RunNotFoundError
 
     home = default_home()

@@ -31,7 +31,7 @@ def get_backend(name="local", **options):
 def open_run(run_id, home=None):
     """The handle of a run in the local history, from the backend that ran it (an Azure run's
     handle asks Azure; a local run's reads the history)."""
-    from amlocal.backends.local.store import RunStore
+    from amlocal.backends.history.store import RunStore
 
     try:
         check_text(run_id, "run id")

@@ -5,7 +5,7 @@ import click
 from amlocal.backends.local.compute import (DEFAULT_IDLE_SECONDS, LOCAL_TARGET, PRIORITIES,
                                             VM_SIZES, ComputeTargetError, ComputeTargets,
                                             TargetSpec, host_resources)
-from amlocal.backends.local.store import RunStore
+from amlocal.backends.history.store import RunStore
 from amlocal.cli.render import echo_json, table
 from amlocal.errors import UserInputError
 from amlocal.validation import MAX_INT

@@ -4,8 +4,8 @@ import datetime
 
 import click
 
-from amlocal.backends.local.models import ModelRegistry, collect_local_files, parse_model_id
-from amlocal.backends.local.store import RunStore
+from amlocal.backends.history.models import ModelRegistry, collect_local_files, parse_model_id
+from amlocal.backends.history.store import RunStore
 from amlocal.cli.spec_options import parse_key_values
 from amlocal.cli.render import echo_json, format_value, table
 from amlocal.errors import UserInputError

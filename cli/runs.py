@@ -2,7 +2,7 @@
 
 import click
 
-from amlocal.backends.local.run_folder import printable
+from amlocal.backends.history.run_folder import printable
 from amlocal.backends.status import is_terminal
 from amlocal.cli.backends import backends
 from amlocal.cli.output import make_output_folder, output_folder, png_file

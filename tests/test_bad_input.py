@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from amlocal.backends.local.store import RunStore
+from amlocal.backends.history.store import RunStore
 from conftest import write_script
 from test_cli import invoke, last_json
 
@@ -78,7 +78,7 @@ def test_sweep_in_an_experiment_of_the_longest_name_completes(amlocal_home, tmp_
 
 
 def test_run_folder_names_are_bounded_stable_and_distinct():
-    from amlocal.backends.local.store import run_folder_name
+    from amlocal.backends.history.store import run_folder_name
 
     long_a, long_b = "x" * 300 + "_a", "x" * 300 + "_b"
 

@@ -21,7 +21,7 @@ import pytest
 from click.testing import CliRunner
 
 from amlocal.backends import get_backend
-from amlocal.backends.local.store import RunStore
+from amlocal.backends.history.store import RunStore
 from amlocal.cli import charts, report
 from amlocal.cli.main import cli
 from conftest import write_script

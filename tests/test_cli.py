@@ -157,7 +157,7 @@ time.sleep(120)
     details = json.loads(canceled.stdout.strip().splitlines()[-1])
     assert details["status"] == "Canceled"
     assert "outputs/got-sigterm.txt" in last_json(invoke("runs", "files", run_id, "--json"))
-    from amlocal.backends.local.store import RunStore
+    from amlocal.backends.history.store import RunStore
     history = [status for status, _at in RunStore().status_history(run_id)]
     assert history[-2:] == ["CancelRequested", "Canceled"]
 
@@ -269,7 +269,7 @@ def start_foreground_run(source, executor="process"):
     process = subprocess.Popen([*AMLOCAL, "run", source, "--script", "train.py", "--executor",
                                 executor, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
-    from amlocal.backends.local.store import RunStore
+    from amlocal.backends.history.store import RunStore
     store = RunStore()
     run_id = wait_for(lambda: [r["id"] for r in store.list_runs() if r["status"] == "Running"])[0]
     wait_for(lambda: "training started" in invoke("runs", "logs", run_id).stdout)

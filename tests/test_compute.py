@@ -20,7 +20,7 @@ import pytest
 from amlocal.backends.local.compute import (
     LOCAL_TARGET, VM_SIZES, ComputeTargetError, ComputeTargets, HostResources, NodeResources,
     TargetSpec, combine_node_resources, local_memory_limit, local_target, node_resources)
-from amlocal.backends.local.store import RunStore
+from amlocal.backends.history.store import RunStore
 from amlocal.errors import AmlocalError, UserInputError
 
 GIB = 2**30
@@ -746,7 +746,7 @@ def test_several_preempted_runs_can_all_go_back_to_the_queue(store, targets):
 WORKER = """
 import json, os, sys, time
 from amlocal.backends.local.compute import ComputeTargets, HostResources
-from amlocal.backends.local.store import RunStore
+from amlocal.backends.history.store import RunStore
 home, run_ids, record, go = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], sys.argv[4]
 host = HostResources(cores=tuple(range(64)), memory_bytes=512 * 2**30, gpus=())
 targets = ComputeTargets(RunStore(home), host=host)

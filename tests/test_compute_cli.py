@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from amlocal.backends.local.compute import VM_SIZES, ComputeTargets, host_resources
-from amlocal.backends.local.store import RunStore
+from amlocal.backends.history.store import RunStore
 from amlocal.cli.main import cli
 
 STATUS_KEYS = ["currentNodeCount", "targetNodeCount", "nodeStateCounts", "allocationState",

@@ -13,7 +13,7 @@ import pytest
 
 from amlocal import AmlCompute, ComputeTarget, ComputeTargetException, Workspace
 from amlocal.backends.local.compute import ComputeTargets, host_resources
-from amlocal.backends.local.store import RunStore
+from amlocal.backends.history.store import RunStore
 from amlocal.errors import AmlocalError
 from amlocal.workspace import WorkspaceException
 

@@ -16,7 +16,7 @@ import pytest
 from amlocal.backends.base import LogLine, RunSpec
 from amlocal.backends.local import LocalBackend
 from amlocal.backends.local.processes import process_alive
-from amlocal.backends.local.store import DRIVER_LOG, RunStore
+from amlocal.backends.history.store import DRIVER_LOG, RunStore
 from conftest import write_script
 from test_cli import invoke, last_json, wait_for
 

@@ -15,7 +15,7 @@ from amlocal.backends.base import LogLine, RunSpec
 from amlocal.backends.local import LocalBackend
 from amlocal.backends.local.compute import ComputeTargets, TargetSpec
 from amlocal.backends.local.processes import process_alive
-from amlocal.backends.local.store import RunStore
+from amlocal.backends.history.store import RunStore
 from conftest import write_script
 from test_cli import invoke, last_json, wait_for
 

@@ -1,4 +1,4 @@
-"""The model registry (backends/local/models.py), its SDK face (amlocal.model) and `amlocal models`.
+"""The model registry (backends/history/models.py), its SDK face (amlocal.model) and `amlocal models`.
 
 Everything runs against a real run history in a fresh AMLOCAL_HOME: runs are made with
 RunStore.create_run plus files written into their outputs (PostProcessing's record_files then
@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from amlocal.backends.local.models import (ModelNotFoundError, ModelPathNotFoundError,
+from amlocal.backends.history.models import (ModelNotFoundError, ModelPathNotFoundError,
                                            ModelRegistry)
-from amlocal.backends.local.store import RunStore
+from amlocal.backends.history.store import RunStore
 from amlocal.cli.main import cli
 from amlocal.errors import RunNotFoundError, RunRecordCorruptedError, UserInputError
 from amlocal.model import (Model, ModelNotFoundException, ModelPathNotFoundException,
@@ -779,8 +779,8 @@ def test_cli_registers_a_real_runs_output_and_refuses_it_once_damaged(amlocal_ho
 WORKER = r"""
 import sys, time
 from pathlib import Path
-from amlocal.backends.local.models import ModelRegistry
-from amlocal.backends.local.store import RunStore
+from amlocal.backends.history.models import ModelRegistry
+from amlocal.backends.history.store import RunStore
 
 worker, barrier, work = int(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 registry = ModelRegistry(RunStore())
@@ -831,7 +831,7 @@ def test_parallel_processes_registering_one_name_get_versions_1_to_50(store, aml
 
 def test_a_registration_left_by_a_process_that_is_now_a_zombie_counts_as_abandoned():
     # One process_alive for the whole backend (processes.py): a zombie has exited.
-    from amlocal.backends.local.models import _owner_gone
+    from amlocal.backends.history.models import _owner_gone
 
     zombie = subprocess.Popen([sys.executable, "-c", ""])
     try:

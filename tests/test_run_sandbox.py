@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from amlocal.backends.local.snapshot import snapshot_files, take_snapshot
-from amlocal.backends.local.store import RunStore
+from amlocal.backends.history.snapshot import snapshot_files, take_snapshot
+from amlocal.backends.history.store import RunStore
 from amlocal.errors import UserInputError
 from conftest import write_script
 from test_cli import invoke, last_json
@@ -247,7 +247,7 @@ def test_a_symlink_swapped_in_while_files_are_recorded_is_never_followed(amlocal
 
 
 def test_a_link_or_fifo_swapped_in_after_listing_is_refused_not_followed(tmp_path, sentinel):
-    from amlocal.backends.local.run_folder import NotARunFile, RunFolder
+    from amlocal.backends.history.run_folder import NotARunFile, RunFolder
 
     run = tmp_path / "run"
     (run / "outputs" / "sub").mkdir(parents=True)
@@ -473,7 +473,7 @@ def test_an_azure_run_file_name_that_would_leave_the_download_folder_is_refused(
 
 def test_a_model_download_never_writes_through_a_link_in_the_download_folder(amlocal_home,
                                                                             tmp_path, sentinel):
-    from amlocal.backends.local.models import ModelRegistry
+    from amlocal.backends.history.models import ModelRegistry
 
     (tmp_path / "model" / "outputs").mkdir(parents=True)
     (tmp_path / "model" / "outputs" / "weights.bin").write_bytes(b"weights")

@@ -1,11 +1,11 @@
-"""Tests for source snapshots (backends/local/snapshot.py), taken as Azure ML v1 takes them."""
+"""Tests for source snapshots (backends/history/snapshot.py), taken as Azure ML v1 takes them."""
 
 import os
 
 import pytest
 
-from amlocal.backends.local import snapshot
-from amlocal.backends.local.snapshot import copy_working_directory, snapshot_files, take_snapshot
+from amlocal.backends.history import snapshot
+from amlocal.backends.history.snapshot import copy_working_directory, snapshot_files, take_snapshot
 from amlocal.errors import UserInputError
 
 

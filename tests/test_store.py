@@ -1,4 +1,4 @@
-"""Tests for the local run history (backends/local/store.py), on real SQLite files in tmp_path."""
+"""Tests for the local run history (backends/history/store.py), on real SQLite files in tmp_path."""
 
 import json
 import re
@@ -12,7 +12,7 @@ import pytest
 
 from amlocal.backends import status as run_status
 from amlocal.backends.base import STAGES
-from amlocal.backends.local.store import TELEMETRY_FILE, RunStore
+from amlocal.backends.history.store import TELEMETRY_FILE, RunStore
 from amlocal.errors import IllegalTransitionError, RunNotFoundError, UserInputError
 
 HAPPY_PATH = ("Preparing", "Queued", "Running", "Finalizing", "Completed")
@@ -388,7 +388,7 @@ def test_file_path_rejects_anything_but_an_existing_run_file(store, run_with_fil
 
 READ_BACK = """
 import json, sys
-from amlocal.backends.local.store import RunStore
+from amlocal.backends.history.store import RunStore
 store = RunStore(sys.argv[1])
 record = store.get_run(sys.argv[2])
 print(json.dumps({"record": record, "metrics": store.get_metrics(sys.argv[2])}))
@@ -414,7 +414,7 @@ def test_a_second_process_reads_back_what_this_one_wrote(store, amlocal_home):
 
 CREATE_AND_LOG = """
 import json, os, sys, time
-from amlocal.backends.local.store import RunStore, TELEMETRY_FILE
+from amlocal.backends.history.store import RunStore, TELEMETRY_FILE
 home, worker, go = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 while not os.path.exists(go):
     time.sleep(0.005)
@@ -498,7 +498,7 @@ def test_opening_a_new_history_waits_while_another_process_holds_its_write_lock(
 
 INGEST = """
 import json, os, sys, time
-from amlocal.backends.local.store import RunStore
+from amlocal.backends.history.store import RunStore
 home, run_id, go = sys.argv[1], sys.argv[2], sys.argv[3]
 while not os.path.exists(go):
     time.sleep(0.005)
@@ -519,7 +519,7 @@ def test_processes_ingesting_the_same_run_at_once_neither_lose_nor_repeat(store,
 
 
 def test_a_history_written_by_an_older_amlocal_is_upgraded_in_place(tmp_path):
-    from amlocal.backends.local import store as store_module
+    from amlocal.backends.history import store as store_module
 
     home = tmp_path / "old-home"
     (home / "runs" / "exp_1_00000000").mkdir(parents=True)

@@ -26,8 +26,8 @@ from amlocal.backends.azure.errors import (AzureComputeError, AzureConfigError, 
                                            redact_data, require_sdk)
 from amlocal.backends.base import (Backend, LogLine, RunHandle, StatusChanged, download_target,
                                    downloads_under, ignore_event)
-from amlocal.backends.local.run_folder import name_parts
-from amlocal.backends.local.store import RunStore, new_run_id, run_details
+from amlocal.backends.history.run_folder import name_parts
+from amlocal.backends.history.store import RunStore, new_run_id, run_details
 from amlocal.errors import IllegalTransitionError
 from amlocal.validation import setting
 
@@ -124,7 +124,7 @@ class AzureBackend(Backend):
         The workspace configuration file is read if there is one (to name the workspace), never
         required. Uploads are listed, not made.
         """
-        from amlocal.backends.local.snapshot import snapshot_files
+        from amlocal.backends.history.snapshot import snapshot_files
 
         spec = spec.validated()
         config = find_workspace_config(self._workspace_config)
@@ -173,7 +173,7 @@ class AzureBackend(Backend):
     def submit(self, spec, on_event=ignore_event, detach=False):
         """Submit `spec` to Azure ML; return its handle (the run goes on in Azure whatever this
         process does: `detach` changes nothing but is accepted, as the interface has it)."""
-        from amlocal.backends.local.snapshot import snapshot_files
+        from amlocal.backends.history.snapshot import snapshot_files
 
         spec = spec.validated()
         files = snapshot_files(spec.source_dir)
@@ -205,7 +205,7 @@ class AzureBackend(Backend):
 
     def _record(self, spec, submission, result, workspace, datastore, files=None, sweep=None):
         """Keep the submitted run in the local history (one history); return its handle."""
-        from amlocal.backends.local.snapshot import snapshot_files, take_snapshot
+        from amlocal.backends.history.snapshot import snapshot_files, take_snapshot
 
         files = files if files is not None else snapshot_files(spec.source_dir)
         record_spec = dict(spec.to_json(), azure={

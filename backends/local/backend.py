@@ -16,9 +16,9 @@ from amlocal.backends.local.compute import ComputeTargets, target_has_gpus, targ
 from amlocal.backends.local.lifecycle import (POLL_INTERVAL_S, RunDriver, max_preemptions,
                                                stop_grace_s)
 from amlocal.backends.local.recovery import reconcile_run, start_supervisor
-from amlocal.backends.local.run_folder import write_file
-from amlocal.backends.local.snapshot import snapshot_files, take_snapshot
-from amlocal.backends.local.store import BUILD_LOG, DRIVER_LOG, RunStore, run_details
+from amlocal.backends.history.run_folder import write_file
+from amlocal.backends.history.snapshot import snapshot_files, take_snapshot
+from amlocal.backends.history.store import BUILD_LOG, DRIVER_LOG, RunStore, run_details
 from amlocal.errors import RunRecordCorruptedError, UserInputError
 
 

@@ -24,7 +24,7 @@ from functools import lru_cache
 from amlocal.backends import status as run_status
 from amlocal.backends.local.processes import process_alive
 from amlocal.backends.local.queue_wake import wake
-from amlocal.backends.local.store import iso_time
+from amlocal.backends.history.store import iso_time
 from amlocal.errors import AmlocalError, UserInputError
 from amlocal.validation import bounded_int
 

@@ -8,7 +8,7 @@ from amlocal.errors import AmlocalError
 from amlocal.backends.local.jobs import Job, Prepared
 from amlocal.backends.local.run_settings import CONTAINER_LABEL, container_settings
 from amlocal.backends.local.script_output import OUTPUT_DIR, follow_output, prepare_output_file
-from amlocal.backends.local.snapshot import copy_working_directory
+from amlocal.backends.history.snapshot import copy_working_directory
 
 
 # Exit codes of a container stopped by a signal: SIGTERM (143) or SIGKILL (137).

@@ -32,7 +32,7 @@ from amlocal.backends.local.jobs import Prepared
 from amlocal.backends.local.queue_wake import QueueWaiter
 from amlocal.backends.local.recovery import reconcile_blockers
 from amlocal.backends.local.script_output import OUTPUT_DIR, append_note
-from amlocal.backends.local.store import BUILD_LOG, DRIVER_LOG, not_run_files
+from amlocal.backends.history.store import BUILD_LOG, DRIVER_LOG, not_run_files
 from amlocal.backends.local.telemetry import end_open_children
 from amlocal.errors import AmlocalError, IllegalTransitionError
 from amlocal.validation import setting

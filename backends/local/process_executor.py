@@ -17,7 +17,7 @@ from amlocal.backends.local.processes import process_alive, stop_process_group
 from amlocal.backends.local.run_settings import process_settings
 from amlocal.backends.local.script_output import (EXIT_STATUS_FILE, follow_output,
                                                    prepare_output_file)
-from amlocal.backends.local.snapshot import copy_working_directory
+from amlocal.backends.history.snapshot import copy_working_directory
 from amlocal.errors import UserInputError
 
 # The last line of a traceback that ran out of memory: MemoryError, numpy's _ArrayMemoryError, ...

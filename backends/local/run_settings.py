@@ -17,7 +17,7 @@ from pathlib import PurePosixPath
 from amlocal.backends.base import DATAREFERENCE_PREFIX, substitute_data_references
 from amlocal.backends.local.script_output import (EXIT_STATUS_FILE, LAUNCHER, OUTPUT_DIR,
                                                    OUTPUT_FILE, OUTPUT_NAME)
-from amlocal.backends.local.store import TELEMETRY_FILE
+from amlocal.backends.history.store import TELEMETRY_FILE
 
 IN_RUN_ROOT = PurePosixPath("/amlocal")
 IN_RUN_WORKDIR = IN_RUN_ROOT / "wd"

@@ -15,7 +15,7 @@ import os
 import stat
 import threading
 
-from amlocal.backends.local.store import DRIVER_LOG
+from amlocal.backends.history.store import DRIVER_LOG
 
 OUTPUT_DIR = "driver_output"  # in the run folder; mounted into a container for just this file
 OUTPUT_NAME = "script_output.txt"

@@ -23,8 +23,8 @@ import json
 import time
 
 from amlocal.backends import status as run_status
-from amlocal.backends.local.run_folder import NotARunFile, RunFolder
-from amlocal.backends.local.store import (FILE_FOLDERS, TELEMETRY_FILE, UPLOADS_FOLDER,
+from amlocal.backends.history.run_folder import NotARunFile, RunFolder
+from amlocal.backends.history.store import (FILE_FOLDERS, TELEMETRY_FILE, UPLOADS_FOLDER,
                                           is_plain_run_id, run_file_location)
 from amlocal.errors import UserInputError
 

@@ -5,8 +5,8 @@ import json
 import os
 import shlex
 
-from amlocal.backends.local.run_folder import printable
-from amlocal.backends.local.store import DRIVER_LOG, iso_time
+from amlocal.backends.history.run_folder import printable
+from amlocal.backends.history.store import DRIVER_LOG, iso_time
 from amlocal.cli import charts
 from amlocal.cli.report.html import (ANSI_ESCAPE, CSP, CSS, Markup, badge, esc, figure_html,
                                      html_table, image_mime, parse_iso, png_data_uri, seconds_text,

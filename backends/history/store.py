@@ -31,7 +31,7 @@ from pathlib import Path
 
 from amlocal.backends import status as run_status
 from amlocal.backends.base import STAGES
-from amlocal.backends.local.run_folder import (NotARunFile, RunFolder, copy_hashing, name_parts,
+from amlocal.backends.history.run_folder import (NotARunFile, RunFolder, copy_hashing, name_parts,
                                                printable)
 from amlocal.errors import (IllegalTransitionError, RunNotFoundError, RunRecordCorruptedError,
                             UserInputError)
@@ -151,7 +151,7 @@ ALTER TABLE runs ADD COLUMN display_name TEXT;
 CREATE INDEX runs_by_parent ON runs (parent_id);
 """
 
-# The model registry (backends/local/models.py): each name's last version (never reused), the
+# The model registry (backends/history/models.py): each name's last version (never reused), the
 # registered versions, and the size and SHA-256 of each file, so damage found later is reported.
 _SCHEMA_V5 = """
 CREATE TABLE model_names (
