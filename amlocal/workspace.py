@@ -15,11 +15,9 @@ import json
 import os
 
 from amlocal.errors import UserInputError
+from amlocal.workspace_config import WorkspaceConfigError, find_config, read_config
 
 LOCAL_WORKSPACE = "local"
-# azureml-core's search order: folders first, then file names, each from the start folder up.
-_CONFIG_DIRS = (".azureml", "aml_config", None)
-_CONFIG_FILES = ("config.json", "project.json")
 
 
 class WorkspaceException(UserInputError):
@@ -35,50 +33,6 @@ def _azure_unavailable(what):
         f"{what} names an Azure ML workspace: amlocal reaches one through its configuration file "
         "(Workspace.from_config() with the workspace's config.json, or `amlocal run --backend "
         "azure`); Workspace.get('local') is the local workspace")
-
-
-def _find_config(path, file_name):
-    start = os.path.abspath(os.path.expanduser(path))
-    if os.path.isfile(start):
-        return start
-    names = (file_name,) if file_name else _CONFIG_FILES
-    for folder in _CONFIG_DIRS:
-        for name in names:
-            relative = os.path.join(folder, name) if folder else name
-            current = start
-            while True:
-                candidate = os.path.join(current, relative)
-                if os.path.isfile(candidate):
-                    return candidate
-                parent = os.path.dirname(current)
-                if parent == current:
-                    break
-                current = parent
-    return None
-
-
-def _read_config(found):
-    """(subscription_id, resource_group, workspace_name) of a config file, as azureml-core."""
-    try:
-        with open(found, encoding="utf-8") as handle:
-            config = json.load(handle)
-    except (OSError, ValueError) as error:
-        raise WorkspaceException(f"cannot read the workspace configuration file {found}: {error}") \
-            from None
-    if not isinstance(config, dict):
-        raise WorkspaceException(f"the workspace configuration file {found} is not a JSON object")
-    scope = config.get("Scope")
-    if scope:
-        pieces = scope.split("/")
-        if len(pieces) < 9:
-            raise WorkspaceException(f"the Scope in {found} is not an Azure ML workspace's "
-                                     "resource id")
-        return pieces[2], pieces[4], pieces[8]
-    if not all(key in config for key in ("subscription_id", "resource_group", "workspace_name")):
-        raise WorkspaceException(
-            f"The config file found in: {found} does not seem to contain the required parameters. "
-            "Please make sure it contains your subscription_id, resource_group and workspace_name.")
-    return config["subscription_id"], config["resource_group"], config["workspace_name"]
 
 
 class Workspace:
@@ -114,10 +68,13 @@ class Workspace:
     @staticmethod
     def from_config(path=None, auth=None, _logger=None, _file_name=None):
         """The workspace named by the configuration file found from `path`; local when none is."""
-        found = _find_config(path if path is not None else ".", _file_name)
+        found = find_config(path if path is not None else ".", _file_name)
         if found is None:
             return Workspace()
-        subscription_id, resource_group, workspace_name = _read_config(found)
+        try:
+            subscription_id, resource_group, workspace_name = read_config(found)
+        except WorkspaceConfigError as error:
+            raise WorkspaceException(str(error)) from None
         if subscription_id or resource_group:
             return Workspace._on_azure(found, subscription_id, resource_group, workspace_name)
         return Workspace(workspace_name=workspace_name)

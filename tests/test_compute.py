@@ -263,7 +263,7 @@ def test_without_host_gpus_the_nodes_emulate_theirs_on_the_cpu():
 
 
 def test_the_built_in_local_target_is_the_whole_host_less_a_memory_reserve():
-    local = local_target(GPU_HOST)
+    local = local_target()
 
     assert node_resources(local, 0, GPU_HOST) == NodeResources(
         cpuset=None, nano_cpus=None, memory_bytes=local_memory_limit(GPU_HOST.memory_bytes),
@@ -345,7 +345,7 @@ def test_get_reads_back_the_created_spec_and_names_lists_local_first(targets):
 
     assert targets.get("zeta") == spec(name="zeta", idle_seconds_before_scaledown=60,
                                        allow_overcommit=True)
-    assert targets.get(LOCAL_TARGET) == local_target(ROOMY_HOST)
+    assert targets.get(LOCAL_TARGET) == local_target()
     assert targets.names() == [LOCAL_TARGET, "alpha", "zeta"]
 
 

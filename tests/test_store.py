@@ -13,6 +13,7 @@ import pytest
 from amlocal.backends import status as run_status
 from amlocal.backends.base import STAGES
 from amlocal.backends.history.store import TELEMETRY_FILE, RunStore
+from amlocal.backends.local.telemetry import ingest as ingest_telemetry
 from amlocal.errors import IllegalTransitionError, RunNotFoundError, UserInputError
 
 HAPPY_PATH = ("Preparing", "Queued", "Running", "Finalizing", "Completed")
@@ -247,7 +248,7 @@ def test_ingest_telemetry_reads_metrics_tags_properties_and_fail(store):
         {"kind": "fail", "error": "second call", "error_code": None, "t": 1.0},
     )
 
-    assert store.ingest_telemetry(run_id) == 4
+    assert ingest_telemetry(store, run_id) == 4
 
     assert store.get_metrics(run_id) == {
         "accuracy": [0.5, 0.75],
@@ -263,20 +264,20 @@ def test_ingest_telemetry_reads_metrics_tags_properties_and_fail(store):
 def test_ingest_telemetry_without_a_telemetry_file_reads_nothing(store):
     run_id = new_run(store)
 
-    assert store.ingest_telemetry(run_id) == 0
+    assert ingest_telemetry(store, run_id) == 0
     assert store.get_metrics(run_id) == {}
 
 
 def test_ingest_telemetry_is_idempotent_and_picks_up_where_it_stopped(store):
     run_id = new_run(store)
     append_telemetry(store, run_id, metric("loss", 3), metric("loss", 2))
-    assert store.ingest_telemetry(run_id) == 2
+    assert ingest_telemetry(store, run_id) == 2
 
-    assert store.ingest_telemetry(run_id) == 0
+    assert ingest_telemetry(store, run_id) == 0
     assert store.get_metrics(run_id) == {"loss": [3, 2]}
 
     append_telemetry(store, run_id, metric("loss", 1))
-    assert store.ingest_telemetry(run_id) == 1
+    assert ingest_telemetry(store, run_id) == 1
     assert store.get_metrics(run_id) == {"loss": [3, 2, 1]}
 
 
@@ -285,11 +286,11 @@ def test_a_torn_last_line_is_ingested_once_it_is_completed(store):
     line = json.dumps(metric("loss", 2)).encode()
     append_telemetry(store, run_id, metric("loss", 3), raw=line[:10])
 
-    assert store.ingest_telemetry(run_id) == 1
+    assert ingest_telemetry(store, run_id) == 1
     assert store.get_metrics(run_id) == {"loss": [3]}
 
     append_telemetry(store, run_id, raw=line[10:] + b"\n")
-    assert store.ingest_telemetry(run_id) == 1
+    assert ingest_telemetry(store, run_id) == 1
     assert store.get_metrics(run_id) == {"loss": [3, 2]}
 
 
@@ -299,25 +300,25 @@ def test_a_malformed_line_is_skipped_and_the_rest_is_read(store):
                      raw=b'{"kind": "metric", "na\n' + b"\xff\xfe not json\n")
     append_telemetry(store, run_id, metric("loss", 2))
 
-    assert store.ingest_telemetry(run_id) == 2
+    assert ingest_telemetry(store, run_id) == 2
     assert store.get_metrics(run_id) == {"loss": [3, 2]}
-    assert store.ingest_telemetry(run_id) == 0
+    assert ingest_telemetry(store, run_id) == 0
 
 
 def test_a_json_line_that_is_not_a_valid_event_is_skipped(store):
     run_id = new_run(store)
     append_telemetry(store, run_id, {"kind": "metric", "value": 1}, metric("loss", 2))
 
-    assert store.ingest_telemetry(run_id) == 1
+    assert ingest_telemetry(store, run_id) == 1
     assert store.get_metrics(run_id) == {"loss": [2]}
 
 
 def test_get_metrics_orders_names_and_keeps_each_metrics_logging_order(store):
     run_id = new_run(store)
     append_telemetry(store, run_id, metric("loss", 0.9), metric("acc", 0.1), metric("loss", 0.5))
-    store.ingest_telemetry(run_id)
+    ingest_telemetry(store, run_id)
     append_telemetry(store, run_id, metric("acc", 0.4), metric("loss", 0.7))
-    store.ingest_telemetry(run_id)
+    ingest_telemetry(store, run_id)
 
     metrics = store.get_metrics(run_id)
 
@@ -401,7 +402,7 @@ def test_a_second_process_reads_back_what_this_one_wrote(store, amlocal_home):
     store.start_stage(run_id, "Running", detail="python train.py")
     append_telemetry(store, run_id, metric("loss", 0.5), metric("loss", 0.25),
                      metric("curve", [1.5, 2.5], "list"))
-    store.ingest_telemetry(run_id)
+    ingest_telemetry(store, run_id)
 
     seen = json.loads(run_python(READ_BACK, amlocal_home, run_id))
 
@@ -415,6 +416,7 @@ def test_a_second_process_reads_back_what_this_one_wrote(store, amlocal_home):
 CREATE_AND_LOG = """
 import json, os, sys, time
 from amlocal.backends.history.store import RunStore, TELEMETRY_FILE
+from amlocal.backends.local.telemetry import ingest as ingest_telemetry
 home, worker, go = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 while not os.path.exists(go):
     time.sleep(0.005)
@@ -428,7 +430,7 @@ for index in range(10):
         for step in range(5):
             handle.write(json.dumps({"kind": "metric", "name": "loss", "type": "scalar",
                                      "value": [worker, index, step]}) + "\\n")
-    store.ingest_telemetry(run_id)
+    ingest_telemetry(store, run_id)
     store.set_status(run_id, "Preparing")
     run_ids.append(run_id)
 print(json.dumps(run_ids))
@@ -499,11 +501,12 @@ def test_opening_a_new_history_waits_while_another_process_holds_its_write_lock(
 INGEST = """
 import json, os, sys, time
 from amlocal.backends.history.store import RunStore
+from amlocal.backends.local.telemetry import ingest as ingest_telemetry
 home, run_id, go = sys.argv[1], sys.argv[2], sys.argv[3]
 while not os.path.exists(go):
     time.sleep(0.005)
 store = RunStore(home)
-print(sum(store.ingest_telemetry(run_id) for _ in range(20)))
+print(sum(ingest_telemetry(store, run_id) for _ in range(20)))
 """
 
 
@@ -519,12 +522,12 @@ def test_processes_ingesting_the_same_run_at_once_neither_lose_nor_repeat(store,
 
 
 def test_a_history_written_by_an_older_amlocal_is_upgraded_in_place(tmp_path):
-    from amlocal.backends.history import store as store_module
+    from amlocal.backends.history import schema
 
     home = tmp_path / "old-home"
     (home / "runs" / "exp_1_00000000").mkdir(parents=True)
     with sqlite3.connect(home / "amlocal.db") as conn:  # what the first release wrote
-        conn.executescript(store_module._MIGRATIONS[0] + "PRAGMA user_version = 1;")
+        conn.executescript(schema.MIGRATIONS[0] + "PRAGMA user_version = 1;")
         conn.execute("INSERT INTO runs (id, number, experiment, status, backend, executor, "
                      "compute, spec, created_at) VALUES ('exp_1_00000000', 1, 'exp', "
                      "'Completed', 'local', 'process', 'local', '{\"script\": \"t.py\"}', 1.0)")
@@ -537,7 +540,7 @@ def test_a_history_written_by_an_older_amlocal_is_upgraded_in_place(tmp_path):
     record = store.get_run("exp_1_00000000")
     assert record["status"] == "Completed" and record["nodes"] == [] and record["preemptions"] == 0
     with sqlite3.connect(home / "amlocal.db") as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == store_module.SCHEMA_VERSION
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION
         assert conn.execute("SELECT COUNT(*) FROM queue").fetchone()[0] == 0
 
 
@@ -574,7 +577,7 @@ def test_a_child_run_the_script_starts_moves_only_through_legal_transitions(stor
     append_telemetry(store, run_id, {"kind": "child", "name": "fold-1", "run": child_id},
                      {"kind": "status", "status": "Completed", "run": child_id})
 
-    store.ingest_telemetry(run_id)
+    ingest_telemetry(store, run_id)
 
     history = [status for status, _at in store.status_history(child_id)]
     assert history == ["NotStarted", "Preparing", "Queued", "Running", "Finalizing", "Completed"]

@@ -26,10 +26,12 @@ from amlocal.backends.azure.errors import (AzureComputeError, AzureConfigError, 
                                            redact_data, require_sdk)
 from amlocal.backends.base import (Backend, LogLine, RunHandle, StatusChanged, download_target,
                                    downloads_under, ignore_event)
+from amlocal.backends.history.compute_targets import LOCAL_TARGET, ComputeTargetRecords
 from amlocal.backends.history.run_folder import name_parts
 from amlocal.backends.history.store import RunStore, new_run_id, run_details
 from amlocal.errors import IllegalTransitionError
 from amlocal.validation import setting
+from amlocal.workspace_config import WorkspaceConfigError, find_config, read_config
 
 EXECUTOR = "amlcompute"
 DEFAULT_DATASTORE = "workspaceblobstore"
@@ -49,16 +51,14 @@ def find_workspace_config(path=None):
     Returns {config_file, subscription_id, resource_group, workspace_name}, or None where no
     configuration file is found. Raises AzureConfigError for a file that cannot be used.
     """
-    from amlocal.workspace import WorkspaceException, _find_config, _read_config
-
-    found = _find_config(path if path is not None else ".", None)
+    found = find_config(path if path is not None else ".")
     if found is None:
         if path is not None:
             raise AzureConfigError(f"no workspace configuration file at {path}")
         return None
     try:
-        subscription_id, resource_group, workspace_name = _read_config(found)
-    except WorkspaceException as error:
+        subscription_id, resource_group, workspace_name = read_config(found)
+    except WorkspaceConfigError as error:
         raise AzureConfigError(str(error)) from None
     if not subscription_id or not resource_group:
         raise AzureConfigError(
@@ -103,9 +103,7 @@ class AzureBackend(Backend):
     def _local_target(self, name):
         """The local compute target called `name`, if the history has one (its settings are how
         amlocal creates the cluster on Azure)."""
-        from amlocal.backends.local.compute import LOCAL_TARGET, ComputeTargets
-
-        targets = ComputeTargets(self.store)
+        targets = ComputeTargetRecords(self.store)
         if name == LOCAL_TARGET or name not in targets.names():
             return None
         return targets.get(name)

@@ -39,6 +39,7 @@ from azureml.core.runconfig import DataReferenceConfiguration, DockerConfigurati
 from azureml.core.script_run_config import get_run_config_from_script_run
 
 from amlocal.backends.base import DATAREFERENCE_PREFIX
+from amlocal.backends.recipes import gpu_build, recipe_dir
 from amlocal.errors import UserInputError
 
 SDK_NAME = "azureml-core"
@@ -236,12 +237,11 @@ def azure_arguments(arguments):
 def gpu_environment(spec, local_target=None):
     """The run's EnvironmentSpec, with the recipe's GPU build where the run asks for GPUs (as the
     local backend chooses it for nodes with real GPUs: Azure's GPU sizes have real ones)."""
-    from amlocal.backends.local.backend import GPU_RECIPES
-
     environment = spec.environment
-    if (spec.use_gpu and environment.dockerfile is None and environment.recipe in GPU_RECIPES
+    gpu_recipe = gpu_build(environment.recipe)
+    if (spec.use_gpu and environment.dockerfile is None and gpu_recipe
             and (local_target is None or local_target.size.gpus > 0)):
-        return replace(environment, recipe=GPU_RECIPES[environment.recipe])
+        return replace(environment, recipe=gpu_recipe)
     return environment
 
 
@@ -287,8 +287,6 @@ def translate(spec, local_target=None, datastore=DEFAULT_DATASTORE):
 
 def recipe_dockerfile_text(recipe):
     """The text of docker/<recipe>/Dockerfile, as the local backend builds from it."""
-    from amlocal.backends.local.images import recipe_dir
-
     return (recipe_dir(recipe) / "Dockerfile").read_text()
 
 

@@ -34,8 +34,8 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from amlocal.backends.history.run_folder import copy_hashing, name_parts, printable, stage_file
-from amlocal.backends.local.processes import process_alive
 from amlocal.backends.history.store import RunFile, sha256_of_file
+from amlocal.backends.liveness import process_alive
 from amlocal.errors import AmlocalError, RunRecordCorruptedError, UserInputError
 from amlocal.validation import check_text, shown
 

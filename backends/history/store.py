@@ -1,8 +1,8 @@
-"""The local run history: SQLite for records, stages and metrics, folders for files.
+"""The run history: SQLite for records, stages and metrics, folders for files.
 
 Layout under $AMLOCAL_HOME (default ~/.amlocal):
 
-    amlocal.db                      runs, stages, status history, metrics
+    amlocal.db                      runs, stages, status history, metrics (schema.py)
     runs/<run folder>/snapshot/     the source folder as submitted (read-only by convention)
     runs/<run folder>/outputs/      ./outputs of the run       } the run's files, as
     runs/<run folder>/logs/         ./logs of the run          } get_file_names()
@@ -10,14 +10,14 @@ Layout under $AMLOCAL_HOME (default ~/.amlocal):
     runs/<run folder>/telemetry/    events the script logged, read into the database
 
 A run's folder is named by its id, or where the id is too long for a file name (or no plain
-one), by `run_folder_name`.
+one), by `run_folder_name`. The run's files are listed, opened and checked by run_files.py, whose
+RunFiles is mixed into RunStore; a stored record is decoded by records.py.
 
 Every process opens its own short-lived connections; WAL mode and a busy timeout let concurrent
 runs and readers share the file. Status changes go through `set_status`, which asks the state
 machine (backends.status) and writes with a compare-and-set inside one IMMEDIATE transaction.
 """
 
-import datetime
 import hashlib
 import json
 import os
@@ -31,187 +31,27 @@ from pathlib import Path
 
 from amlocal.backends import status as run_status
 from amlocal.backends.base import STAGES
-from amlocal.backends.history.run_folder import (NotARunFile, RunFolder, copy_hashing, name_parts,
-                                               printable)
+from amlocal.backends.history.records import iso_time, run_details, run_record
+from amlocal.backends.history.run_files import (FILE_FOLDERS, UPLOADS_FOLDER, RunFile, RunFiles,
+                                                not_run_files, run_file_location, sha256_of_file)
+from amlocal.backends.history.schema import SCHEMA_VERSION, prepare
 from amlocal.errors import (IllegalTransitionError, RunNotFoundError, RunRecordCorruptedError,
                             UserInputError)
 
-FILE_FOLDERS = ("outputs", "logs", "azureml-logs")
-# Files a script uploads under other names (run.upload_file, log_image) live here, listed and
-# downloaded by the name they were given.
-UPLOADS_FOLDER = "uploads"
+# What callers import from here, wherever in the history it is defined.
+__all__ = ["BUILD_LOG", "DRIVER_LOG", "FILE_FOLDERS", "RESERVE_BYTES", "RUN_FOLDER_NAME_MAX",
+           "SCHEMA_VERSION", "TELEMETRY_FILE", "UPLOADS_FOLDER", "RunFile", "RunStore",
+           "default_home", "is_plain_run_id", "iso_time", "new_run_id", "not_run_files",
+           "run_details", "run_file_location", "run_folder_name", "sha256_of_file"]
+
 RESERVE_BYTES = 8 << 20
 TELEMETRY_FILE = "events.jsonl"
 BUILD_LOG = "azureml-logs/20_image_build_log.txt"
 DRIVER_LOG = "azureml-logs/70_driver_log.txt"
 
-_SCHEMA_V1 = """
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY,
-    number INTEGER NOT NULL,
-    experiment TEXT NOT NULL,
-    status TEXT NOT NULL,
-    backend TEXT NOT NULL,
-    executor TEXT NOT NULL,
-    compute TEXT NOT NULL,
-    spec TEXT NOT NULL,
-    image TEXT,
-    exit_code INTEGER,
-    error TEXT,
-    created_at REAL NOT NULL,
-    started_at REAL,
-    ended_at REAL,
-    driver_pid INTEGER,
-    container_id TEXT,
-    script_pid INTEGER,
-    telemetry_offset INTEGER NOT NULL DEFAULT 0,
-    tags TEXT NOT NULL DEFAULT '{}',
-    properties TEXT NOT NULL DEFAULT '{}'
-);
-CREATE INDEX IF NOT EXISTS runs_by_experiment ON runs (experiment, created_at);
-CREATE TABLE IF NOT EXISTS stages (
-    run_id TEXT NOT NULL REFERENCES runs (id),
-    name TEXT NOT NULL,
-    position INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    started_at REAL,
-    ended_at REAL,
-    detail TEXT NOT NULL DEFAULT '',
-    PRIMARY KEY (run_id, name)
-);
-CREATE TABLE IF NOT EXISTS status_history (
-    run_id TEXT NOT NULL REFERENCES runs (id),
-    status TEXT NOT NULL,
-    at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS metrics (
-    run_id TEXT NOT NULL REFERENCES runs (id),
-    name TEXT NOT NULL,
-    position INTEGER NOT NULL,
-    metric_type TEXT NOT NULL,
-    value TEXT NOT NULL,
-    step INTEGER,
-    description TEXT NOT NULL DEFAULT '',
-    logged_at REAL NOT NULL,
-    PRIMARY KEY (run_id, name, position)
-);
-"""
-
-# Compute targets, their nodes and the queue in front of them (backends/local/compute.py).
-_SCHEMA_V2 = """
-ALTER TABLE runs ADD COLUMN nodes TEXT NOT NULL DEFAULT '[]';
-ALTER TABLE runs ADD COLUMN preemptions INTEGER NOT NULL DEFAULT 0;
-CREATE TABLE compute_targets (
-    name TEXT PRIMARY KEY,
-    vm_size TEXT NOT NULL,
-    vm_priority TEXT NOT NULL,
-    min_nodes INTEGER NOT NULL,
-    max_nodes INTEGER NOT NULL,
-    idle_seconds_before_scaledown INTEGER NOT NULL,
-    allow_overcommit INTEGER NOT NULL,
-    emulate_gpus INTEGER NOT NULL,
-    created_at REAL NOT NULL,
-    modified_at REAL NOT NULL
-);
-CREATE TABLE nodes (
-    target TEXT NOT NULL,
-    node_id TEXT NOT NULL,
-    slot INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    run_id TEXT,
-    created_at REAL NOT NULL,
-    idle_since REAL,
-    PRIMARY KEY (target, node_id)
-);
-CREATE TABLE queue (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    target TEXT NOT NULL,
-    run_id TEXT NOT NULL UNIQUE,
-    node_count INTEGER NOT NULL,
-    enqueued_at REAL NOT NULL
-);
-CREATE INDEX queue_by_target ON queue (target, seq);
-"""
-
-# What PostProcessing found in ./outputs and ./logs, so damage found later is reported.
-_SCHEMA_V3 = """
-CREATE TABLE files (
-    run_id TEXT NOT NULL REFERENCES runs (id),
-    name TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    sha256 TEXT NOT NULL,
-    PRIMARY KEY (run_id, name)
-);
-"""
-
-# Child runs (Run.child_run in a script) and the display name a run may be given.
-_SCHEMA_V4 = """
-ALTER TABLE runs ADD COLUMN parent_id TEXT;
-ALTER TABLE runs ADD COLUMN display_name TEXT;
-CREATE INDEX runs_by_parent ON runs (parent_id);
-"""
-
-# The model registry (backends/history/models.py): each name's last version (never reused), the
-# registered versions, and the size and SHA-256 of each file, so damage found later is reported.
-_SCHEMA_V5 = """
-CREATE TABLE model_names (
-    name TEXT PRIMARY KEY,
-    last_version INTEGER NOT NULL
-);
-CREATE TABLE models (
-    name TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    model_path TEXT NOT NULL,
-    run_id TEXT REFERENCES runs (id),
-    run_path TEXT,
-    experiment_name TEXT,
-    description TEXT,
-    framework TEXT,
-    framework_version TEXT,
-    tags TEXT NOT NULL DEFAULT '{}',
-    properties TEXT NOT NULL DEFAULT '{}',
-    created_at REAL NOT NULL,
-    PRIMARY KEY (name, version)
-);
-CREATE INDEX models_by_run ON models (run_id);
-CREATE TABLE model_files (
-    name TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    path TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    sha256 TEXT NOT NULL,
-    PRIMARY KEY (name, version, path),
-    FOREIGN KEY (name, version) REFERENCES models (name, version) ON DELETE CASCADE
-);
-"""
-
-# Schema steps in order; a history at version N gets the steps after N.
-_MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4, _SCHEMA_V5)
-SCHEMA_VERSION = len(_MIGRATIONS)
-
 # Columns that executors may set besides status (which only set_status writes).
 _UPDATABLE = {"image", "driver_pid", "container_id", "script_pid", "error", "exit_code",
               "preemptions"}
-
-
-def _use_wal(conn, timeout_s=30):
-    """Switch the database to WAL, so readers (runs list, logs -f) never wait for a writing run.
-
-    WAL is a property of the file, so this only changes anything the first time. SQLite answers a
-    journal-mode change with "database is locked" at once, ignoring the busy timeout, while
-    another process holds the write lock (two processes opening a new history together), hence
-    the retries.
-    """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                conn.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as error:
-            if "locked" not in str(error) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 def default_home():
@@ -249,7 +89,7 @@ def run_folder_name(run_id):
     return f"{readable.lstrip('.')}+{digest}"
 
 
-class RunStore:
+class RunStore(RunFiles):
     """The run history at `home`. Cheap to create; safe to use from many processes at once."""
 
     def __init__(self, home=None):
@@ -260,21 +100,7 @@ class RunStore:
         self.reserve_path = self.home / ".reserve"
         self._ensure_reserve()
         with self._connection() as conn:
-            _use_wal(conn)
-            if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    # Read again under the lock: another process may have migrated meanwhile.
-                    version = conn.execute("PRAGMA user_version").fetchone()[0]
-                    for step in _MIGRATIONS[version:]:
-                        for statement in step.split(";"):
-                            if statement.strip():
-                                conn.execute(statement)
-                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
+            prepare(conn)
 
     def _ensure_reserve(self):
         """Keep a few MB of the disk in reserve (a file of zeros).
@@ -410,7 +236,7 @@ class RunStore:
             stages = conn.execute(
                 "SELECT name, status, started_at, ended_at, detail FROM stages "
                 "WHERE run_id = ? ORDER BY position", (run_id,)).fetchall()
-        record = _record(row, stages)
+        record = run_record(row, stages)
         if not self.run_dir(run_id).is_dir():
             raise RunRecordCorruptedError(f"run {run_id}'s folder {self.run_dir(run_id)} is missing: "
                                           "its snapshot, outputs and logs are gone")
@@ -443,7 +269,7 @@ class RunStore:
         records = []
         for row in rows:
             try:
-                records.append(_record(row, stages.get(row["id"], [])))
+                records.append(run_record(row, stages.get(row["id"], [])))
             except RunRecordCorruptedError as error:
                 records.append({"id": row["id"], "experiment": row["experiment"],
                                 "corrupted": str(error)})
@@ -623,253 +449,8 @@ class RunStore:
         run_status.check_stage_transition(row["status"], new_status, requeued)
         return row
 
-    def ingest_telemetry(self, run_id):
-        """Read what the script logged since the last call into the history (see telemetry.py)."""
-        from amlocal.backends.local.telemetry import ingest
-        return ingest(self, run_id)
-
-    # -- files --------------------------------------------------------------------------------
-    # The run's script shares these folders: everything in them is read through run_folder,
-    # which follows no link and opens nothing but regular files (see its docstring).
-
-    def file_names(self, run_id):
-        """The run's files as posix names (outputs/model.npz, azureml-logs/..., uploaded names).
-
-        Only regular files count: a link the script left is kept in the folder but is not a run
-        file, nor is a FIFO, socket or device (record_files reports them).
-        """
-        self.get_status(run_id)
-        with self._run_folder(run_id) as folder:
-            return _scan(folder)[0]
-
-    def file_path(self, run_id, name):
-        """The host path of run file `name` (to show where it is; read it with open_file);
-        UserInputError if it is not one of the run's files."""
-        location = self._location(run_id, name)
-        with self._run_folder(run_id) as folder:
-            if not folder.is_file(location):
-                raise self._no_such_file(run_id, name)
-        return self.run_dir(run_id) / location
-
-    def open_file(self, run_id, name):
-        """Run file `name`, open for reading in binary (a regular file reached without following
-        any link); UserInputError if it is not one of the run's files."""
-        location = self._location(run_id, name)
-        with self._run_folder(run_id) as folder:
-            try:
-                return folder.open(location)
-            except NotARunFile:
-                raise self._no_such_file(run_id, name) from None
-
-    @contextmanager
-    def open_verified_file(self, run_id, name):
-        """open_file, after checking the open file's bytes against what PostProcessing recorded
-        of it (RunRecordCorruptedError if they differ); positioned at its start."""
-        with self.open_file(run_id, name) as handle:
-            with self._connection() as conn:
-                recorded = conn.execute("SELECT size, sha256 FROM files WHERE run_id = ? AND "
-                                        "name = ?", (run_id, _sql_name(name))).fetchone()
-            if recorded is not None:
-                size, digest = copy_hashing(handle)
-                if (size, digest) != (recorded["size"], recorded["sha256"]):
-                    raise RunRecordCorruptedError(
-                        f"run {run_id}'s file {printable(name)} is damaged: it is not the file the "
-                        f"run left ({size} bytes now, {recorded['size']} recorded, SHA-256 differs)")
-                handle.seek(0)
-            yield handle
-
-    def record_files(self, run_id):
-        """Note the size and SHA-256 of the run's files but its amlocal logs (PostProcessing).
-
-        A file with other names (a hard link) is given an inode of its own first. Returns
-        (rows, skipped): rows (run id, name, size, SHA-256) of the files recorded, skipped
-        (name, kind) of what is not a run file: links (kept as links) and FIFOs, sockets and
-        devices (never opened).
-        """
-        rows = []
-        with self._run_folder(run_id) as folder:
-            names, skipped = _scan(folder)
-            for name in names:
-                if name.startswith("azureml-logs/"):
-                    continue
-                try:
-                    size, digest = folder.digest(run_file_location(name))
-                except NotARunFile:
-                    skipped.append((name, "removed while it was recorded"))
-                    continue
-                rows.append((run_id, name, size, digest))
-        with self.transaction() as conn:
-            conn.execute("DELETE FROM files WHERE run_id = ?", (run_id,))
-            conn.executemany("INSERT INTO files (run_id, name, size, sha256) VALUES (?, ?, ?, ?)",
-                             [(run, _sql_name(name), size, digest)
-                              for run, name, size, digest in rows])
-        return rows, skipped
-
-    def _run_folder(self, run_id):
-        try:
-            return RunFolder(self.run_dir(run_id))
-        except FileNotFoundError:
-            raise RunRecordCorruptedError(f"run {run_id}'s folder {self.run_dir(run_id)} is "
-                                          "missing: its snapshot, outputs and logs are gone") from None
-
-    def _location(self, run_id, name):
-        try:
-            return run_file_location(name)
-        except UserInputError:
-            raise self._no_such_file(run_id, name) from None
-
-    @staticmethod
-    def _no_such_file(run_id, name):
-        return UserInputError(f"run {run_id} has no file {printable(name)!r} "
-                              f"(see `amlocal runs files {run_id}`)")
-
-
-class RunFile:
-    """One of a run's files as a source to copy from (the model registry takes these): opened
-    through the run folder and checked against its record, never by its host path."""
-
-    def __init__(self, store, run_id, name):
-        self.store, self.run_id, self.name = store, run_id, name
-
-    def open(self, _mode="rb"):
-        return self.store.open_verified_file(self.run_id, self.name)
-
-    def __str__(self):
-        return f"{self.run_id}/{printable(self.name)}"
-
-
-def run_file_location(name):
-    """Where run file `name` lives in its run's folder: outputs/, logs/ and azureml-logs/ names
-    in those folders, any other name (an upload's) in the upload folder. UserInputError for a
-    name that could leave the folder."""
-    parts = name_parts(name)
-    return name if parts[0] in FILE_FOLDERS else f"{UPLOADS_FOLDER}/{name}"
-
-
-def _scan(folder):
-    """(sorted run file names, [(name, kind)] of what is there but is not a run file)."""
-    names, skipped = [], []
-    for top in FILE_FOLDERS + (UPLOADS_FOLDER,):
-        for entry in folder.entries(top):
-            name = entry.name[len(UPLOADS_FOLDER) + 1:] if top == UPLOADS_FOLDER else entry.name
-            if top == UPLOADS_FOLDER and name.split("/", 1)[0] in FILE_FOLDERS:
-                continue  # shadowed by the folder of that name: not reachable by this name
-            if entry.kind == "file":
-                names.append(name)
-            elif entry.kind != "folder":
-                skipped.append((name, entry.kind))
-    return sorted(names), skipped
-
-
-def not_run_files(skipped, shown=10):
-    """PostProcessing's words for what record_files skipped ("" when nothing was)."""
-    if not skipped:
-        return ""
-    listed = ", ".join(f"{printable(name)} ({kind})" for name, kind in skipped[:shown])
-    more = f" and {len(skipped) - shown} more" if len(skipped) > shown else ""
-    return (f"; not run files (links are kept as links, FIFOs, sockets and devices are never "
-            f"opened): {listed}{more}")
-
-
-def _sql_name(name):
-    """A file name as SQLite keeps it: text, or its bytes (a BLOB) when it is not UTF-8 (a
-    lone surrogate escape cannot be stored as TEXT; a BLOB never equals a TEXT name)."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return os.fsencode(name)
-    return name
-
-
-def iso_time(timestamp):
-    """A stored epoch time as the ISO 8601 UTC text run details show (milliseconds, Z)."""
-    if timestamp is None:
-        return None
-    return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).isoformat(
-        timespec="milliseconds").replace("+00:00", "Z")
-
-
-def run_details(record, run_dir):
-    """A run's details (what `get_details()` and `amlocal runs show --json` give) from its stored
-    record: one shape for every backend, which a backend may add to or override."""
-    spec = record["spec"]
-    ended = record["ended_at"]
-    return {
-        "id": record["id"],
-        "number": record["number"],
-        "experiment": record["experiment"],
-        "status": record["status"],
-        "backend": record["backend"],
-        "executor": record["executor"],
-        "compute": record["compute"],
-        "node_count": spec.get("node_count", 1),
-        "nodes": record["nodes"],
-        "preemptions": record["preemptions"],
-        "max_run_duration_seconds": spec.get("max_run_duration_seconds"),
-        "script": spec.get("script"),
-        "arguments": spec.get("arguments", []),
-        "source_dir": spec.get("source_dir"),
-        "inputs": spec.get("inputs", {}),
-        "environment": spec.get("environment", {}),
-        "image": record["image"],
-        "exit_code": record["exit_code"],
-        "error": record["error"],
-        "created_at": iso_time(record["created_at"]),
-        "started_at": iso_time(record["started_at"]),
-        "ended_at": iso_time(ended),
-        "duration_s": round(ended - record["created_at"], 3) if ended else None,
-        "stages": [{**stage, "started_at": iso_time(stage["started_at"]),
-                    "ended_at": iso_time(stage["ended_at"])} for stage in record["stages"]],
-        "tags": record["tags"],
-        "properties": record["properties"],
-        "parent_id": record["parent_id"],
-        "display_name": record["display_name"],
-        "sweep": spec.get("sweep"),
-        "run_dir": str(run_dir),
-    }
-
-
-def sha256_of_file(path):
-    with open(path, "rb") as handle:
-        return copy_hashing(handle)[1]
-
 
 def _is_corruption(error):
     """SQLite's words for a damaged file (a constraint or SQL error is a bug, not damage)."""
     text = str(error).lower()
     return "malformed" in text or "not a database" in text
-
-
-def _record(row, stages):
-    """A runs row as a dict, checked: a damaged record is reported, never served."""
-    record = dict(row)
-
-    def damaged(what):
-        return RunRecordCorruptedError(f"run {record['id']}'s record is damaged ({what}); it is not "
-                                       "served: its files are still in its folder")
-
-    for column in ("spec", "tags", "properties", "nodes"):
-        try:
-            record[column] = json.loads(record[column])
-        except (TypeError, json.JSONDecodeError) as error:
-            raise damaged(f"{column} is not valid JSON: {error}") from None
-    if not isinstance(record["spec"], dict):
-        raise damaged("its spec is not an object")
-    if record["status"] not in run_status.ALL_STATUSES:
-        raise damaged(f"unknown status {record['status']!r}")
-    if [stage["name"] for stage in stages] != list(STAGES):
-        raise damaged("its stages are incomplete")
-    record["stages"] = [
-        {
-            "name": stage["name"],
-            "status": stage["status"],
-            "started_at": stage["started_at"],
-            "ended_at": stage["ended_at"],
-            "duration_s": (round(stage["ended_at"] - stage["started_at"], 3)
-                           if stage["ended_at"] is not None and stage["started_at"] is not None
-                           else None),
-            "detail": stage["detail"],
-        }
-        for stage in stages
-    ]
-    return record

@@ -19,11 +19,9 @@ from amlocal.backends.local.recovery import reconcile_run, start_supervisor
 from amlocal.backends.history.run_folder import write_file
 from amlocal.backends.history.snapshot import snapshot_files, take_snapshot
 from amlocal.backends.history.store import BUILD_LOG, DRIVER_LOG, RunStore, run_details
+from amlocal.backends.recipes import gpu_build, recipe_dir
 from amlocal.errors import RunRecordCorruptedError, UserInputError
 
-
-# Recipes with a GPU build, used when a run asks for GPUs and its node has real ones.
-GPU_RECIPES = {"chainer": "chainer-gpu"}
 SWEEP_EXECUTOR = "sweep"  # the executor name of a sweep's parent run: it runs no script itself
 READ_CHUNK_BYTES = 4 << 20  # how much of a followed log is read at once
 
@@ -68,9 +66,7 @@ class LocalBackend(Backend):
         stop_grace_s(), max_preemptions()  # a bad AMLOCAL_* setting is refused before the run exists
         executor_name = self._choose_executor(spec.executor)
         if executor_name == "docker":
-            from amlocal.backends.local import images
-
-            images.recipe_dir(spec.environment.recipe)
+            recipe_dir(spec.environment.recipe)
         else:
             from amlocal.backends.local import process_executor
 
@@ -88,11 +84,12 @@ class LocalBackend(Backend):
                 f"the run asks for a GPU (--gpu, use_gpu=True) but compute target {target.name!r} "
                 f"has none on this host ({targets.host.describe()}): run on a GPU machine, or on "
                 "a target of a GPU VM size created with --emulate-gpus to run its GPU work on the CPU")
-        if (spec.use_gpu and executor_name == "docker" and spec.environment.recipe in GPU_RECIPES
+        gpu_recipe = gpu_build(spec.environment.recipe)
+        if (spec.use_gpu and executor_name == "docker" and gpu_recipe
                 and target_has_real_gpus(target, targets.host)):
             # The framework's GPU build (CuPy on CUDA) for nodes that have real GPUs.
             spec = dataclasses.replace(spec, environment=dataclasses.replace(
-                spec.environment, recipe=GPU_RECIPES[spec.environment.recipe]))
+                spec.environment, recipe=gpu_recipe))
         files = snapshot_files(spec.source_dir)
         # The run takes its place in the target's queue when it is created, so runs get their
         # nodes in the order they were submitted, however long each one's image takes to build.

@@ -1,6 +1,7 @@
-"""Local compute targets that behave like AmlCompute: VM sizes, nodes, one queue, scaling.
+"""Local compute targets that behave like AmlCompute: nodes, one queue, scaling.
 
-A target has a VM size and between min_nodes and max_nodes nodes. A node is a slot of the host:
+A target (its definition is the run history's: history/compute_targets.py) has a VM size and
+between min_nodes and max_nodes nodes. A node is a slot of the host:
 its run's container gets the node's share of cores (pinned with a cpuset), its memory as a hard
 limit, and its GPUs. Runs wait in one first-come-first-served queue per target: only the run at
 the head may take nodes, and it takes idle nodes first, then scales the target up to max_nodes.
@@ -13,63 +14,29 @@ transaction, so two terminals (or two users) submitting to one target never get 
 
 import json
 import os
-import re
 import secrets
 import shutil
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import lru_cache
 
 from amlocal.backends import status as run_status
-from amlocal.backends.local.processes import process_alive
+from amlocal.backends.history.compute_targets import (DEFAULT_IDLE_SECONDS, LOCAL_TARGET,
+                                                      MAX_CLUSTER_NODES, PRIORITIES, VM_SIZES,
+                                                      ComputeTargetError, ComputeTargetRecords,
+                                                      TargetSpec, VmSize, local_target)
+from amlocal.backends.history.records import iso_time
+from amlocal.backends.liveness import process_alive
 from amlocal.backends.local.queue_wake import wake
-from amlocal.backends.history.store import iso_time
 from amlocal.errors import AmlocalError, UserInputError
-from amlocal.validation import bounded_int
 
-LOCAL_TARGET = "local"
-PRIORITIES = ("dedicated", "lowpriority")
-DEFAULT_IDLE_SECONDS = 1800  # AmlCompute.provisioning_configuration's default
-# AmlCompute's rule for cluster names.
-_TARGET_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,15}$")
-
-
-class ComputeTargetError(AmlocalError):
-    """A compute target does not exist, or cannot be changed as asked."""
-
-    exit_code = 2
-
-
-@dataclass(frozen=True)
-class VmSize:
-    cores: int
-    memory_gib: float
-    gpus: int = 0
-    gpu_model: str | None = None
-
-
-# Azure's published figures (vCPUs, memory GiB, GPUs) for the sizes users name most.
-VM_SIZES = {
-    "STANDARD_D1_V2": VmSize(1, 3.5),
-    "STANDARD_D2_V2": VmSize(2, 7),
-    "STANDARD_D3_V2": VmSize(4, 14),
-    "STANDARD_D4_V2": VmSize(8, 28),
-    "STANDARD_D11_V2": VmSize(2, 14),
-    "STANDARD_DS2_V2": VmSize(2, 7),
-    "STANDARD_DS3_V2": VmSize(4, 14),
-    "STANDARD_DS11_V2": VmSize(2, 14),
-    "STANDARD_D2_V3": VmSize(2, 8),
-    "STANDARD_D4_V3": VmSize(4, 16),
-    "STANDARD_NC6": VmSize(6, 56, 1, "K80"),
-    "STANDARD_NC12": VmSize(12, 112, 2, "K80"),
-    "STANDARD_NC24": VmSize(24, 224, 4, "K80"),
-    "STANDARD_NC6S_V3": VmSize(6, 112, 1, "V100"),
-    "STANDARD_NC12S_V3": VmSize(12, 224, 2, "V100"),
-    "STANDARD_NC24S_V3": VmSize(24, 448, 4, "V100"),
-    "STANDARD_NC4AS_T4_V3": VmSize(4, 28, 1, "T4"),
-    "STANDARD_NC24ADS_A100_V4": VmSize(24, 220, 1, "A100"),
-}
+# The targets' definitions are the run history's (both backends read them); they are importable
+# from here too, as the local backend, the CLI and the SDK's ComputeTarget have always done.
+__all__ = ["DEFAULT_IDLE_SECONDS", "LOCAL_TARGET", "MAX_CLUSTER_NODES", "PRIORITIES", "VM_SIZES",
+           "ComputeTargetError", "ComputeTargets", "HostResources", "NodeResources", "TargetSpec",
+           "VmSize", "combine_node_resources", "host_resources", "local_memory_limit",
+           "local_target", "node_resources", "target_has_gpus", "target_has_real_gpus"]
 
 
 @dataclass(frozen=True)
@@ -97,75 +64,6 @@ def host_resources():
         except (OSError, subprocess.SubprocessError):
             gpus = ()
     return HostResources(cores=cores, memory_bytes=memory, gpus=gpus)
-
-
-# Azure ML's limit on the nodes of one AmlCompute cluster (its service limits: 100 by default,
-# configurable up to 65,000).
-MAX_CLUSTER_NODES = 65000
-
-
-@dataclass(frozen=True)
-class TargetSpec:
-    """A compute target's settings, as AmlCompute.provisioning_configuration takes them."""
-
-    name: str
-    vm_size: str
-    max_nodes: int
-    min_nodes: int = 0
-    idle_seconds_before_scaledown: int = DEFAULT_IDLE_SECONDS
-    vm_priority: str = "dedicated"
-    allow_overcommit: bool = False
-    emulate_gpus: bool = False
-
-    @property
-    def size(self):
-        return VM_SIZES.get(self.vm_size.upper())
-
-    def validated(self, host):
-        """This spec normalised, or UserInputError naming what is wrong (checked at create time)."""
-        if self.name == LOCAL_TARGET:
-            raise UserInputError("'local' is the built-in target and cannot be created or changed")
-        if not _TARGET_NAME.fullmatch(self.name):
-            raise UserInputError(f"invalid compute name {self.name!r}: 2-16 letters, digits or '-', "
-                                 "starting with a letter")
-        vm_size = self.vm_size.upper()
-        if vm_size not in VM_SIZES:
-            raise UserInputError(f"unknown VM size {self.vm_size!r}: known sizes are "
-                                 f"{', '.join(sorted(VM_SIZES))}")
-        if self.vm_priority.lower() not in PRIORITIES:
-            raise UserInputError(f"vm_priority must be one of {', '.join(PRIORITIES)}, "
-                                 f"got {self.vm_priority!r}")
-        for name in ("max_nodes", "min_nodes"):
-            bounded_int(name, getattr(self, name), maximum=MAX_CLUSTER_NODES)
-        bounded_int("idle_seconds_before_scaledown", self.idle_seconds_before_scaledown)
-        if self.max_nodes < 1:
-            raise UserInputError(f"max_nodes must be at least 1, got {self.max_nodes}")
-        if self.min_nodes < 0:
-            raise UserInputError(f"min_nodes cannot be negative, got {self.min_nodes}")
-        if self.max_nodes < self.min_nodes:
-            raise UserInputError(f"max_nodes ({self.max_nodes}) must be at least min_nodes "
-                                 f"({self.min_nodes})")
-        if self.idle_seconds_before_scaledown < 0:
-            raise UserInputError("idle_seconds_before_scaledown cannot be negative")
-        spec = TargetSpec(**{**asdict(self), "vm_size": vm_size,
-                             "vm_priority": self.vm_priority.lower()})
-        spec._check_capacity(host)
-        return spec
-
-    def _check_capacity(self, host):
-        size, nodes = self.size, self.max_nodes
-        cores, memory = size.cores * nodes, size.memory_gib * nodes * 2**30
-        if (cores > len(host.cores) or memory > host.memory_bytes) and not self.allow_overcommit:
-            raise UserInputError(
-                f"{nodes} node(s) of {self.vm_size} need {cores} cores and {memory / 2**30:.1f} GiB; "
-                f"this host has {host.describe()}: use a smaller --vm-size or --max-nodes, or "
-                "--allow-overcommit to let the nodes share the host's cores and memory")
-        gpus = size.gpus * nodes
-        if gpus > len(host.gpus) and not self.emulate_gpus:
-            raise UserInputError(
-                f"{nodes} node(s) of {self.vm_size} need {gpus} GPU(s); this host has "
-                f"{len(host.gpus)}: use a CPU size, fewer nodes, or --emulate-gpus to run them "
-                "on the CPU")
 
 
 @dataclass(frozen=True)
@@ -213,21 +111,16 @@ def node_resources(target, slot, host):
     return NodeResources(cpuset, nano_cpus, memory, tuple(real_gpus))
 
 
-def local_target(host):
-    return TargetSpec(name=LOCAL_TARGET, vm_size="LOCAL", max_nodes=1, min_nodes=0,
-                      idle_seconds_before_scaledown=0, allow_overcommit=True, emulate_gpus=False)
-
-
 def _new_node_id(priority):
     # Azure's node ids look like tvmps_<hex>_d (dedicated) or _p (low priority).
     return f"tvmps_{secrets.token_hex(16)}_{'p' if priority == 'lowpriority' else 'd'}"
 
 
-class ComputeTargets:
-    """The targets, nodes and queue of one run history (a RunStore)."""
+class ComputeTargets(ComputeTargetRecords):
+    """The targets, nodes and queue of one run history (a RunStore), on this host."""
 
     def __init__(self, store, host=None):
-        self.store = store
+        super().__init__(store)
         self.host = host or host_resources()
 
     # -- targets -------------------------------------------------------------------------------
@@ -237,35 +130,10 @@ class ComputeTargets:
         spec = spec.validated(self.host)
         now = time.time()
         with self.store.transaction() as conn:
-            if conn.execute("SELECT 1 FROM compute_targets WHERE name = ?", (spec.name,)).fetchone():
-                raise ComputeTargetError(f"compute target {spec.name!r} already exists "
-                                         "(`amlocal compute show` it, or delete it first)")
-            conn.execute(
-                "INSERT INTO compute_targets (name, vm_size, vm_priority, min_nodes, max_nodes, "
-                "idle_seconds_before_scaledown, allow_overcommit, emulate_gpus, created_at, "
-                "modified_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (spec.name, spec.vm_size, spec.vm_priority, spec.min_nodes, spec.max_nodes,
-                 spec.idle_seconds_before_scaledown, int(spec.allow_overcommit),
-                 int(spec.emulate_gpus), now, now))
+            self.insert_in(conn, spec, now)
             for slot in range(spec.min_nodes):
                 self._add_node(conn, spec, slot, "idle", now)
         return spec
-
-    def get(self, name):
-        """The target's spec; ComputeTargetError if there is none."""
-        if name == LOCAL_TARGET:
-            return local_target(self.host)
-        with self.store.transaction() as conn:
-            row = conn.execute("SELECT * FROM compute_targets WHERE name = ?", (name,)).fetchone()
-        if row is None:
-            raise ComputeTargetError(f"no compute target named {name!r} (create it with "
-                                     f"`amlocal compute create {name} --vm-size ... --max-nodes ...`)")
-        return _spec_from_row(row)
-
-    def names(self):
-        with self.store.transaction() as conn:
-            rows = conn.execute("SELECT name FROM compute_targets ORDER BY name").fetchall()
-        return [LOCAL_TARGET] + [row["name"] for row in rows]
 
     def delete(self, name):
         """Delete a target with no active runs (running or queued)."""
@@ -280,7 +148,7 @@ class ComputeTargets:
                     f"({', '.join(active[:3])}{', ...' if len(active) > 3 else ''}): cancel them "
                     "or wait for them to end")
             conn.execute("DELETE FROM nodes WHERE target = ?", (name,))
-            conn.execute("DELETE FROM compute_targets WHERE name = ?", (name,))
+            self.delete_in(conn, name)
 
     def status(self, name):
         """AmlComputeStatus.serialize()'s shape, read after idle nodes are scaled down."""
@@ -290,8 +158,7 @@ class ComputeTargets:
             states = [row["state"] for row in conn.execute(
                 "SELECT state FROM nodes WHERE target = ?", (name,))]
             waiting = sum(entry["node_count"] for entry in self._prune_queue(conn, name))
-            row = conn.execute("SELECT created_at, modified_at FROM compute_targets WHERE name = ?",
-                               (name,)).fetchone()
+            created_at, modified_at = self.times_in(conn, name)
         counts = {state: states.count(state) for state in
                   ("preparing", "running", "idle", "unusable", "leaving", "preempted")}
         current = len(states)
@@ -306,8 +173,8 @@ class ComputeTargets:
             "allocationState": "Steady" if target_count == current else "Resizing",
             "allocationStateTransitionTime": None,
             "errors": None,
-            "creationTime": iso_time(row["created_at"]) if row else None,
-            "modifiedTime": iso_time(row["modified_at"]) if row else None,
+            "creationTime": iso_time(created_at),
+            "modifiedTime": iso_time(modified_at),
             "provisioningState": "Succeeded",
             "provisioningStateTransitionTime": None,
             "scaleSettings": {
@@ -468,14 +335,6 @@ class ComputeTargets:
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def get_in(self, conn, name):
-        if name == LOCAL_TARGET:
-            return local_target(self.host)
-        row = conn.execute("SELECT * FROM compute_targets WHERE name = ?", (name,)).fetchone()
-        if row is None:
-            raise ComputeTargetError(f"compute target {name!r} was deleted")
-        return _spec_from_row(row)
-
     def _add_node(self, conn, spec, slot, state, now):
         node_id = _new_node_id(spec.vm_priority)
         conn.execute("INSERT INTO nodes (target, node_id, slot, state, created_at, idle_since) "
@@ -525,14 +384,6 @@ class ComputeTargets:
             (target, *sorted(run_status.TERMINAL_STATUSES)))]
         queued = [entry["run_id"] for entry in self._prune_queue(conn, target)]
         return running + [run for run in queued if run not in running]
-
-
-def _spec_from_row(row):
-    return TargetSpec(name=row["name"], vm_size=row["vm_size"], max_nodes=row["max_nodes"],
-                      min_nodes=row["min_nodes"],
-                      idle_seconds_before_scaledown=row["idle_seconds_before_scaledown"],
-                      vm_priority=row["vm_priority"], allow_overcommit=bool(row["allow_overcommit"]),
-                      emulate_gpus=bool(row["emulate_gpus"]))
 
 
 def _node_count(run_row):

@@ -17,8 +17,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import amlocal
 from amlocal.backends.local.run_settings import PROXY_VARIABLES
+from amlocal.backends.recipes import recipe_dir
 from amlocal.errors import AmlocalError, UserInputError
 
 PUBLIC_BASE_IMAGE = "python:3.11-slim-bookworm"
@@ -44,25 +44,7 @@ class PreparedImage:
     cached: bool
 
 
-# -- recipes and hashing (pure) ---------------------------------------------------------------
-
-def recipes_root():
-    """docker/ of a source checkout (editable install), or its copy in an installed wheel."""
-    package_dir = Path(amlocal.__file__).resolve().parent
-    for candidate in (package_dir / "recipes", package_dir.parent / "docker"):
-        if candidate.is_dir():
-            return candidate
-    raise AmlocalError(f"amlocal's image recipes are missing (looked beside {package_dir})")
-
-
-def recipe_dir(recipe):
-    root = recipes_root()
-    folder = root / recipe
-    if not (folder / "Dockerfile").is_file():
-        known = sorted(p.name for p in root.iterdir() if (p / "Dockerfile").is_file())
-        raise UserInputError(f"unknown environment recipe {recipe!r}: known: {', '.join(known)}")
-    return folder
-
+# -- recipes and hashing (pure; where the recipes are: backends/recipes.py) --------------------
 
 def recipe_files(folder):
     """[(relative posix path, bytes)] of a recipe folder, in a stable order."""

@@ -34,6 +34,7 @@ from amlocal.backends.local.recovery import reconcile_blockers
 from amlocal.backends.local.script_output import OUTPUT_DIR, append_note
 from amlocal.backends.history.store import BUILD_LOG, DRIVER_LOG, not_run_files
 from amlocal.backends.local.telemetry import end_open_children
+from amlocal.backends.local.telemetry import ingest as ingest_telemetry
 from amlocal.errors import AmlocalError, IllegalTransitionError
 from amlocal.validation import setting
 
@@ -357,7 +358,7 @@ class RunDriver:
         limit = record["spec"].get("max_run_duration_seconds")
         while not self.job.wait(POLL_INTERVAL_S):
             self._check_output(ended=False)
-            self.store.ingest_telemetry(self.run_id)
+            ingest_telemetry(self.store, self.run_id)
             if self._cancel_requested():
                 self._stop_job()
                 raise _CancelRequested()
@@ -370,7 +371,7 @@ class RunDriver:
                 self._stop_job()
                 raise _Preempted()
         self._check_output(ended=True)
-        self.store.ingest_telemetry(self.run_id)
+        ingest_telemetry(self.store, self.run_id)
         if self.job.vanished:
             raise AmlocalError(f"the script is gone without a trace: {self.job.vanished}")
         if self.job.infrastructure_error:
@@ -416,7 +417,7 @@ class RunDriver:
         self._release_job()
         if self._disk_full():
             raise self._disk_full_error("its outputs were collected")
-        self.store.ingest_telemetry(self.run_id)
+        ingest_telemetry(self.store, self.run_id)
         recorded, skipped = self.store.record_files(self.run_id)
         outputs = [size for _run, name, size, _sha in recorded if name.startswith("outputs/")]
         return (f"{len(outputs)} file(s), {sum(outputs) / 2**20:.2f} MB in ./outputs kept in run "
@@ -439,7 +440,7 @@ class RunDriver:
 
     def _finish_canceled(self, reason):
         self._release_job()
-        self.store.ingest_telemetry(self.run_id)
+        ingest_telemetry(self.store, self.run_id)
         # A reason given with the cancel request (a sweep's policy, say) is kept.
         requested = self.store.get_run(self.run_id)["error"]
         self.store.set_status(self.run_id, run_status.CANCELED, error=requested or reason)

@@ -1,25 +1,16 @@
-"""Host processes: is one alive, and how to stop a script's process group."""
+"""Host processes: how to stop a script's process group.
+
+Whether one is alive is answered in backends/liveness.py, which the run history asks too;
+`process_alive` is importable from here as well, for the local backend's modules.
+"""
 
 import os
 import signal
 import time
-from pathlib import Path
 
+from amlocal.backends.liveness import process_alive
 
-def process_alive(pid):
-    """True while `pid` runs (a zombie counts as exited: its parent just has not reaped it)."""
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # alive, owned by someone else
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
+__all__ = ["process_alive", "stop_process_group"]
 
 
 def stop_process_group(pid, grace_s, exited):

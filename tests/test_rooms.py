@@ -1,0 +1,95 @@
+"""Who may import whom among the rooms, read from the source with `ast` (nothing is imported).
+
+The run history (backends/history/) is shared by both backends, so it imports neither; the Azure
+backend stands beside the local one, not on it; and nothing in backends/ reaches up into the
+command line or the SDK's shapes (amlocal.workspace, amlocal.run, ...), which sit above it.
+Imports inside functions count as much as those at the top of a module.
+"""
+
+import ast
+
+import pytest
+
+from conftest import REPO
+
+BACKENDS = REPO / "backends"
+# What backends/ may import from the import root besides itself: the error root, the checks of
+# user input, and reading a workspace's config.json.
+BACKEND_MAY_USE = ("amlocal.errors", "amlocal.validation", "amlocal.workspace_config")
+# The local sweep's search and early-termination algorithms live beside the SDK classes they
+# serve (amlocal.train.hyperdrive mirrors azureml.train.hyperdrive); a known exception, named here
+# so that no other reach into the SDK's shapes goes unnoticed.
+SWEEP_ALGORITHMS = ("amlocal.train.hyperdrive.policy", "amlocal.train.hyperdrive.sampling")
+
+
+def module_name(path, root=BACKENDS):
+    """The import name of a source file under `root`, the backends/ folder (amlocal.backends)."""
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(["amlocal", "backends", *parts])
+
+
+def imported_modules(path, root=BACKENDS):
+    """Every module a source file under `root` imports (`import a.b`; `from a.b import c` as a.b
+    and a.b.c, since c may be a module), relative imports resolved; [(line, module)]."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = module_name(path, root).split(".")
+    if path.name != "__init__.py":
+        package.pop()
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package[:len(package) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            found.append((node.lineno, base))
+            found += [(node.lineno, f"{base}.{alias.name}") for alias in node.names]
+    return found
+
+
+def within(module, *packages):
+    return any(module == package or module.startswith(package + ".") for package in packages)
+
+
+def sources(room):
+    return sorted(path for path in (BACKENDS / room).rglob("*.py") if "runtime" not in path.parts)
+
+
+def offences(paths, forbidden):
+    """'file:line imports module' for each import of paths that `forbidden(module)` refuses."""
+    return [f"{path.relative_to(REPO)}:{line} imports {module}"
+            for path in paths for line, module in imported_modules(path) if forbidden(module)]
+
+
+def test_the_reader_sees_top_level_lazy_and_relative_imports(tmp_path):
+    room = tmp_path / "backends" / "history"
+    room.mkdir(parents=True)
+    source = room / "probe.py"
+    source.write_text("import os\nfrom . import store\nfrom ..local.compute import X\n\n"
+                      "def later():\n    from amlocal.workspace import Workspace\n")
+
+    assert [module for _line, module in imported_modules(source, tmp_path / "backends")] == [
+        "os", "amlocal.backends.history", "amlocal.backends.history.store",
+        "amlocal.backends.local.compute", "amlocal.backends.local.compute.X",
+        "amlocal.workspace", "amlocal.workspace.Workspace"]
+
+
+@pytest.mark.parametrize("room", ["history", "azure"])
+def test_the_history_and_the_azure_backend_import_nothing_of_the_local_backend(room):
+    assert offences(sources(room), lambda module: within(module, "amlocal.backends.local")) == []
+
+
+def test_the_history_imports_nothing_of_the_azure_backend():
+    assert offences(sources("history"), lambda module: within(module, "amlocal.backends.azure")) == []
+
+
+def test_backends_import_neither_the_cli_nor_the_sdk_shapes():
+    def reaches_up(module):
+        return (within(module, "amlocal") and module != "amlocal"
+                and not within(module, "amlocal.backends", *BACKEND_MAY_USE, *SWEEP_ALGORITHMS))
+
+    assert offences(sources("."), reaches_up) == []
