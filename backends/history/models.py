@@ -2,7 +2,7 @@
 
 Layout under $AMLOCAL_HOME:
 
-    amlocal.db                      models, model_names, model_files (schema step 5 of store.py)
+    amlocal.db                      models, model_names, model_files (schema step 5 of schema.py)
     models/<name>/<version>/<model> a copy of the model file or folder, as registered
     models/.staging/<pid>-<token>/  a registration being copied (renamed into place when done)
 
@@ -17,15 +17,13 @@ neither a folder nor a record, and consumes no version.
 The size and SHA-256 of every file are recorded, and files are checked against them whenever
 they are served (download, verified_path): a damaged model is reported, never served.
 
-Names follow Azure ML's rule (azureml-core's model_name_validation): letters, digits, '-', '_'
-and '.', starting with a letter or digit, 1 to 255 characters.
+What callers give (names, versions, files, tags, filters) is checked by model_input.py.
 """
 
 import datetime
 import json
 import os
 import posixpath
-import re
 import secrets
 import shutil
 import sqlite3
@@ -33,20 +31,25 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from amlocal.backends.history.run_folder import copy_hashing, name_parts, printable, stage_file
-from amlocal.backends.history.store import RunFile, sha256_of_file
+from amlocal.backends.history.model_files import download_model, verified_model_path
+from amlocal.backends.history.model_input import (MODEL_NAME_RULE, collect_local_files,
+                                                  is_valid_model_name, json_object, matches_filter,
+                                                  model_entries, parse_filter, parse_model_id,
+                                                  parse_version, validate_model_name)
+from amlocal.backends.history.run_files import RunFile
+from amlocal.backends.history.run_folder import copy_hashing
 from amlocal.backends.liveness import process_alive
 from amlocal.errors import AmlocalError, RunRecordCorruptedError, UserInputError
-from amlocal.validation import check_text, shown
+
+# What callers import from here, wherever in the history it is defined.
+__all__ = ["DEFAULT_FRAMEWORK", "FRAMEWORK_VERSION_WITHOUT_FRAMEWORK", "MODELS_FOLDER",
+           "MODEL_NAME_RULE", "ModelNotFoundError", "ModelPathNotFoundError", "ModelRegistry",
+           "RUN_LOGGING_HELP", "collect_local_files", "is_valid_model_name", "parse_model_id",
+           "parse_version", "validate_model_name"]
 
 MODELS_FOLDER = "models"
 _STAGING = ".staging"
 _DELETING = ".deleting-"
-# azureml-core's model_name_validation, word for word.
-_MODEL_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9\-\._]{0,254}$")
-MODEL_NAME_RULE = ("Error, provided model name is invalid. It must only consist of letters, "
-                   "numbers, dashes, periods, or underscores, start with a letter or number, and "
-                   "be between 1 and 255 characters long.")
 # What Azure ML records as the framework of a model registered without one.
 DEFAULT_FRAMEWORK = "Custom"
 FRAMEWORK_VERSION_WITHOUT_FRAMEWORK = ("Model framework version cannot be provided without a "
@@ -62,77 +65,6 @@ class ModelNotFoundError(AmlocalError):
 
 class ModelPathNotFoundError(UserInputError):
     """The model_path given for a run is none of the run's files or folders."""
-
-
-def is_valid_model_name(name):
-    return isinstance(name, str) and _MODEL_NAME.fullmatch(name) is not None
-
-
-def validate_model_name(name):
-    if not is_valid_model_name(name):
-        raise UserInputError(f"provided model name {name!r} is invalid. "
-                             + MODEL_NAME_RULE.split(". ", 1)[1])
-
-
-def parse_model_id(text, version_required=False):
-    """'NAME' or 'NAME:VERSION' (a model's id) as (name, version or None)."""
-    name, separator, version = str(text).partition(":")
-    if not separator:
-        if version_required:
-            raise UserInputError(f"expected NAME:VERSION (a model's id, e.g. {text}:1), got "
-                                 f"{text!r}")
-        validate_model_name(name)
-        return name, None
-    validate_model_name(name)
-    return name, parse_version(version)
-
-
-def parse_version(version):
-    """A model version: a positive integer (or its decimal text)."""
-    if isinstance(version, bool):
-        raise UserInputError(f"a model version is a positive integer, got {version!r}")
-    if isinstance(version, str) and version.isdigit():
-        version = int(version)
-    if not isinstance(version, int) or version < 1:
-        raise UserInputError(f"a model version is a positive integer, got {version!r}")
-    return version
-
-
-def collect_local_files(model_path, child_paths=None):
-    """(host file, name in the model) pairs for a local file or folder, as azureml-core uploads it.
-
-    Names keep the model's base name: 'model.pkl' for a file, 'folder/...' for a folder. With
-    child_paths (a folder only), just those files and folders inside it. Links to folders are not
-    followed (os.walk's rule, as azureml-core's); links to files are.
-    """
-    model_path = os.path.normpath(os.fspath(model_path))
-    if not os.path.exists(model_path):
-        raise UserInputError(f'provided model path "{model_path}" cannot be found')
-    parent = os.path.dirname(os.path.abspath(model_path))
-    if child_paths:
-        files = set()
-        for child in child_paths:
-            full = os.path.abspath(os.path.join(model_path, os.path.normpath(child)))
-            if not os.path.exists(full):
-                raise UserInputError(f'provided child path "{child}" cannot be found')
-            root = os.path.abspath(model_path)
-            if os.path.commonpath([full, root]) != root:
-                raise UserInputError(f'child path "{child}" is outside the model folder '
-                                     f'{model_path}')
-            files.update(_walk(full) if os.path.isdir(full) else [full])
-    elif os.path.isdir(model_path):
-        files = _walk(os.path.abspath(model_path))
-    else:
-        files = [os.path.abspath(model_path)]
-    pairs = [(Path(path), Path(os.path.relpath(path, parent)).as_posix()) for path in sorted(files)]
-    if not pairs:
-        raise UserInputError(f"the model folder {model_path} holds no files to register")
-    return pairs
-
-
-def _walk(folder):
-    return [os.path.join(dirpath, filename)
-            for dirpath, _dirnames, filenames in os.walk(folder) for filename in filenames]
 
 
 class ModelRegistry:
@@ -162,11 +94,11 @@ class ModelRegistry:
         say where a model registered from a run came from.
         """
         validate_model_name(name)
-        tags = _json_object(tags, "tags")
-        properties = _json_object(properties, "properties")
+        tags = json_object(tags, "tags")
+        properties = json_object(properties, "properties")
         if framework is None and framework_version is not None:
             raise UserInputError(FRAMEWORK_VERSION_WITHOUT_FRAMEWORK)
-        entries = _entries(source_paths)
+        entries = model_entries(source_paths)
         model_path = entries[0][1].split("/", 1)[0]
         staging = self._staging_root / f"{os.getpid()}-{secrets.token_hex(6)}"
         final = None
@@ -284,8 +216,8 @@ class ModelRegistry:
         latest: only the latest version of each name among the models that match. A record
         that is damaged is listed as {name, version, id, corrupted: reason}, after the others.
         """
-        tag_filter = _filter(tags, "tags")
-        property_filter = _filter(properties, "properties")
+        tag_filter = parse_filter(tags, "tags")
+        property_filter = parse_filter(properties, "properties")
         query, params = "SELECT * FROM models", []
         conditions = []
         for column, value in (("name", name), ("run_id", run_id), ("framework", framework)):
@@ -306,8 +238,8 @@ class ModelRegistry:
                                     "id": f"{row['name']}:{row['version']}",
                                     "corrupted": str(error)})
             records = [record for record in records
-                       if _matches(record["tags"], tag_filter)
-                       and _matches(record["properties"], property_filter)]
+                       if matches_filter(record["tags"], tag_filter)
+                       and matches_filter(record["properties"], property_filter)]
             if latest:
                 highest = {}
                 for record in records:
@@ -333,77 +265,14 @@ class ModelRegistry:
     def verified_path(self, name, version=None):
         """The registry's own copy of the model (file or folder), after checking its files."""
         record = self.get(name, version)
-        folder = self.model_dir(record["name"], record["version"])
-        for entry in record["files"]:
-            path = folder / entry["path"]
-            try:
-                size, digest = path.stat().st_size, sha256_of_file(path)
-            except OSError as error:
-                raise self._damaged(record, f"{entry['path']} is unreadable ({error.strerror})") \
-                    from None
-            if (size, digest) != (entry["size"], entry["sha256"]):
-                raise self._damaged(record, _difference(entry, size))
-        return folder / record["model_path"]
+        return verified_model_path(record, self.model_dir(record["name"], record["version"]))
 
     def download(self, name, version, target_dir, exist_ok=False):
-        """Copy NAME:VERSION (latest when version is None) into target_dir; return the model's path.
-
-        The model keeps its name there (target_dir/model.npz, or target_dir/outputs/...). As in
-        azureml-core, a file that is already there is an error unless exist_ok, and then it is
-        replaced; here nothing is written in that case. Every file is checked against the size
-        and SHA-256 recorded when it was registered, and written under a temporary name first:
-        a damaged model leaves nothing in target_dir.
-        """
+        """Copy NAME:VERSION (latest when version is None) into target_dir; return the model's
+        path (see model_files.download_model: every file is checked, nothing is half-written)."""
         record = self.get(name, version)
-        folder = self.model_dir(record["name"], record["version"])
-        target_dir = Path(target_dir)
-        for entry in record["files"]:
-            try:
-                name_parts(entry["path"], "model file name")
-            except UserInputError as error:
-                raise self._damaged(record, str(error)) from None  # would leave target_dir
-        plan = [(folder / entry["path"], target_dir / entry["path"], entry)
-                for entry in record["files"]]
-        if not exist_ok:
-            for _source, target, _entry in plan:
-                if os.path.lexists(target):
-                    raise UserInputError("File already exists. To overwrite, set exist_ok to "
-                                         f"True. {target}")
-        for _source, target, _entry in plan:
-            if target.is_dir():
-                raise UserInputError(f"cannot download {record['id']}: {target} is a folder")
-        staged, created = [], []
-        try:
-            for source, target, entry in plan:
-                missing = target.parent
-                while not missing.exists() and missing not in created:
-                    created.append(missing)
-                    missing = missing.parent
-                try:
-                    handle = open(source, "rb")
-                except FileNotFoundError:
-                    raise self._damaged(record, f"{entry['path']} is missing from {folder}") \
-                        from None
-                with handle:
-                    # Written through the folder's descriptors: never through a link there.
-                    staged.append(stage_file(target_dir, entry["path"], handle))
-                if (staged[-1].size, staged[-1].sha256) != (entry["size"], entry["sha256"]):
-                    raise self._damaged(record, _difference(entry, staged[-1].size))
-            for file in staged:
-                file.commit()
-        except BaseException:
-            for file in staged:
-                file.discard()  # before the folders it made are removed
-            for made in sorted(created, key=lambda path: len(path.parts), reverse=True):
-                try:
-                    made.rmdir()
-                except OSError:
-                    pass
-            raise
-        finally:
-            for file in staged:
-                file.discard()  # closes what a commit left open
-        return target_dir / record["model_path"]
+        return download_model(record, self.model_dir(record["name"], record["version"]),
+                              target_dir, exist_ok)
 
     # -- changing -------------------------------------------------------------------------------
 
@@ -416,9 +285,9 @@ class ModelRegistry:
         """
         validate_model_name(name)
         version = parse_version(version)
-        tags = None if tags is None else _json_object(tags, "tags")
-        add_tags = _json_object(add_tags, "tags")
-        add_properties = _json_object(add_properties, "properties")
+        tags = None if tags is None else json_object(tags, "tags")
+        add_tags = json_object(add_tags, "tags")
+        add_properties = json_object(add_properties, "properties")
         if isinstance(remove_tags, str):
             remove_tags = [remove_tags]
         with self.store.transaction() as conn:
@@ -544,11 +413,6 @@ class ModelRegistry:
         return ModelNotFoundError(f"model {name!r} has no version {version} (its versions: "
                                   f"{', '.join(map(str, versions))})")
 
-    def _damaged(self, record, what):
-        return RunRecordCorruptedError(
-            f"model {record['id']}'s files in the registry are damaged: {what}; it is not served "
-            "(register the model again)")
-
     @staticmethod
     def _discard(staging, final):
         shutil.rmtree(staging, ignore_errors=True)
@@ -590,81 +454,6 @@ class ModelRegistry:
                 marker.unlink(missing_ok=True)
 
 
-def _entries(source_paths):
-    """[(host path, posix name in the model)] from a local path or from pairs; checked."""
-    if isinstance(source_paths, (str, os.PathLike)):
-        pairs = collect_local_files(source_paths)
-    else:
-        pairs = [(source if isinstance(source, RunFile) else Path(source), str(relative))
-                 for source, relative in source_paths]
-    if not pairs:
-        raise UserInputError("no files to register")
-    seen = {}
-    for source, relative in pairs:
-        normalized = posixpath.normpath(relative)
-        if (posixpath.isabs(normalized) or normalized.split("/", 1)[0] in ("", ".", "..")
-                or "\\" in normalized or normalized != relative):
-            raise UserInputError(f"not a name inside a model: {relative!r}")
-        if printable(relative) != relative:
-            raise UserInputError(f"not a name inside a model: {printable(relative)!r} (the "
-                                 "registry keeps UTF-8 names without control characters)")
-        seen.setdefault(normalized, source)
-    tops = {relative.split("/", 1)[0] for relative in seen}
-    if len(tops) != 1:
-        raise UserInputError(f"a model is one file or one folder, got {sorted(tops)}")
-    return [(source, relative) for relative, source in sorted(seen.items())]
-
-
-def _json_object(value, what):
-    """A dict of JSON values (None: {}), copied; UserInputError otherwise."""
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise UserInputError(f"{what.capitalize()} must be a dict")
-    try:
-        copied = json.loads(json.dumps(value))
-    except (TypeError, ValueError):
-        raise UserInputError(f"Error with JSON serialization for {what}, be sure they are "
-                             "properly formatted.") from None
-    singular = {"tags": "tag", "properties": "property"}.get(what, what)
-    for key, item in copied.items():
-        check_text(key, f"{singular} key {shown(key)}")
-        if isinstance(item, str):
-            check_text(item, f"the value of {singular} {shown(key)}")
-    return copied
-
-
-def _filter(entries, what):
-    """azureml-core's tag/property filter: a list of 'key' or [key, value]; as (key, value|None)."""
-    if entries is None:
-        return []
-    if not isinstance(entries, list):
-        raise UserInputError(f'Expected {what} must be list type. Ex. ["key", ["key2", "key2 '
-                             f'value"]]: provided {type(entries)}')
-    parsed = []
-    for entry in entries:
-        if isinstance(entry, str):
-            parsed.append((entry, None))
-        elif isinstance(entry, (list, tuple)) and len(entry) == 2 and isinstance(entry[0], str):
-            parsed.append((entry[0], str(entry[1])))
-        else:
-            raise UserInputError(f"each {what} filter is 'key' or ['key', 'value'], got {entry!r}")
-    return parsed
-
-
-def _matches(values, wanted):
-    for key, value in wanted:
-        if key not in values:
-            return False
-        if value is not None and _text(values[key]) != value:
-            return False
-    return True
-
-
-def _text(value):
-    return value if isinstance(value, str) else json.dumps(value)
-
-
 def _copy_hashing(source, target, reading=False):
     """Copy a file's bytes to a new file `target`; return (size, SHA-256) of what was copied.
 
@@ -681,11 +470,6 @@ def _copy_hashing(source, target, reading=False):
             raise UserInputError(f"cannot read {source}: {error.strerror}") from None
         with open(target, "xb") as handle_out:
             return copy_hashing(handle_in, handle_out)
-
-
-def _difference(entry, size):
-    return (f"{entry['path']} is not the file that was registered ({size} bytes now, "
-            f"{entry['size']} recorded, SHA-256 differs)")
 
 
 def _owner_gone(entry_name):
