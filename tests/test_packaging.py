@@ -29,3 +29,17 @@ def test_wheel_holds_the_recipes_and_the_runtime(tmp_path):
             "amlocal/backends/local/runtime/shim/azureml/core/run.py",
             "amlocal/cli/main.py"} <= names
     assert not any(name.startswith(("trainer/", "tests/")) for name in names)
+
+
+def test_every_python_package_of_the_import_root_is_declared_for_packaging():
+    # setuptools ships only the packages listed; a new room (a folder with an __init__.py) left
+    # out of the list would work from a checkout and be missing from the wheel.
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = set()
+    for package, folder in config["package-dir"].items():
+        for marker in (REPO / folder).rglob("__init__.py"):
+            relative = marker.parent.relative_to(REPO / folder).parts
+            found.add(".".join((package, *relative)))
+
+    assert "amlocal.backends.history" in found
+    assert found - set(config["packages"]) == set()
