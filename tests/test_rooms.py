@@ -56,7 +56,7 @@ def within(module, *packages):
 
 
 def sources(room):
-    return sorted(path for path in (BACKENDS / room).rglob("*.py") if "runtime" not in path.parts)
+    return sorted((BACKENDS / room).rglob("*.py"))
 
 
 def offences(paths, forbidden):
@@ -93,3 +93,9 @@ def test_backends_import_neither_the_cli_nor_the_sdk_shapes():
                 and not within(module, "amlocal.backends", *BACKEND_MAY_USE, *SWEEP_ALGORITHMS))
 
     assert offences(sources("."), reaches_up) == []
+
+
+def test_the_run_side_runtime_imports_nothing_of_amlocal():
+    # It runs in the script's Python (in a container, or a venv without amlocal): standard
+    # library only.
+    assert offences(sources("local/runtime"), lambda module: within(module, "amlocal")) == []

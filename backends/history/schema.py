@@ -155,7 +155,6 @@ MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4, _SCHEMA_V5)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-
 def prepare(conn):
     """Bring the database behind `conn` (autocommit) to WAL and to SCHEMA_VERSION."""
     use_wal(conn)
