@@ -18,13 +18,11 @@ JSON `value` as logged: scalar (a value), list (a list), row ({column: value}), 
 predictions (the logged JSON object).
 """
 
-import dataclasses
 import hashlib
 import json
 import time
 
 from amlocal.backends import status as run_status
-from amlocal.backends.base import RecordedSpec
 from amlocal.backends.history.run_folder import NotARunFile, RunFolder
 from amlocal.backends.history.store import (FILE_FOLDERS, TELEMETRY_FILE, UPLOADS_FOLDER,
                                           is_plain_run_id, run_file_location)
@@ -115,8 +113,7 @@ class _Batch:
         self.store.insert_run_in(
             self.conn, run_id=child_id, experiment=parent["experiment"],
             executor=parent["executor"], compute=parent["compute"],
-            spec=dataclasses.replace(RecordedSpec.from_json(json.loads(parent["spec"])),
-                                     child_of=self.run_id).to_json(), tags={},
+            spec=dict(json.loads(parent["spec"]), child_of=self.run_id), tags={},
             backend=parent["backend"], driver_pid=parent["driver_pid"], parent_id=self.run_id,
             display_name=name or None)
         for status in _CHILD_START:
