@@ -174,6 +174,40 @@ class RunSpec:
         return cls(**values)
 
 
+@dataclass(frozen=True)
+class RecordedSpec:
+    """What a run's record keeps as its `spec`: the RunSpec (its fields at the top level, as
+    RunSpec.to_json writes them) and the notes a backend keeps beside them, which are not fields.
+
+    sweep: a sweep parent's configuration (sampling, policy, primary metric, limits: what
+        HyperDriveConfig._sweep() gives), None for any other run;
+    azure: the Azure backend's facts about the run (workspace, portal_url, environment, uploads);
+    child_of: the parent of a child run its parent's script started (Run.child_run).
+    """
+
+    spec: RunSpec
+    sweep: dict | None = None
+    azure: dict | None = None
+    child_of: str | None = None
+
+    def to_json(self):
+        notes = {"sweep": self.sweep, "azure": self.azure, "child_of": self.child_of}
+        return {**self.spec.to_json(),
+                **{name: note for name, note in notes.items() if note is not None}}
+
+    @classmethod
+    def from_json(cls, data):
+        """The recorded spec that to_json (or an older amlocal) wrote; RunRecordCorruptedError
+        when it cannot be one (a required field missing, a value of the wrong shape)."""
+        try:
+            spec = RunSpec.from_json(data)
+        except (AttributeError, KeyError, TypeError, ValueError) as error:
+            raise RunRecordCorruptedError(
+                f"a run's recorded spec is damaged ({type(error).__name__}: {error})") from None
+        return cls(spec, sweep=data.get("sweep"), azure=data.get("azure"),
+                   child_of=data.get("child_of"))
+
+
 def referenced_inputs(argument):
     """Names of the inputs that `$AZUREML_DATAREFERENCE_<name>` tokens in an argument refer to."""
     return [braced or bare for braced, bare in _DATAREFERENCE_TOKEN.findall(argument)]

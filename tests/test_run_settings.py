@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from amlocal.backends.base import EnvironmentSpec, RunSpec, substitute_data_references
+from amlocal.backends.local.jobs import LocalRun
 from amlocal.backends.local.run_settings import container_settings, process_settings
 from amlocal.errors import UserInputError
 
@@ -22,14 +23,20 @@ ARGUMENTS = (
 )
 
 
+def run_of(run_dir, script="train.py", arguments=(), inputs=None, **spec_fields):
+    """The run an executor is given: a spec (only the fields the settings read) in a folder."""
+    spec = RunSpec(source_dir=Path("/src"), script=script, arguments=arguments,
+                   inputs=inputs or {}, **spec_fields)
+    return LocalRun(id=RUN_ID, experiment=EXPERIMENT, spec=spec, run_dir=Path(run_dir))
+
+
 # -- container_settings ----------------------------------------------------------------------
 
 def test_container_settings_for_a_run_with_two_inputs():
+    run = run_of("/home/u/.amlocal/runs/" + RUN_ID, arguments=ARGUMENTS,
+                 inputs={"train": Path("/data/mnist/train"), "labels": Path("/data/mnist/labels")})
     settings = container_settings(
-        run_id=RUN_ID, experiment=EXPERIMENT, image="amlocal/chainer:0123456789abcdef",
-        script="train.py", arguments=ARGUMENTS,
-        inputs={"train": "/data/mnist/train", "labels": "/data/mnist/labels"},
-        run_dir="/home/u/.amlocal/runs/" + RUN_ID, working_dir="/home/u/.amlocal/runs/wd",
+        run, image="amlocal/chainer:0123456789abcdef", working_dir="/home/u/.amlocal/runs/wd",
         runtime_dir="/opt/amlocal/runtime", user="1000:1000")
 
     run_dir = "/home/u/.amlocal/runs/" + RUN_ID
@@ -92,9 +99,8 @@ def test_container_settings_for_a_run_with_two_inputs():
 
 
 def test_container_settings_without_user_or_inputs_run_as_the_image_user():
-    settings = container_settings(
-        run_id=RUN_ID, experiment=EXPERIMENT, image="img", script="sub/train.py", arguments=(),
-        inputs={}, run_dir="/r", working_dir="/w", runtime_dir="/rt")
+    settings = container_settings(run_of("/r", script="sub/train.py"), image="img",
+                                  working_dir="/w", runtime_dir="/rt")
 
     assert "user" not in settings
     assert settings["command"][-3:] == ["--", "python", "sub/train.py"]
@@ -105,10 +111,9 @@ def test_container_settings_without_user_or_inputs_run_as_the_image_user():
 
 
 def test_container_settings_for_a_run_as_root_keep_no_new_privileges_and_the_pids_limit():
-    def settings(**options):
-        return container_settings(
-            run_id=RUN_ID, experiment=EXPERIMENT, image="img", script="train.py", arguments=(),
-            inputs={}, run_dir="/r", working_dir="/w", runtime_dir="/rt", user="0:0", **options)
+    def settings(**spec_fields):
+        return container_settings(run_of("/r", **spec_fields), image="img", working_dir="/w",
+                                  runtime_dir="/rt", user="0:0")
 
     confined, as_root = settings(), settings(run_as_root=True)
 
@@ -120,12 +125,11 @@ def test_container_settings_for_a_run_as_root_keep_no_new_privileges_and_the_pid
 # -- process_settings ------------------------------------------------------------------------
 
 def make_process_settings(base_environment, arguments=ARGUMENTS):
-    return process_settings(
-        run_id=RUN_ID, experiment=EXPERIMENT, python="/usr/bin/python3", script="train.py",
-        arguments=arguments,
-        inputs={"train": Path("/data/mnist/train"), "labels": Path("/data/mnist/labels")},
-        run_dir=Path("/h/runs/r1"), working_dir=Path("/h/runs/r1/wd"),
-        runtime_dir=Path("/opt/amlocal/runtime"), base_environment=base_environment)
+    run = run_of("/h/runs/r1", arguments=arguments,
+                 inputs={"train": Path("/data/mnist/train"), "labels": Path("/data/mnist/labels")})
+    return process_settings(run, python="/usr/bin/python3", working_dir=Path("/h/runs/r1/wd"),
+                            runtime_dir=Path("/opt/amlocal/runtime"),
+                            base_environment=base_environment)
 
 
 def test_process_settings_use_host_paths_and_keep_the_inherited_pythonpath_after_the_runtime():
@@ -179,13 +183,12 @@ def test_a_pythonpath_given_for_the_run_goes_after_the_runtime_and_before_the_in
         return (settings.get("env") or settings["environment"])["PYTHONPATH"]
 
     in_process = process_settings(
-        run_id=RUN_ID, experiment=EXPERIMENT, python="python3", script="train.py", arguments=(),
-        inputs={}, run_dir=Path("/r"), working_dir=Path("/w"), runtime_dir=Path("/rt"),
-        base_environment={"PYTHONPATH": "/inherited"}, user_variables={"PYTHONPATH": "src:lib"})
+        run_of("/r", environment_variables={"PYTHONPATH": "src:lib"}), python="python3",
+        working_dir=Path("/w"), runtime_dir=Path("/rt"),
+        base_environment={"PYTHONPATH": "/inherited"})
     in_container = container_settings(
-        run_id=RUN_ID, experiment=EXPERIMENT, image="img", script="train.py", arguments=(),
-        inputs={}, run_dir="/r", working_dir="/w", runtime_dir="/rt",
-        user_variables={"PYTHONPATH": "src"})
+        run_of("/r", environment_variables={"PYTHONPATH": "src"}), image="img", working_dir="/w",
+        runtime_dir="/rt")
 
     assert pythonpath(in_process) == "/rt:src:lib:/inherited"
     assert pythonpath(in_container) == "/amlocal/runtime:src"

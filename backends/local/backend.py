@@ -12,6 +12,7 @@ from amlocal.backends import status as run_status
 from amlocal.backends.base import (Backend, LogLine, RunHandle, StageFinished, StageStarted,
                                    StatusChanged, download_target, downloads_under,
                                    ignore_event)
+from amlocal.backends.base import RecordedSpec
 from amlocal.backends.local.compute import ComputeTargets, target_has_gpus, target_has_real_gpus
 from amlocal.backends.local.lifecycle import (POLL_INTERVAL_S, RunDriver, max_preemptions,
                                                stop_grace_s)
@@ -134,7 +135,7 @@ class LocalBackend(Backend):
         template = template.validated()
         ComputeTargets(self.store).get(template.compute)  # a missing target is an error now
         files = snapshot_files(template.source_dir)
-        spec = dict(template.to_json(), sweep=sweep)
+        spec = RecordedSpec(template, sweep=sweep).to_json()
         run_id = self.store.create_run(
             experiment=template.experiment, executor=SWEEP_EXECUTOR, compute=template.compute,
             spec=spec, driver_pid=None if detach else os.getpid(),

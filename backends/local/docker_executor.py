@@ -79,35 +79,32 @@ class DockerExecutor:
             self._client = engine.connect()
         return self._client
 
-    def prepare(self, record, on_line, should_cancel):
-        environment = record["spec"]["environment"]
-        if environment["recipe"].endswith("-gpu") and not engine.has_nvidia_runtime(self.client):
+    def prepare(self, spec, on_line, should_cancel):
+        """Find or build the image of the run's spec (a RunSpec)."""
+        environment = spec.environment
+        if environment.recipe.endswith("-gpu") and not engine.has_nvidia_runtime(self.client):
             raise AmlocalError(
                 "the run asks for GPUs but this Docker engine cannot give containers GPUs: install "
                 "the NVIDIA Container Toolkit (https://docs.nvidia.com/datacenter/cloud-native/"
                 "container-toolkit/install-guide.html) and restart Docker, or run with "
                 "--executor process (the run then uses the GPU that CuPy sees)")
         prepared = images.ensure_image(
-            self.client, environment["recipe"], tuple(environment["pip_packages"]),
-            environment["base_image"], on_line=on_line, should_cancel=should_cancel,
-            dockerfile=environment.get("dockerfile"))
+            self.client, environment.recipe, environment.pip_packages, environment.base_image,
+            on_line=on_line, should_cancel=should_cancel, dockerfile=environment.dockerfile)
         how = "found in cache" if prepared.cached else "built"
         return Prepared(image=prepared.tag, detail=f"image {prepared.tag} {how} (base {prepared.base_image})")
 
-    def start(self, record, run_dir, runtime_dir, prepared, on_line, resources=None):
-        spec = record["spec"]
+    def start(self, run, runtime_dir, prepared, on_line, resources=None):
+        """Start the script of `run` (a jobs.LocalRun) in a container of the prepared image."""
+        run_dir = run.run_dir
         working_dir = run_dir / "wd"
         copy_working_directory(run_dir / "snapshot", working_dir)
         prepare_output_file(run_dir)
-        run_as_root = spec.get("run_as_root", False)
-        user = ownership.container_user(run_as_root)
+        user = ownership.container_user(run.spec.run_as_root)
         ownership.hand_over([working_dir, *(run_dir / name for name in _WRITABLE_RUN_FOLDERS)], user)
         settings = container_settings(
-            run_id=record["id"], experiment=record["experiment"], image=prepared.image,
-            script=spec["script"], arguments=spec["arguments"], inputs=spec["inputs"],
-            run_dir=run_dir, working_dir=working_dir, runtime_dir=runtime_dir,
-            user=ownership.docker_user(user), resources=resources,
-            user_variables=spec.get("environment_variables"), run_as_root=run_as_root)
+            run, image=prepared.image, working_dir=working_dir, runtime_dir=runtime_dir,
+            user=ownership.docker_user(user), resources=resources)
         settings["mounts"] = [docker.types.Mount(
             target=mount["Target"], source=mount["Source"], type="bind",
             read_only=mount["ReadOnly"]) for mount in settings["mounts"]]
@@ -120,17 +117,18 @@ class DockerExecutor:
         container.start()
         return DockerJob(container, tail)
 
-    def attach(self, record, run_dir, on_line):
-        """The job of a run started by a driver that died (None: its container is gone)."""
+    def attach(self, run, on_line):
+        """The job of a run (a jobs.LocalRun) started by a driver that died (None: its container
+        is gone)."""
         try:
-            if record["container_id"]:
-                container = self.client.containers.get(record["container_id"])
+            if run.container_id:
+                container = self.client.containers.get(run.container_id)
             else:  # the driver died between creating the container and recording it
                 container = next(iter(self.client.containers.list(
-                    all=True, filters={"label": f"{CONTAINER_LABEL}={record['id']}"})))
+                    all=True, filters={"label": f"{CONTAINER_LABEL}={run.id}"})))
         except (docker.errors.NotFound, StopIteration):
             return None
-        return DockerJob(container, follow_output(run_dir, on_line))
+        return DockerJob(container, follow_output(run.run_dir, on_line))
 
     def remove_leftovers(self, run_id):
         """Remove a run's container when the process that drove it is gone."""

@@ -1,7 +1,31 @@
-"""What executors share: a started script (a Job), whose output a tail copies into the driver log."""
+"""What executors share: the run they are given (a LocalRun), and a started script (a Job), whose
+output a tail copies into the driver log."""
 
 import threading
 from dataclasses import dataclass
+from pathlib import Path
+
+from amlocal.backends.base import RecordedSpec, RunSpec
+
+
+@dataclass(frozen=True)
+class LocalRun:
+    """A run as its driver hands it to an executor: the typed spec, read once from the run's
+    record, with the record's facts that executors need beside it."""
+
+    id: str
+    experiment: str
+    spec: RunSpec
+    run_dir: Path
+    container_id: str | None = None  # recorded once the docker executor created the container
+    script_pid: int | None = None  # recorded once the process executor started the launcher
+
+    @classmethod
+    def from_record(cls, record, run_dir):
+        """The run of a stored record (RunRecordCorruptedError if its spec is damaged)."""
+        return cls(id=record["id"], experiment=record["experiment"],
+                   spec=RecordedSpec.from_json(record["spec"]).spec, run_dir=Path(run_dir),
+                   container_id=record["container_id"], script_pid=record["script_pid"])
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from pathlib import Path
 from amlocal.backends import status as run_status
 from amlocal.backends.base import LogLine, StageFinished, StageStarted, StatusChanged, ignore_event
 from amlocal.backends.local.compute import ComputeTargets, combine_node_resources, node_resources
-from amlocal.backends.local.jobs import Prepared
+from amlocal.backends.local.jobs import LocalRun, Prepared
 from amlocal.backends.local.queue_wake import QueueWaiter
 from amlocal.backends.local.recovery import reconcile_blockers
 from amlocal.backends.local.script_output import OUTPUT_DIR, append_note
@@ -109,6 +109,7 @@ class RunDriver:
         self.on_event = on_event
         self.run_dir = store.run_dir(run_id)
         self.compute = ComputeTargets(store)
+        self.run = None  # the LocalRun, its typed spec read once from the record when driving starts
         self.job = None
         self._killed = False
         self._open_stage = None  # a stage whose end could not be recorded (the disk was full)
@@ -208,33 +209,40 @@ class RunDriver:
         fails the run with the reason. Returns the terminal status."""
         return self._guarded(self._adopted_stages)
 
-    def _all_stages(self):
+    def _read_run(self):
+        """The run's record, and the run (with its typed spec) that it describes."""
         record = self.store.get_run(self.run_id)
+        self.run = LocalRun.from_record(record, self.run_dir)
+        return record
+
+    def _all_stages(self):
+        record = self._read_run()
         target = self.compute.get(record["compute"])
         self._advance(run_status.PREPARING)
         with self._stage_of("Preparing") as outcome:
-            prepared = self.executor.prepare(record, self._build_log, self._cancel_requested)
+            prepared = self.executor.prepare(self.run.spec, self._build_log, self._cancel_requested)
             outcome["detail"] = prepared.detail
         self.store.update_run(self.run_id, image=prepared.image)
-        return self._run_and_finish(record, target, prepared)
+        return self._run_and_finish(target, prepared)
 
     def _adopted_stages(self):
-        record = self.store.get_run(self.run_id)
+        record = self._read_run()
         if record["status"] == run_status.FINALIZING:  # the script had ended and was recorded
             post_processing = next(stage for stage in record["stages"]
                                    if stage["name"] == "PostProcessing")
             return self._post_process_and_finish(
                 record["exit_code"], resumed=post_processing["status"] == run_status.STAGE_RUNNING)
-        self.job = self.executor.attach(record, self.run_dir, self._emit_driver_line)
+        self.job = self.executor.attach(self.run, self._emit_driver_line)
         if self.job is None:
             self._open_stage = "Running"
-            where = (f"its container {record['container_id'] or ''}".rstrip()
-                     if self.executor.name == "docker" else f"its process {record['script_pid']}")
+            where = (f"its container {self.run.container_id or ''}".rstrip()
+                     if self.executor.name == "docker" else f"its process {self.run.script_pid}")
             raise AmlocalError(
                 f"the amlocal process driving this run exited, and the script is gone without a "
                 f"trace: {where} is gone and recorded no exit status")
-        return self._run_and_finish(record, self.compute.get(record["compute"]),
-                                    Prepared(image=record["image"], detail=""), adopted=True)
+        return self._run_and_finish(self.compute.get(record["compute"]),
+                                    Prepared(image=record["image"], detail=""), adopted=True,
+                                    started_at=record["started_at"])
 
     def _guarded(self, stages):
         """Run `stages` and record how the run ended, whatever happened."""
@@ -271,9 +279,10 @@ class RunDriver:
             except (OSError, sqlite3.Error):
                 pass  # the history is unwritable (a full disk); the run's own end is recorded
 
-    def _run_and_finish(self, record, target, prepared, adopted=False):
-        """Queue, run the script (or, `adopted`, follow the one running) and finish the run."""
-        running = f"{record['spec']['script']} on {self.executor.name}"
+    def _run_and_finish(self, target, prepared, adopted=False, started_at=None):
+        """Queue, run the script (or, `adopted`, follow the one running since `started_at`) and
+        finish the run."""
+        running = f"{self.run.spec.script} on {self.executor.name}"
         while True:
             if not adopted:
                 resources = self._queue_for_nodes(target)
@@ -281,9 +290,9 @@ class RunDriver:
             try:
                 with self._stage_of("Running", running, resumed=adopted) as outcome:
                     if adopted:
-                        exit_code = self._follow_script(record, record["started_at"])
+                        exit_code = self._follow_script(started_at)
                     else:
-                        exit_code = self._run_script(record, prepared, resources)
+                        exit_code = self._run_script(prepared, resources)
                     outcome["detail"] = f"{running}: exit code {exit_code}"
                     if exit_code != 0:
                         outcome["status"] = run_status.STAGE_FAILED
@@ -345,17 +354,17 @@ class RunDriver:
                     next_sweep = time.monotonic() + 2
                 waiter.wait(POLL_INTERVAL_S)
 
-    def _run_script(self, record, prepared, resources):
+    def _run_script(self, prepared, resources):
         (self.run_dir / DRIVER_LOG).touch()  # every run that ran has a driver log, as on Azure
-        self.job = self.executor.start(record, self.run_dir, RUNTIME_DIR, prepared,
-                                       self._emit_driver_line, resources)
+        self.job = self.executor.start(self.run, RUNTIME_DIR, prepared, self._emit_driver_line,
+                                       resources)
         self.store.update_run(self.run_id, **self.job.identity())
-        return self._follow_script(record, time.time())
+        return self._follow_script(time.time())
 
-    def _follow_script(self, record, started_at):
+    def _follow_script(self, started_at):
         """Wait for the job to end (its output copied), ingesting telemetry and acting on cancel
         requests, the time limit and preemption meanwhile; return the script's exit code."""
-        limit = record["spec"].get("max_run_duration_seconds")
+        limit = self.run.spec.max_run_duration_seconds
         while not self.job.wait(POLL_INTERVAL_S):
             self._check_output(ended=False)
             ingest_telemetry(self.store, self.run_id)
@@ -425,7 +434,7 @@ class RunDriver:
 
     def _finish(self, exit_code):
         record = self.store.get_run(self.run_id)
-        script = record["spec"]["script"]
+        script = self.run.spec.script
         if exit_code != 0:
             error = f"{script} exited with code {exit_code}"
             tail = self._log_tail()

@@ -91,26 +91,24 @@ class ProcessExecutor:
     def __init__(self, python=None):
         self.python = python or sys.executable
 
-    def prepare(self, record, on_line, should_cancel):
-        missing = missing_packages(record["spec"]["environment"]["pip_packages"])
+    def prepare(self, spec, on_line, should_cancel):
+        """Check that this Python has what the run's spec (a RunSpec) asks pip for."""
+        missing = missing_packages(spec.environment.pip_packages)
         if missing:
             raise UserInputError(missing_packages_message(missing, self.python))
         version = ".".join(map(str, sys.version_info[:3]))
         return Prepared(image=None, detail=f"no image: Python {version} at {self.python}")
 
-    def start(self, record, run_dir, runtime_dir, prepared, on_line, resources=None):
-        spec = record["spec"]
+    def start(self, run, runtime_dir, prepared, on_line, resources=None):
+        """Start the script of `run` (a jobs.LocalRun) as a subprocess, confined to its node."""
+        run_dir = run.run_dir
         working_dir = run_dir / "wd"
         copy_working_directory(run_dir / "snapshot", working_dir)
         prepare_output_file(run_dir)
         for mapped in ("outputs", "logs"):
             (working_dir / mapped).symlink_to(run_dir / mapped, target_is_directory=True)
-        settings = process_settings(
-            run_id=record["id"], experiment=record["experiment"], python=self.python,
-            script=spec["script"], arguments=spec["arguments"], inputs=spec["inputs"],
-            run_dir=run_dir, working_dir=working_dir, runtime_dir=runtime_dir,
-            base_environment=os.environ,
-            user_variables=spec.get("environment_variables"))
+        settings = process_settings(run, python=self.python, working_dir=working_dir,
+                                    runtime_dir=runtime_dir, base_environment=os.environ)
         cores = memory_limit = None
         if resources is not None:
             if resources.cpuset or resources.nano_cpus:
@@ -119,7 +117,7 @@ class ProcessExecutor:
                 if resources.cpuset:
                     cores = {int(core) for core in resources.cpuset.split(",")}
                 settings["env"]["CUDA_VISIBLE_DEVICES"] = ",".join(resources.gpu_ids)
-            if not (spec.get("use_gpu") or resources.gpu_ids):
+            if not (run.spec.use_gpu or resources.gpu_ids):
                 # CUDA maps far more than the GPU's memory at start; a data limit could break
                 # it, so only a run that sees no GPU gets one.
                 memory_limit = resources.memory_bytes
@@ -132,12 +130,13 @@ class ProcessExecutor:
                                    preexec_fn=_confinement(cores, memory_limit))
         return ProcessJob(process.pid, run_dir, on_line, process=process, memory_limit=memory_limit)
 
-    def attach(self, record, run_dir, on_line):
-        """The job of a run started by a driver that died (None: its script is gone for good)."""
-        pid = record["script_pid"]
-        if not pid or not (process_alive(pid) or (run_dir / EXIT_STATUS_FILE).exists()):
+    def attach(self, run, on_line):
+        """The job of a run (a jobs.LocalRun) started by a driver that died (None: its script is
+        gone for good)."""
+        pid = run.script_pid
+        if not pid or not (process_alive(pid) or (run.run_dir / EXIT_STATUS_FILE).exists()):
             return None
-        return ProcessJob(pid, run_dir, on_line)
+        return ProcessJob(pid, run.run_dir, on_line)
 
 
 def _confinement(cores, memory_limit):

@@ -1,4 +1,5 @@
-"""Pure builders: from a run's record to what an executor starts. No Docker, no I/O.
+"""Pure builders: from a run (its typed spec, id and folder) to what an executor starts. No Docker,
+no I/O.
 
 Inside a container the run sees this layout (the process executor uses host paths instead):
 
@@ -142,17 +143,16 @@ def confinement_settings(run_as_root=False):
     return settings
 
 
-def container_settings(*, run_id, experiment, image, script, arguments, inputs, run_dir,
-                       working_dir, runtime_dir, user=None, resources=None, user_variables=None,
-                       run_as_root=False):
-    """Keyword arguments for docker-py's `containers.create` for one run.
+def container_settings(run, *, image, working_dir, runtime_dir, user=None, resources=None):
+    """Keyword arguments for docker-py's `containers.create` for one run (a jobs.LocalRun).
 
-    `inputs` maps input names to host paths; `run_dir` is the run's folder in the run history;
-    `working_dir` the host copy of the snapshot the run works in; `user` the "uid:gid" the script
-    runs as (None: the image's user); `resources` the NodeResources of the node(s) the run was
-    given (None: no limits); `run_as_root` the run's opt-out of the confinement.
+    `working_dir` is the host copy of the snapshot the run works in; `user` the "uid:gid" the
+    script runs as (None: the image's user); `resources` the NodeResources of the node(s) the run
+    was given (None: no limits). The spec's `run_as_root` opts out of the confinement.
     Mounts are plain dicts in the Docker Engine API's shape (docker.types.Mount is such a dict).
     """
+    spec, run_dir = run.spec, run.run_dir
+    inputs = spec.inputs
     paths = container_paths(inputs)
 
     def bind(source, target, read_only):
@@ -173,12 +173,12 @@ def container_settings(*, run_id, experiment, image, script, arguments, inputs, 
     extra = {"HOME": "/tmp"}
     if resources is not None and resources.emulated_gpus:
         extra["AMLOCAL_EMULATED_GPUS"] = str(resources.emulated_gpus)
-    environment = run_environment(run_id, experiment, paths, extra=extra,
-                                  user_variables=user_variables)
+    environment = run_environment(run.id, run.experiment, paths, extra=extra,
+                                  user_variables=spec.environment_variables)
     settings = {
         "image": image,
         "command": launched("python", paths.runtime, IN_RUN_OUTPUT / OUTPUT_NAME,
-                            script_command("python", script, arguments, paths)),
+                            script_command("python", spec.script, spec.arguments, paths)),
         # The launcher writes the output to its file; dockerd need not keep a second copy.
         "log_config": {"Type": "none", "Config": {}},
         "working_dir": paths.workdir,
@@ -189,13 +189,13 @@ def container_settings(*, run_id, experiment, image, script, arguments, inputs, 
         # An init process as PID 1 forwards SIGTERM to the script (a Python PID 1 would ignore
         # it, and every cancel would wait for the SIGKILL) and reaps its children.
         "init": True,
-        "labels": {CONTAINER_LABEL: run_id},
-        "name": f"amlocal-{run_id}",
+        "labels": {CONTAINER_LABEL: run.id},
+        "name": f"amlocal-{run.id}",
         "detach": True,
     }
     if user:
         settings["user"] = user
-    settings.update(confinement_settings(run_as_root))
+    settings.update(confinement_settings(spec.run_as_root))
     settings.update(resource_settings(resources))
     return settings
 
@@ -206,15 +206,16 @@ def inherited_environment(base_environment):
             if name in INHERITED_VARIABLES or name.startswith(INHERITED_PREFIXES)}
 
 
-def process_settings(*, run_id, experiment, python, script, arguments, inputs, run_dir,
-                     working_dir, runtime_dir, base_environment, user_variables=None):
-    """argv, cwd and environment for running a script as a host subprocess (process executor).
+def process_settings(run, *, python, working_dir, runtime_dir, base_environment):
+    """argv, cwd and environment for running a run's script (a jobs.LocalRun) as a host
+    subprocess (process executor).
 
     The run sees host paths: its working directory is a copy of the snapshot whose outputs/ and
     logs/ are links into the run history, and inputs are passed by their host paths (read-only
     is not enforced here: there is no mount namespace). Of `base_environment` (the submitter's)
-    it sees only INHERITED_VARIABLES; `user_variables` (--env) come on top.
+    it sees only INHERITED_VARIABLES; the spec's environment_variables (--env) come on top.
     """
+    spec, run_dir, inputs = run.spec, run.run_dir, run.spec.inputs
     paths = RunPaths(
         workdir=str(working_dir),
         outputs=f"{working_dir}/outputs",
@@ -224,11 +225,12 @@ def process_settings(*, run_id, experiment, python, script, arguments, inputs, r
         inputs={name: str(inputs[name]) for name in sorted(inputs)},
     )
     environment = inherited_environment(base_environment)
-    environment.update(run_environment(run_id, experiment, paths, user_variables=user_variables,
+    environment.update(run_environment(run.id, run.experiment, paths,
+                                       user_variables=spec.environment_variables,
                                        inherited_pythonpath=environment.get("PYTHONPATH")))
     return {
         "args": launched(python, paths.runtime, f"{run_dir}/{OUTPUT_FILE}",
-                         script_command(python, script, arguments, paths),
+                         script_command(python, spec.script, spec.arguments, paths),
                          exit_status_file=f"{run_dir}/{EXIT_STATUS_FILE}"),
         "cwd": paths.workdir,
         "env": environment,

@@ -21,7 +21,7 @@ import json
 import time
 
 from amlocal.backends import status as run_status
-from amlocal.backends.base import RunSpec
+from amlocal.backends.base import RecordedSpec
 from amlocal.backends.local.lifecycle import POLL_INTERVAL_S
 from amlocal.errors import AmlocalError, IllegalTransitionError
 from amlocal.train.hyperdrive.policy import decide
@@ -82,9 +82,9 @@ class SweepDriver:
         self.backend = backend
         self.store = backend.store
         self.run_id = run_id
-        record = self.store.get_run(run_id)
-        self.spec = record["spec"]
-        self.sweep = self.spec["sweep"]
+        recorded = RecordedSpec.from_json(self.store.get_run(run_id)["spec"])
+        self.template = recorded.spec  # what each child runs, its hyperparameters added
+        self.sweep = recorded.sweep
         self.metric = self.sweep["primary_metric_config"]
         self.children = {}  # child id -> {"configuration": ..., "handle": ..., "told": bool}
         self.best = None  # (value, child id)
@@ -153,11 +153,10 @@ class SweepDriver:
     def _start_child(self, configuration):
         index = len(self.children)
         child_id = f"{self.run_id}_{index}"
-        template = RunSpec.from_json(self.spec)
         template = dataclasses.replace(
-            template, experiment=self.store.get_run(self.run_id)["experiment"],
-            arguments=template.arguments + tuple(hyperparameter_arguments(configuration)),
-            tags={**template.tags, "hyperparameters": json.dumps(configuration)})
+            self.template, experiment=self.store.get_run(self.run_id)["experiment"],
+            arguments=self.template.arguments + tuple(hyperparameter_arguments(configuration)),
+            tags={**self.template.tags, "hyperparameters": json.dumps(configuration)})
         self.store.update_tags(self.run_id, {HYPERPARAMETER_TAG_PREFIX + child_id:
                                              json.dumps(configuration)})
         handle = self.backend.submit(template, run_id=child_id, parent_id=self.run_id)
