@@ -79,8 +79,12 @@ def _seconds(iso):
     return datetime.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
-def test_a_freed_node_goes_to_the_next_queued_run_within_a_fraction_of_the_poll(
-        amlocal_home, tmp_path):
+def test_a_freed_node_goes_to_the_next_queued_run_on_the_wake_not_the_poll(
+        amlocal_home, tmp_path, monkeypatch):
+    # With the queue's fallback poll at 10 s, a run that only polled would wait about 5 s on
+    # average for a freed node; a hand-off of well under that is the wake's doing, on a loaded
+    # machine too (benchmarks/scheduler.py measures the hand-off itself, at the default poll).
+    monkeypatch.setenv("AMLOCAL_QUEUE_POLL_S", "10")
     backend = LocalBackend()
     ComputeTargets(backend.store).create(TargetSpec("cpu1", "STANDARD_D1_V2", max_nodes=1))
     source = write_script(tmp_path / "src", "train.py", "import time\ntime.sleep(0.3)\n")
@@ -94,6 +98,4 @@ def test_a_freed_node_goes_to_the_next_queued_run_within_a_fraction_of_the_poll(
                    if stage["name"] == "Running")
     hand_offs = [spans[k + 1][0] - spans[k][1] for k in range(len(spans) - 1)]
     assert min(hand_offs) >= 0  # one node: never two runs at once
-    # Polling every 0.2 s, a node stood free 0.1 s on average after its run ended, plus the
-    # time the outputs took to collect; woken, the next run starts within a few milliseconds.
-    assert statistics.mean(hand_offs) < 0.06, hand_offs
+    assert statistics.mean(hand_offs) < 2, hand_offs

@@ -51,6 +51,12 @@ def stop_grace_s():
     return setting("AMLOCAL_STOP_GRACE_S", 10.0, 0, 86400)
 
 
+def queue_poll_s():
+    """How long a queued run waits for a wake before it looks at the queue again anyway (a driver
+    that died frees its nodes without waking anyone; recovery finds them on the next look)."""
+    return setting("AMLOCAL_QUEUE_POLL_S", POLL_INTERVAL_S, 0.01, 60)
+
+
 def max_preemptions():
     """How often a preempted run is queued again before it fails."""
     return setting("AMLOCAL_MAX_PREEMPTIONS", 3, 0, 1000, whole=True)
@@ -336,6 +342,7 @@ class RunDriver:
         started = time.monotonic()
         shown = None
         next_sweep = started
+        poll_s = queue_poll_s()
         # Opened before the first look at the queue, so that a release in between still wakes us.
         with QueueWaiter(self.store.home, target.name) as waiter:
             while True:
@@ -352,7 +359,7 @@ class RunDriver:
                     # Nodes held by a run whose driver died are freed: they do not block the queue.
                     reconcile_blockers(self.store, target.name)
                     next_sweep = time.monotonic() + 2
-                waiter.wait(POLL_INTERVAL_S)
+                waiter.wait(poll_s)
 
     def _run_script(self, prepared, resources):
         (self.run_dir / DRIVER_LOG).touch()  # every run that ran has a driver log, as on Azure
