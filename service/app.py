@@ -1,0 +1,100 @@
+"""The emulator as one ASGI app: each service family's routes, the request log, and 501 for the
+rest, so that a user sees exactly which operation is not emulated yet."""
+
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from amlocal.backends.history.store import RunStore
+from amlocal.service import artifacts, compute, experiments, history, metrics, workspace
+from amlocal.service.config import WorkspaceIdentity, emulator_dir
+from amlocal.service.errors import error_response
+from amlocal.service.tokens import TokenIssuer, WORKSPACE_SCOPE
+
+FAMILIES = (workspace, experiments, compute, history, metrics, artifacts)
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+REQUEST_LOG = "requests.log"
+
+
+@dataclass
+class Service:
+    """What the operations share: the run history at `home` and the workspace it is served as."""
+
+    home: Path
+    endpoint: str
+    identity: WorkspaceIdentity
+    tokens: TokenIssuer
+    store: RunStore
+
+    @classmethod
+    def over(cls, home, endpoint):
+        home = Path(home)
+        return cls(home=home, endpoint=endpoint.rstrip("/"),
+                   identity=WorkspaceIdentity.of_home(home),
+                   tokens=TokenIssuer(emulator_dir(home) / "token-secret"), store=RunStore(home))
+
+    def backend(self):
+        """The local backend over this history (made per use: it is cheap and holds no state)."""
+        from amlocal.backends.local import LocalBackend
+
+        return LocalBackend(self.home)
+
+    def workspace_token(self):
+        return self.tokens.issue(WORKSPACE_SCOPE)
+
+
+async def not_implemented(request):
+    return error_response(501, "NotImplemented",
+                          f"amlocal's emulator does not emulate {request.method} "
+                          f"{request.url.path} yet")
+
+
+class RequestLog:
+    """ASGI middleware: one line per request (method, path, status, milliseconds) to stderr and
+    to $AMLOCAL_HOME/emulator/requests.log. The query string is left out: content URLs carry
+    their signature there."""
+
+    def __init__(self, app, log_path):
+        self.app = app
+        self._path = log_path
+        self._lock = threading.Lock()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.monotonic()
+        status = [500]
+
+        async def sending(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            self.write(f"{scope['method']} {scope['path']} {status[0]} "
+                       f"{(time.monotonic() - started) * 1000:.1f}ms")
+
+    def write(self, line):
+        line = line.encode("ascii", "backslashreplace").decode("ascii")
+        with self._lock:
+            print(line, file=sys.stderr, flush=True)
+            with open(self._path, "a", encoding="ascii") as log:
+                log.write(line + "\n")
+
+
+def create_app(home, endpoint):
+    service = Service.over(home, endpoint)
+    routes = [route for family in FAMILIES for route in family.ROUTES]
+    routes.append(Route("/{anything:path}", not_implemented, methods=ALL_METHODS))
+    app = Starlette(routes=routes)
+    app.state.service = service
+    log_path = emulator_dir(home) / REQUEST_LOG
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    return RequestLog(app, log_path)
