@@ -91,7 +91,7 @@ class RequestLog:
 
 def create_app(home, endpoint):
     service = Service.over(home, endpoint)
-    routes = [route for family in FAMILIES for route in family.ROUTES]
+    routes = [route for family in FAMILIES for routes in family.ROUTES for route in routes]
     routes.append(Route("/{anything:path}", not_implemented, methods=ALL_METHODS))
     app = Starlette(routes=routes)
     app.state.service = service

@@ -10,6 +10,7 @@ history is SQLite) and renders amlocal's errors as Azure's.
 import json
 import re
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
@@ -18,7 +19,7 @@ from starlette.routing import Route
 from amlocal.backends.history.store import is_plain_run_id
 from amlocal.errors import AmlocalError
 from amlocal.service.errors import ServiceError, as_service_error, bad_request, error_response
-from amlocal.service.tokens import InvalidToken
+from amlocal.service.tokens import READ_SCOPE, READ_TOKEN_SECONDS, InvalidToken
 
 # The workspace part of every workspace-scoped URL (ARM and the data plane alike).
 WS = ("/subscriptions/{subscription_id}/resourceGroups/{resource_group}"
@@ -61,12 +62,27 @@ class Call:
         return self.params.get("run_id")
 
 
+CONTENT = "/amlocal/content/{run_id}/{path:path}"
+
+
+def read_token(service, run_id):
+    """A token that lets its holder read run `run_id`'s files for an hour (a SAS, on Azure)."""
+    return service.tokens.issue(READ_SCOPE + run_id, READ_TOKEN_SECONDS)
+
+
+def content_url(service, run_id, name, token=None):
+    """The URL a client GETs, with no other credential, for run file `name`."""
+    return (f"{service.endpoint}/amlocal/content/{quote(run_id)}/{quote(name)}"
+            f"?sig={token or read_token(service, run_id)}")
+
+
 def json_response(value, status=200):
     return value if isinstance(value, Response) else JSONResponse(value, status_code=status)
 
 
-def operation(path, methods, auth="token", status=200):
-    """A Route for `path` whose handler is the decorated function of a Call.
+def operation(paths, methods, auth="token", status=200):
+    """The Routes (one per path of `paths`, a path or a tuple of them) whose handler is the
+    decorated function of a Call.
 
     auth: "token" (a valid bearer token whose scope allows the URL's run, if it names one) or
     "public" (no token: discovery, and content URLs that carry their own signature).
@@ -95,7 +111,8 @@ def operation(path, methods, auth="token", status=200):
                                       refusal.details)
 
         endpoint.__name__ = function.__name__
-        return Route(path, endpoint, methods=list(methods))
+        return [Route(path, endpoint, methods=list(methods))
+                for path in ((paths,) if isinstance(paths, str) else paths)]
 
     return decorate
 
