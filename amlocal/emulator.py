@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from amlocal.backends.history.store import default_home
 from amlocal.errors import AmlocalError
+from amlocal.service import config as service_config
 from amlocal.service.config import config_path, emulator_dir, read_config
 from amlocal.service.tokens import WORKSPACE_SCOPE, TokenIssuer
 
@@ -105,21 +106,27 @@ def _authentication_class():
         def __repr__(self):
             return f"EmulatorAuthentication({self._endpoint!r})"
 
-    return EmulatorAuthentication, _SubscriptionInfo
+    return EmulatorAuthentication
+
+
+def _target(endpoint, home):
+    """(endpoint, (subscription id, resource group, workspace name)) of the emulator to use."""
+    if endpoint is None:
+        config = running_config(home)
+        return config["endpoint"], config["names"]
+    _check_answers(endpoint)
+    return endpoint, (service_config.SUBSCRIPTION_ID, service_config.RESOURCE_GROUP,
+                      service_config.WORKSPACE_NAME)
 
 
 def auth(endpoint=None, home=None):
     """An azureml-core authentication object for the emulator at `endpoint` (default: the one
-    serving $AMLOCAL_HOME, from its config.json)."""
+    serving $AMLOCAL_HOME, from its config.json); EmulatorNotRunningError when none answers."""
     home = home or default_home()
-    if endpoint is None:
-        config = running_config(home)
-        endpoint, subscription_id = config["endpoint"], config["subscription_id"]
-    else:
-        from amlocal.service.config import SUBSCRIPTION_ID as subscription_id
-    authentication_class, _ = _authentication_class()
+    endpoint, names = _target(endpoint, home)
+    authentication_class = _authentication_class()
     return authentication_class(endpoint, TokenIssuer(emulator_dir(home) / "token-secret"),
-                                subscription_id)
+                                names[0])
 
 
 def workspace(endpoint=None, home=None):
@@ -127,13 +134,6 @@ def workspace(endpoint=None, home=None):
     serving $AMLOCAL_HOME); EmulatorNotRunningError when none answers."""
     from azureml.core import Workspace
 
-    from amlocal.service import config as service_config
-
     home = home or default_home()
-    if endpoint is None:
-        names = running_config(home)["names"]
-    else:
-        _check_answers(endpoint)
-        names = (service_config.SUBSCRIPTION_ID, service_config.RESOURCE_GROUP,
-                 service_config.WORKSPACE_NAME)
-    return Workspace(*names, auth=auth(endpoint or running_config(home)["endpoint"], home))
+    endpoint, names = _target(endpoint, home)
+    return Workspace(*names, auth=auth(endpoint, home))

@@ -9,6 +9,8 @@ history is SQLite) and renders amlocal's errors as Azure's.
 
 import json
 import re
+import sys
+import traceback
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
@@ -18,6 +20,7 @@ from starlette.routing import Route
 
 from amlocal.backends.history.store import is_plain_run_id
 from amlocal.errors import AmlocalError
+from amlocal.validation import one_line
 from amlocal.service.errors import ServiceError, as_service_error, bad_request, error_response
 from amlocal.service.tokens import READ_SCOPE, READ_TOKEN_SECONDS, InvalidToken
 
@@ -106,15 +109,23 @@ def operation(paths, methods, auth="token", status=200):
             except (ServiceError, AmlocalError) as error:
                 refusal = as_service_error(error)
                 if refusal is None:
-                    raise
+                    return _internal_error(request, error)
                 return error_response(refusal.status, refusal.code, refusal.message,
                                       refusal.details)
+            except Exception as error:  # a bug: said in Azure's shape, its traceback logged
+                return _internal_error(request, error)
 
         endpoint.__name__ = function.__name__
         return [Route(path, endpoint, methods=list(methods))
                 for path in ((paths,) if isinstance(paths, str) else paths)]
 
     return decorate
+
+
+def _internal_error(request, error):
+    traceback.print_exception(error, file=sys.stderr)
+    return error_response(500, "ServiceError", f"amlocal's emulator failed on {request.method} "
+                          f"{request.url.path}: {type(error).__name__}: {one_line(str(error))}")
 
 
 async def _read_body(request):

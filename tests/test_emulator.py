@@ -234,3 +234,14 @@ def test_a_cluster_bigger_than_this_host_is_refused_with_amlocals_reason(emulato
 
     assert "Response Code: 400" in str(refused.value)
     assert "--allow-overcommit" in str(refused.value) or "allow_overcommit" in str(refused.value)
+
+
+def test_a_request_for_another_workspace_is_not_found(emulator):
+    other = WS_PATH.replace("/workspaces/local", "/workspaces/elsewhere")
+
+    answer = requests.get(f"{emulator.endpoint}/history/v1.0{other}/experiments/x",
+                          headers=workspace_headers(), timeout=10)
+
+    assert answer.status_code == 404
+    assert answer.json()["error"]["code"] == "ResourceNotFound"
+    assert "this emulator serves" in answer.json()["error"]["message"]
