@@ -17,7 +17,7 @@ def serve(host, port):
     The first line says where:  amlocal emulator listening on http://HOST:PORT
     While it runs, $AMLOCAL_HOME/emulator/config.json names the workspace and the endpoint;
     in Python, amlocal.emulator.workspace() gives an azureml.core.Workspace bound to it.
-    Ctrl-C (or SIGTERM) stops it; runs it started go on and are recorded.
+    Ctrl-C (or SIGTERM) stops it; runs on the local backend go on and are recorded.
     """
     from amlocal.backends.history.store import default_home
     from amlocal.service.server import serve as run_server

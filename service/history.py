@@ -94,22 +94,22 @@ def run_dto(service, details):
     }
 
 
+# The fields a RunDetailsDto shares with the RunDto.
+_DETAILS_FROM_DTO = ("runId", "target", "status", "startTimeUtc", "endTimeUtc", "properties",
+                     "error")
+
+
 def run_details_dto(service, details, file_names):
     """A RunDetailsDto (GET .../runs/{id}/details): what `Run.get_details()` returns."""
+    dto = run_dto(service, details)
     return {
-        "runId": details["id"],
-        "target": details["compute"],
-        "status": details["status"],
-        "startTimeUtc": details["started_at"],
-        "endTimeUtc": details["ended_at"],
-        "properties": details["properties"],
+        **{key: dto[key] for key in _DETAILS_FROM_DTO},
         "inputDatasets": [],
         "outputDatasets": [],
-        "error": _run_error(details),
         "warnings": [],
         "runDefinition": {"script": details["script"], "arguments": details["arguments"],
                           "target": details["compute"], "nodeCount": details["node_count"]},
-        # azureml-core streams these while it waits; they are read through the artifact routes.
+        # azureml-core's wait_for_completion(show_output=True) reads these with a plain GET.
         "logFiles": ({DRIVER_LOG: content_url(service, details["id"], DRIVER_LOG)}
                      if DRIVER_LOG in file_names else {}),
     }
