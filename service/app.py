@@ -68,18 +68,25 @@ class RequestLog:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         started = time.monotonic()
-        status = [500]
+        status, logged = [500], [False]
+
+        def log():
+            logged[0] = True
+            self.write(f"{scope['method']} {scope['path']} {status[0]} "
+                       f"{(time.monotonic() - started) * 1000:.1f}ms")
 
         async def sending(message):
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                log()  # before the last byte goes: a client that has its answer finds the line
             await send(message)
 
         try:
             await self.app(scope, receive, sending)
         finally:
-            self.write(f"{scope['method']} {scope['path']} {status[0]} "
-                       f"{(time.monotonic() - started) * 1000:.1f}ms")
+            if not logged[0]:
+                log()
 
     def write(self, line):
         line = line.encode("ascii", "backslashreplace").decode("ascii")

@@ -11,9 +11,11 @@ import math
 import uuid
 
 from amlocal.backends.history.store import iso_time
+from amlocal.errors import UserInputError
 from amlocal.service.errors import ServiceError, not_found
 from amlocal.service.history import run_handle, run_paths
 from amlocal.service.wire import WS, operation
+from amlocal.validation import check_text, shown
 
 METRIC_RUN = "/metric/v2.0" + WS + "/runs/{run_id}"
 SCALAR, LIST, TABLE = "azureml.v1.scalar", "azureml.v1.list", "azureml.v1.table"
@@ -28,6 +30,14 @@ _CELL_TYPES = {"int", "double", "float", "string", "bool", "none"}
 
 def _invalid(message):
     return ServiceError(400, "ValidationError", message)
+
+
+def _printable(text, what):
+    """The run history keeps only what a terminal and a report can show (amlocal.validation)."""
+    try:
+        check_text(text, what)
+    except UserInputError as error:
+        raise _invalid(str(error)) from None
 
 
 def cell_type(value):
@@ -114,6 +124,7 @@ def _checked_metric(metric):
         raise _invalid("a metric name must be a non-empty string")
     if len(name) > MAX_NAME_LENGTH:
         raise _invalid(f"metric name {name[:40]!r}... is longer than {MAX_NAME_LENGTH} characters")
+    _printable(name, f"metric name {shown(name)}")
     kind = (metric.get("properties") or {}).get("uxMetricType") or SCALAR
     if kind not in (SCALAR, LIST, TABLE):
         raise ServiceError(501, "NotImplemented", f"metrics of type {kind!r} (metric {name!r}) "
@@ -129,6 +140,7 @@ def _checked_metric(metric):
         if len(column) > MAX_NAME_LENGTH:
             raise _invalid(f"column name {column[:40]!r}... of metric {name!r} is longer than "
                            f"{MAX_NAME_LENGTH} characters")
+        _printable(column, f"column name {shown(column)} of metric {shown(name)}")
         if str(declared).lower() not in _CELL_TYPES:
             raise _invalid(f"column {column!r} of metric {name!r} has unknown type {declared!r}")
     if kind != TABLE and set(columns) != {name}:

@@ -155,7 +155,9 @@ def _caller(service, request):
     try:
         return service.tokens.verify(found.group(1))
     except InvalidToken as error:
-        raise ServiceError(401, "InvalidAuthenticationToken", f"{error}") from None
+        raise ServiceError(401, "InvalidAuthenticationToken",
+                           f"{error} (a workspace token comes from amlocal.emulator.auth() over "
+                           "the run history this emulator serves: the same AMLOCAL_HOME)") from None
 
 
 def _check_workspace(call):

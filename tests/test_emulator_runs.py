@@ -195,6 +195,11 @@ def _batch(name, columns, values, kind="azureml.v1.scalar"):
      "it must be specified for all values"),
     ([_batch("rows", {"rows": "double"}, [{"data": {"rows": 1.0}}] * 251)], "at most 250"),
     ([_batch("nested", {"nested": "string"}, [{"data": {"nested": {"a": 1}}}])], "not a scalar"),
+    ([_batch("bell\x07", {"bell\x07": "double"}, [{"data": {"bell\x07": 1.0}}])],
+     "the control character U+0007"),
+    ([_batch("mixed", {"mixed": "double"}, [{"data": {"mixed": 1.0}}]),
+      _batch("mixed-bad", {"other": "double"}, [{"data": {"other": 1.0}}])],
+     "only column is its name"),
 ])
 def test_metric_batches_that_break_azures_rules_are_refused_whole(emulator, runs, metrics,
                                                                   message):
