@@ -284,3 +284,29 @@ def test_artifact_paths_go_through_the_run_folder_door(emulator, runs):
     assert [entry["path"] for entry in prefix.json()["value"]] == ["outputs/model.txt",
                                                                   "outputs/sub/notes.txt"]
     assert json.loads(Path(emulator.config_path).read_text())["endpoint"] == emulator.endpoint
+
+
+def test_a_failed_run_reads_back_failed_with_its_error(emulator, tmp_path):
+    from azureml.exceptions import ActivityFailedException
+
+    source = write_script(tmp_path / "src", "fail.py", "raise SystemExit(3)\n")
+    handle = LocalBackend(emulator.home).submit(RunSpec(source_dir=source, script="fail.py",
+                                                        experiment="emulated", executor="process"))
+    assert handle.wait()["status"] == "Failed"
+    run = Run(experiment(), handle.id)
+
+    details = run.get_details()
+
+    assert run.get_status() == "Failed"
+    assert details["error"]["error"]["code"] == "UserError"
+    assert details["error"]["error"]["message"] == "fail.py exited with code 3"
+    with pytest.raises(ActivityFailedException):
+        run.wait_for_completion(show_output=False)
+
+
+def test_wait_for_completion_of_a_completed_run_shows_its_summary(emulator, runs, capsys):
+    details = Run(experiment(), runs[0]).wait_for_completion(show_output=True)
+
+    shown = capsys.readouterr().out
+    assert details["status"] == "Completed"
+    assert f"RunId: {runs[0]}" in shown and "Execution Summary" in shown
