@@ -25,6 +25,7 @@ def run_paths(suffix=""):
     """A run operation's paths under both ways of naming the experiment."""
     return tuple(f"{prefix}/{{run_id}}{suffix}" for prefix in RUN_PREFIXES)
 
+
 RUN_TYPE = "azureml.scriptrun"
 
 
@@ -137,23 +138,31 @@ def _checked(changes, current, kind):
 
 @operation(run_paths(), ["PATCH"])
 def patch_run(call):
+    """Tags and properties, all checked before any is written (a refused PATCH changes nothing)."""
     body = call.json_object()
     try:
-        handle = call.service.backend().get_run(call.run_id)
+        call.service.store.get_status(call.run_id)
     except RunNotFoundError:
         # A PATCH of a new id is how azureml-core creates runs (child_run, start_logging).
         raise ServiceError(501, "NotImplemented", f"creating run {call.run_id!r} with PATCH "
                            "(child_run, start_logging) is not emulated yet") from None
-    run_handle(call)  # the experiment must be the run's
     unknown = sorted(set(body) - {"runId", "tags", "properties"})
     if unknown:
         raise ServiceError(501, "NotImplemented", "changing a run's "
                            f"{', '.join(unknown)} with PATCH is not emulated yet")
+    handle = run_handle(call)
     details = handle.get_details()
-    if "tags" in body:
-        handle.set_tags(_checked(body["tags"], details["tags"], "tag"))
-    if "properties" in body:
-        handle.add_properties(_checked(body["properties"], details["properties"], "property"))
+    tags = _checked(body.get("tags", {}), details["tags"], "tag")
+    properties = _checked(body.get("properties", {}), details["properties"], "property")
+    for key, value in properties.items():
+        if details["properties"].get(key, value) != value:
+            raise ServiceError(400, "UserError", f"property {key!r} of run {call.run_id} is "
+                               f"already {details['properties'][key]!r}; run properties "
+                               "cannot be changed")
+    if tags:
+        handle.set_tags(tags)
+    if properties:
+        handle.add_properties(properties)
     return run_dto(call.service, handle.get_details())
 
 

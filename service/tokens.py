@@ -74,7 +74,7 @@ class TokenIssuer:
 
     def verify(self, token):
         """The token's Claims; InvalidToken if it is not one of ours or has expired."""
-        parts = token.split(".") if isinstance(token, str) else []
+        parts = token.split(".") if isinstance(token, str) and token.isascii() else []
         if len(parts) != 3:
             raise InvalidToken("the token is not a JWT")
         signing_input = f"{parts[0]}.{parts[1]}"

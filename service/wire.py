@@ -11,7 +11,7 @@ import json
 import re
 import sys
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
@@ -43,7 +43,6 @@ class Call:
     query: dict
     body: bytes
     claims: object = None  # tokens.Claims of the caller (None for public operations)
-    headers: dict = field(default_factory=dict)
 
     def json(self):
         """The body as JSON (an empty body is {}); 400 with Azure's body when it is not JSON."""
@@ -98,7 +97,7 @@ def operation(paths, methods, auth="token", status=200):
                 service = request.app.state.service
                 call = Call(service=service, method=request.method, path=request.url.path,
                             params=dict(request.path_params), query=dict(request.query_params),
-                            body=body, headers=dict(request.headers))
+                            body=body)
                 _check_workspace(call)
                 _check_run_id(call)
                 if auth == "token":

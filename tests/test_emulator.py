@@ -113,6 +113,7 @@ def test_a_request_without_a_valid_token_answers_401(emulator, tmp_path):
     for authorization, message in [(None, "the request has no bearer token"),
                                    ("Basic dXNlcjpwYXNz", "the request has no bearer token"),
                                    ("Bearer not-a-jwt", "the token is not a JWT"),
+                                   ("Bearer a.b.\xff", "the token is not a JWT"),
                                    (f"Bearer {other_home}", "signature is not valid"),
                                    (f"Bearer {'.'.join(forged)}", "signature is not valid"),
                                    (f"Bearer {expired}", "the token has expired")]:

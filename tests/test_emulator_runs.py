@@ -310,3 +310,18 @@ def test_wait_for_completion_of_a_completed_run_shows_its_summary(emulator, runs
     shown = capsys.readouterr().out
     assert details["status"] == "Completed"
     assert f"RunId: {runs[0]}" in shown and "Execution Summary" in shown
+
+
+def test_a_refused_patch_changes_nothing_and_remove_tags_removes(emulator, runs):
+    run = Run(experiment(), runs[1])
+    run.add_properties({"frozen": "1"})
+    run.set_tags({"gone": "soon"})
+    url = f"{emulator.endpoint}/history/v1.0{WS_PATH}/experiments/emulated/runs/{runs[1]}"
+
+    refused = requests.patch(url, json={"tags": {"new": "x"}, "properties": {"frozen": "2"}},
+                             headers=headers(), timeout=10)
+    run.remove_tags(["gone"])
+
+    assert refused.status_code == 400 and "cannot be changed" in refused.json()["error"]["message"]
+    tags = Run(experiment(), runs[1]).get_tags()
+    assert "new" not in tags and "gone" not in tags
