@@ -11,7 +11,7 @@ puts the families together and `server.py` runs it (`amlocal serve`).
     workspace.py    ARM workspace GET, discovery
     experiments.py  history: experiments get / create / list
     compute.py      ARM and data-plane compute: get, create (provisioning), list, delete, status
-    history.py      history: runs get / patch / details / list / children / events
+    history.py      history: runs get / patch / details / list / children / cancel / token
     metrics.py      metric v2.0: batch ingest with Azure's rules, read back; ingest wait
     artifacts.py    artifact v2.0: list, content info, download through signed content URLs
 

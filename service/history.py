@@ -1,6 +1,7 @@
 """History: runs that the local backend ran, as Azure ML's run history serves them.
 
-Get, patch (tags, properties), details, list (runs:query), children, tag removal. Every read
+Get, patch (tags, properties), details, list (runs:query), children, tag removal, cancel,
+and the run token. Every read
 goes through the local backend's run handles (so a run whose driver died is reconciled, as
 `amlocal runs show` would); every change through the handle's methods, with Azure's limits.
 """
@@ -9,10 +10,11 @@ import re
 import uuid
 
 from amlocal.backends.base import DEFAULT_EXPERIMENT
-from amlocal.backends.history.store import DRIVER_LOG
+from amlocal.backends.history.store import DRIVER_LOG, iso_time
 from amlocal.errors import RunNotFoundError
 from amlocal.service.errors import ServiceError, not_found
 from amlocal.service.experiments import HISTORY, experiment_id
+from amlocal.service.tokens import RUN_SCOPE, RUN_TOKEN_SECONDS
 from amlocal.service.wire import content_url, operation
 from amlocal.validation import check_key_values
 
@@ -92,6 +94,8 @@ def run_dto(service, details):
         "properties": details["properties"],
         "error": _run_error(details),
         "createdBy": {"userName": "amlocal"},
+        # Run.cancel() POSTs here (with its workspace token) when a run has a cancelUri.
+        "cancelUri": f"{service.endpoint}/amlocal/runs/{run_id}/cancel",
     }
 
 
@@ -174,6 +178,23 @@ def delete_tags(call):
     handle = run_handle(call)
     handle.set_tags({}, remove=keys)
     return run_dto(call.service, handle.get_details())
+
+
+@operation("/amlocal/runs/{run_id}/cancel", ["POST"])
+def cancel_run(call):
+    """Ask the run to stop, as `amlocal runs cancel` does: CancelRequested, then Canceled once
+    its script has stopped (a run that has ended is left as it is)."""
+    handle = run_handle(call)
+    handle.cancel()
+    return run_dto(call.service, handle.get_details())
+
+
+@operation(run_paths("/token"), ["GET"])
+def get_run_token(call):
+    """A token for the run's URLs only (what a run holds as AZUREML_RUN_TOKEN, renewed here)."""
+    run_handle(call)
+    token = call.service.tokens.issue(RUN_SCOPE + call.run_id, RUN_TOKEN_SECONDS)
+    return {"token": token, "expiryTimeUtc": iso_time(call.service.tokens.verify(token).expires)}
 
 
 # The clauses azureml-core's Run.list / get_runs / get_children put in a runs:query filter
@@ -264,4 +285,5 @@ def get_children(call):
     return _page(call.service, [child.get_details() for child in run_handle(call).get_children()])
 
 
-ROUTES = [query_runs, get_run, patch_run, get_run_details, delete_tags, get_children]
+ROUTES = [query_runs, get_run, patch_run, get_run_details, delete_tags, get_children, cancel_run,
+          get_run_token]

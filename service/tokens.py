@@ -26,6 +26,7 @@ RUN_SCOPE = "run:"
 READ_SCOPE = "read:"
 ISSUER = "amlocal-emulator"
 WORKSPACE_TOKEN_SECONDS = 24 * 3600
+RUN_TOKEN_SECONDS = 3600  # azureml-core's run daemon renews a run token 95 s before it expires
 READ_TOKEN_SECONDS = 3600
 _HEADER = {"alg": "HS256", "typ": "JWT"}
 

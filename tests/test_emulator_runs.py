@@ -325,3 +325,31 @@ def test_a_refused_patch_changes_nothing_and_remove_tags_removes(emulator, runs)
     assert refused.status_code == 400 and "cannot be changed" in refused.json()["error"]["message"]
     tags = Run(experiment(), runs[1]).get_tags()
     assert "new" not in tags and "gone" not in tags
+
+
+def test_run_cancel_through_the_sdk_cancels_the_local_run(emulator, tmp_path):
+    source = write_script(tmp_path / "src", "slow.py", "import time\ntime.sleep(120)\n")
+    handle = LocalBackend(emulator.home).submit(
+        RunSpec(source_dir=source, script="slow.py", experiment="emulated", executor="process"),
+        detach=True)
+    run = Run(experiment(), handle.id)
+
+    run.cancel()
+
+    assert handle.wait(timeout=60)["status"] == "Canceled"
+    assert Run(experiment(), handle.id).get_status() == "Canceled"
+
+
+def test_a_run_token_is_issued_for_that_run_only(emulator, runs):
+    run_token = Run(experiment(), runs[0])._client.run.get_token().token
+    issuer = TokenIssuer(emulator.home / "emulator" / "token-secret")
+    as_run = {"Authorization": f"Bearer {run_token}"}
+    runs_url = f"{emulator.endpoint}/history/v1.0{WS_PATH}/experiments/emulated/runs"
+
+    assert issuer.verify(run_token).scope == f"run:{runs[0]}"
+    assert requests.get(f"{runs_url}/{runs[0]}", headers=as_run, timeout=10).status_code == 200
+    assert requests.get(f"{runs_url}/{runs[1]}", headers=as_run, timeout=10).status_code == 403
+    renewed = requests.get(f"{runs_url}/{runs[0]}/token", headers=as_run, timeout=10)
+    assert issuer.verify(renewed.json()["token"]).scope == f"run:{runs[0]}"
+    assert requests.post(f"{emulator.endpoint}/metric/v2.0{WS_PATH}/runs/{runs[1]}/batch",
+                         json={"values": []}, headers=as_run, timeout=10).status_code == 403
