@@ -1,9 +1,9 @@
 """History: runs that the local backend ran, as Azure ML's run history serves them.
 
 Get, patch (tags, properties), details, list (runs:query), children, tag removal, cancel,
-and the run token. Every read
-goes through the local backend's run handles (so a run whose driver died is reconciled, as
-`amlocal runs show` would); every change through the handle's methods, with Azure's limits.
+and the run token. Every read goes through the local backend's run handles (so a run whose
+driver died is reconciled, as `amlocal runs show` would); every change through the handle's
+methods, with Azure's limits.
 """
 
 import re
