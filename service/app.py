@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.requests import Request
 from starlette.routing import Route
 
 from amlocal.backends.history.store import RunStore
+from amlocal.validation import one_line
 from amlocal.service import artifacts, compute, experiments, history, metrics, workspace
 from amlocal.service.config import WorkspaceIdentity, emulator_dir
 from amlocal.service.errors import error_response
@@ -54,6 +56,10 @@ async def not_implemented(request):
                           f"{request.url.path} yet")
 
 
+async def _not_implemented_asgi(scope, receive, send):
+    await (await not_implemented(Request(scope, receive)))(scope, receive, send)
+
+
 class RequestLog:
     """ASGI middleware: one line per request (method, path, status, milliseconds) to stderr and
     to $AMLOCAL_HOME/emulator/requests.log. The query string is left out: content URLs carry
@@ -89,7 +95,8 @@ class RequestLog:
                 log()
 
     def write(self, line):
-        line = line.encode("ascii", "backslashreplace").decode("ascii")
+        # A path may hold anything a client sent: the line stays one ASCII line.
+        line = one_line(line).encode("ascii", "backslashreplace").decode("ascii")
         with self._lock:
             print(line, file=sys.stderr, flush=True)
             with open(self._path, "a", encoding="ascii") as log:
@@ -99,8 +106,10 @@ class RequestLog:
 def create_app(home, endpoint):
     service = Service.over(home, endpoint)
     routes = [route for family in FAMILIES for routes in family.ROUTES for route in routes]
+    # Last, for any method: a path that an operation has but a method it has not is a 501 too.
     routes.append(Route("/{anything:path}", not_implemented, methods=ALL_METHODS))
     app = Starlette(routes=routes)
+    app.router.default = _not_implemented_asgi  # what no route matches (a path with a newline)
     app.state.service = service
     log_path = emulator_dir(home) / REQUEST_LOG
     log_path.parent.mkdir(parents=True, exist_ok=True)

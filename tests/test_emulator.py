@@ -73,6 +73,37 @@ def test_serve_refuses_a_port_it_cannot_have_in_one_line(tmp_path):
     assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
 
 
+def test_serve_on_a_port_that_is_taken_says_so_in_one_line(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    from conftest import emulator_environment
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "-c", "from amlocal.cli.main import main; main()",
+                                 "serve", "--port", str(port)], capture_output=True, text=True,
+                                env=emulator_environment(tmp_path / "home", tmp_path), timeout=60)
+
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"Error: cannot listen on 127.0.0.1:{port}: ")
+    assert len(result.stderr.splitlines()) == 1
+    assert not (tmp_path / "home" / "emulator" / "config.json").exists()
+
+
+def test_the_request_log_keeps_one_line_per_request_whatever_the_path(emulator):
+    answer = requests.get(f"{emulator.endpoint}/odd%0Apath%1b[31m", timeout=10)
+    wrong_method = requests.put(f"{emulator.endpoint}/discovery", timeout=10)
+
+    assert answer.status_code == wrong_method.status_code == 501
+    assert answer.json()["error"]["code"] == "NotImplemented"
+    assert "PUT /discovery" in wrong_method.json()["error"]["message"]
+    assert "GET /odd\\npath\\x1b[31m 501 " in emulator.request_log()
+
+
 def test_an_operation_that_is_not_emulated_answers_501_naming_itself(emulator):
     path = f"/content/v1.0{WS_PATH}/snapshots/latest/metadata"
 
