@@ -12,7 +12,7 @@ import time
 import pytest
 import requests
 
-from conftest import start_emulator, stop_emulator
+from conftest import start_emulator
 
 pytest.importorskip("azureml.core", reason="the azure extra (CI installs it)")
 
