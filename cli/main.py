@@ -27,6 +27,7 @@ SUBCOMMANDS = {
     "datasets": "amlocal.cli.datasets:datasets",
     "compute": "amlocal.cli.compute:compute",
     "models": "amlocal.cli.models:models",
+    "serve": "amlocal.cli.serve:serve",
 }
 
 

@@ -71,3 +71,77 @@ def python_without_azureml():
             if not entry.name.startswith("azureml") and not (target / entry.name).exists():
                 (target / entry.name).symlink_to(entry)
     return str(root / "bin" / "python")
+
+
+class Emulator:
+    """A running `amlocal serve` (a real subprocess) over a run history of its own."""
+
+    def __init__(self, home, process, endpoint):
+        self.home = home
+        self.process = process
+        self.endpoint = endpoint
+
+    @property
+    def config_path(self):
+        return self.home / "emulator" / "config.json"
+
+    def request_log(self):
+        return (self.home / "emulator" / "requests.log").read_text()
+
+
+# What azureml-core must not see: a proxy to the world (a test reaches only the emulator).
+_PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
+                    "all_proxy", "NO_PROXY", "no_proxy")
+
+
+def emulator_environment(home, sdk_home):
+    environment = {key: value for key, value in os.environ.items() if key not in _PROXY_VARIABLES}
+    # HOME: azureml-core caches service discovery in ~/.azureml; each emulator is its own.
+    environment.update(AMLOCAL_HOME=str(home), HOME=str(sdk_home))
+    return environment
+
+
+def start_emulator(home, sdk_home, *args):
+    """Start `amlocal serve --port 0` over `home`; return an Emulator once it says where it is."""
+    import select
+    import subprocess
+
+    # Its stderr (a line per request) goes to a file: a pipe nobody reads would fill and stop it.
+    stderr_path = Path(sdk_home) / "serve-stderr.log"
+    with open(stderr_path, "ab") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-c", "from amlocal.cli.main import main; main()", "serve",
+             "--port", "0", *args], env=emulator_environment(home, sdk_home),
+            stdout=subprocess.PIPE, stderr=stderr, text=True)
+    ready, _, _ = select.select([process.stdout], [], [], 30)
+    line = process.stdout.readline() if ready else ""
+    if not line.startswith("amlocal emulator listening on http://"):
+        process.kill()
+        raise AssertionError(f"amlocal serve said {line!r}; stderr: {stderr_path.read_text()}")
+    emulator = Emulator(Path(home), process, line.split()[-1])
+    emulator.stderr_path = stderr_path
+    return emulator
+
+
+def stop_emulator(emulator, timeout=30):
+    import signal
+
+    if emulator.process.poll() is None:
+        emulator.process.send_signal(signal.SIGTERM)
+    return emulator.process.wait(timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory):
+    """`amlocal serve` over a fresh run history, shared by a test module; this test process
+    talks to it as azureml-core's user would (AMLOCAL_HOME, its own HOME, no proxy)."""
+    home = tmp_path_factory.mktemp("emulator-home")
+    sdk_home = tmp_path_factory.mktemp("sdk-home")
+    running = start_emulator(home, sdk_home)
+    with pytest.MonkeyPatch.context() as patch:
+        for variable in _PROXY_VARIABLES:
+            patch.delenv(variable, raising=False)
+        patch.setenv("AMLOCAL_HOME", str(home))
+        patch.setenv("HOME", str(sdk_home))
+        yield running
+    stop_emulator(running)

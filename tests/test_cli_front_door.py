@@ -122,7 +122,7 @@ def test_runs_show_json_of_a_sweep_lists_its_children_and_the_best(amlocal_home,
     assert "CHILD RUN" in text and best["id"] in text
 
 
-HEAVY = ("docker", "azureml", "matplotlib", "optuna")
+HEAVY = ("docker", "azureml", "matplotlib", "optuna", "starlette", "uvicorn")
 
 
 @pytest.mark.parametrize("args", [["runs", "list"], ["runs", "list", "--json"], ["--help"],

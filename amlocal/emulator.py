@@ -1,0 +1,139 @@
+"""azureml-core, bound to the local Azure ML service (`amlocal serve`).
+
+    from amlocal.emulator import workspace
+    ws = workspace()          # a real azureml.core.Workspace, served by amlocal
+    Experiment(ws, "demo")...  # the rest is unchanged Azure ML code
+
+or, for code that builds its own Workspace:
+
+    Workspace(subscription_id, resource_group, name, auth=amlocal.emulator.auth())
+    Workspace.from_config("$AMLOCAL_HOME/emulator/config.json", auth=amlocal.emulator.auth())
+
+The authentication object never starts an interactive login and never reaches the network: it
+points azureml-core's ARM host at the emulator and signs its own bearer tokens with the secret of
+this run history ($AMLOCAL_HOME/emulator/token-secret, readable by its owner only), so holding
+the history is what grants the workspace.
+"""
+
+import copy
+import socket
+import time
+from urllib.parse import urlsplit
+
+from amlocal.backends.history.store import default_home
+from amlocal.errors import AmlocalError
+from amlocal.service import config as service_config
+from amlocal.service.config import config_path, emulator_dir, read_config
+from amlocal.service.tokens import WORKSPACE_SCOPE, TokenIssuer
+
+# A token is renewed when fewer than this many seconds are left (azureml-core's own margin for
+# run tokens is 95 s).
+_RENEW_MARGIN_S = 300
+
+
+class EmulatorNotRunningError(AmlocalError):
+    """No `amlocal serve` answers for this run history (or at the endpoint given)."""
+
+
+def running_config(home=None):
+    """The config.json of the emulator serving `home` ($AMLOCAL_HOME), once it answers;
+    EmulatorNotRunningError otherwise."""
+    path = config_path(home or default_home())
+    try:
+        document = read_config(path)
+        endpoint = document["endpoint"]
+        names = (document["subscription_id"], document["resource_group"],
+                 document["workspace_name"])
+    except FileNotFoundError:
+        raise EmulatorNotRunningError(f"no amlocal emulator is running for this run history "
+                                      f"({path} does not exist): start one with `amlocal serve`") from None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise EmulatorNotRunningError(f"cannot read the emulator's config {path}: {error}") from None
+    _check_answers(endpoint)
+    return document | {"endpoint": endpoint, "names": names}
+
+
+def _check_answers(endpoint):
+    parts = urlsplit(endpoint)
+    try:
+        with socket.create_connection((parts.hostname, parts.port or 80), timeout=2):
+            pass
+    except (OSError, ValueError) as error:
+        raise EmulatorNotRunningError(f"the amlocal emulator at {endpoint} does not answer "
+                                      f"({error}): start one with `amlocal serve`") from None
+
+
+def _authentication_class():
+    # azureml-core is imported when a workspace is asked for, not with amlocal.
+    from azureml.core.authentication import AbstractAuthentication, _SubscriptionInfo
+
+    class EmulatorAuthentication(AbstractAuthentication):
+        """azureml-core's authentication for amlocal's emulator: ARM is the emulator, tokens
+        are the emulator's own."""
+
+        def __init__(self, endpoint, issuer, subscription_id):
+            super().__init__(cloud="AzureCloud")
+            # A copy: the cloud objects are shared by every authentication in the process.
+            self._cloud_type = copy.deepcopy(self._cloud_type)
+            self._cloud_type.endpoints.resource_manager = endpoint.rstrip("/")
+            self._endpoint = endpoint
+            self._issuer = issuer
+            self._subscription_id = subscription_id
+            self._token = None
+            self._expires = 0
+
+        def _current_token(self):
+            if self._expires - time.time() < _RENEW_MARGIN_S:
+                self._token = self._issuer.issue(WORKSPACE_SCOPE)
+                self._expires = self._issuer.verify(self._token).expires
+            return self._token
+
+        def _get_arm_token(self):
+            return self._current_token()
+
+        def _get_graph_token(self):
+            return self._current_token()
+
+        def _get_azureml_client_token(self):
+            return self._current_token()
+
+        def _get_all_subscription_ids(self):
+            return [_SubscriptionInfo("amlocal", self._subscription_id)], "amlocal"
+
+        def _get_workspace(self, subscription_id, resource_group, name):
+            return None  # ask "ARM", that is, the emulator
+
+        def __repr__(self):
+            return f"EmulatorAuthentication({self._endpoint!r})"
+
+    return EmulatorAuthentication
+
+
+def _target(endpoint, home):
+    """(endpoint, (subscription id, resource group, workspace name)) of the emulator to use."""
+    if endpoint is None:
+        config = running_config(home)
+        return config["endpoint"], config["names"]
+    _check_answers(endpoint)
+    return endpoint, (service_config.SUBSCRIPTION_ID, service_config.RESOURCE_GROUP,
+                      service_config.WORKSPACE_NAME)
+
+
+def auth(endpoint=None, home=None):
+    """An azureml-core authentication object for the emulator at `endpoint` (default: the one
+    serving $AMLOCAL_HOME, from its config.json); EmulatorNotRunningError when none answers."""
+    home = home or default_home()
+    endpoint, names = _target(endpoint, home)
+    authentication_class = _authentication_class()
+    return authentication_class(endpoint, TokenIssuer(emulator_dir(home) / "token-secret"),
+                                names[0])
+
+
+def workspace(endpoint=None, home=None):
+    """A real azureml.core.Workspace served by the emulator at `endpoint` (default: the one
+    serving $AMLOCAL_HOME); EmulatorNotRunningError when none answers."""
+    from azureml.core import Workspace
+
+    home = home or default_home()
+    endpoint, names = _target(endpoint, home)
+    return Workspace(*names, auth=auth(endpoint, home))

@@ -1,0 +1,20 @@
+"""The local Azure ML service: the real azureml-core (SDK v1) talks to amlocal over Azure's wire.
+
+A new front door to the same run history and local backend, not a second engine (issue 12).
+Laid out as the cloud emulators are (moto, Azurite): one module per Azure service family, each
+with its routes and its wire shapes, reading and changing state only through amlocal's own parts
+(`amlocal.backends.local.LocalBackend` and its run handles, the run history's `RunStore`, the
+compute targets); `errors.py` renders Azure's error bodies, `tokens.py` issues and checks the
+bearer tokens, `config.py` is the workspace config a running emulator leaves for clients, `app.py`
+puts the families together and `server.py` runs it (`amlocal serve`).
+
+    workspace.py    ARM workspace GET, discovery
+    experiments.py  history: experiments get / create / list
+    compute.py      ARM and data-plane compute: get, create (provisioning), list, delete, status
+    history.py      history: runs get / patch / details / list / children / cancel / token
+    metrics.py      metric v2.0: batch ingest with Azure's rules, read back; ingest wait
+    artifacts.py    artifact v2.0: list, content info, download through signed content URLs
+
+Not emulated yet (answered 501, naming the operation): snapshots, start run / execution, blob
+uploads and the https CONNECT route, datastores, model management.
+"""

@@ -1,0 +1,55 @@
+"""Running the emulator in the foreground: `amlocal serve` (cli/serve.py) calls `serve`."""
+
+import signal
+import socket
+
+from amlocal.errors import UserInputError
+from amlocal.service.config import WorkspaceIdentity, remove_config, write_config
+
+
+def bind(host, port):
+    """A listening socket on host:port (port 0: a free one); UserInputError when it cannot be."""
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except (OSError, OverflowError) as error:
+        raise UserInputError(f"cannot listen on {host}:{port}: {error}") from None
+    return sock
+
+
+def endpoint_of(sock):
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def serve(home, host, port, announce):
+    """Serve the workspace over the run history at `home` until SIGINT or SIGTERM.
+
+    `announce(endpoint)` is called once the socket listens and config.json is written; when the
+    server stops, config.json is removed (runs on the local backend go on: they are not this
+    process's).
+    """
+    import uvicorn
+
+    from amlocal.service.app import create_app
+
+    sock = bind(host, port)
+    endpoint = endpoint_of(sock)
+    app = create_app(home, endpoint)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
+                                           lifespan="off"))
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM and then raises the signal again with the
+    # handlers it found installed: these ones, so that a stop ends in exit 0 rather than in a
+    # KeyboardInterrupt or death by SIGTERM.
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, lambda *_: None)
+    write_config(home, WorkspaceIdentity.of_home(home), endpoint)
+    try:
+        announce(endpoint)
+        server.run(sockets=[sock])
+    finally:
+        remove_config(home, endpoint)
+        sock.close()
