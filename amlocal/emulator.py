@@ -16,6 +16,7 @@ the history is what grants the workspace.
 """
 
 import copy
+import os
 import socket
 import time
 from urllib.parse import urlsplit
@@ -119,11 +120,30 @@ def _target(endpoint, home):
                       service_config.WORKSPACE_NAME)
 
 
+def use_blob_route(endpoint, home):
+    """Set, in this process's environment, what azureml-core's blob uploads need to reach the
+    emulator's https route (service.config.client_environment: HTTPS_PROXY when none is set,
+    NO_PROXY for the emulator's address, REQUESTS_CA_BUNDLE with the emulator's CA added to the
+    bundle in use). Returns the variables it set; nothing when the emulator at `endpoint` left
+    no config.json naming its proxy."""
+    try:
+        config = read_config(config_path(home))
+    except (OSError, ValueError):
+        return {}
+    if config.get("endpoint") != endpoint or not isinstance(config.get("blob_proxy"), str):
+        return {}
+    changes = service_config.client_environment(home, endpoint, config["blob_proxy"], os.environ)
+    os.environ.update(changes)
+    return changes
+
+
 def auth(endpoint=None, home=None):
     """An azureml-core authentication object for the emulator at `endpoint` (default: the one
-    serving $AMLOCAL_HOME, from its config.json); EmulatorNotRunningError when none answers."""
+    serving $AMLOCAL_HOME, from its config.json); EmulatorNotRunningError when none answers.
+    It also sets this process's environment for blob uploads (use_blob_route)."""
     home = home or default_home()
     endpoint, names = _target(endpoint, home)
+    use_blob_route(endpoint, home)
     authentication_class = _authentication_class()
     return authentication_class(endpoint, TokenIssuer(emulator_dir(home) / "token-secret"),
                                 names[0])

@@ -1,4 +1,5 @@
-"""Artifact v2.0: a run's files (list, content information, prefix listing) and their download.
+"""Artifact v2.0: a run's files (list, content information, prefix listing), their download,
+and uploads (batch metadata answers a SAS URI per path; the blob PUT lands in the run's files).
 
 A run's artifacts are its run files (outputs/..., logs/..., azureml-logs/..., uploads), read
 only through the run history (`RunStore.file_names`, `open_verified_file`: the run-folder door,
@@ -8,11 +9,16 @@ signature (a read token for that run) in its query, as a SAS is on Azure.
 """
 
 import itertools
+import re
 
 from starlette.responses import StreamingResponse
 
-from amlocal.errors import UserInputError
-from amlocal.service.errors import ServiceError, not_found
+from amlocal.backends.history.run_files import run_file_location
+from amlocal.backends.history.run_folder import RunFolder, printable
+from amlocal.backends.history.store import is_plain_run_id
+from amlocal.errors import RunNotFoundError, UserInputError
+from amlocal.service.blobs import ARTIFACT_CONTAINER, BlobError, BlobStore
+from amlocal.service.errors import ServiceError, bad_request, not_found
 from amlocal.service.history import run_handle
 from amlocal.service.tokens import InvalidToken
 from amlocal.service.wire import CONTENT, WS, content_url, operation, read_token
@@ -105,4 +111,102 @@ def _chunks(store, run_id, name):
             yield chunk
 
 
-ROUTES = [list_in_container, get_content_information, list_sas_by_prefix, download]
+MAX_PATHS_PER_BATCH = 500
+
+
+def artifact_blob_name(run_id, name):
+    """The blob (of container `azureml`) that is run `run_id`'s file `name`."""
+    return f"ExperimentRun/dcid.{run_id}/{name}"
+
+
+@operation(ARTIFACTS + "/batch/metadata/" + CONTAINER, ["POST"])
+def batch_create_empty_artifacts(call):
+    """Artifacts to be: each path checked (a run file name that is not taken yet) and answered
+    with a SAS URI for its upload; a refused path is in `errors`, the others go on (as Azure)."""
+    _check_origin(call)
+    paths = call.json_object().get("paths")
+    if not isinstance(paths, list) or len(paths) > MAX_PATHS_PER_BATCH:
+        raise bad_request(f"`paths` must be a list of at most {MAX_PATHS_PER_BATCH} paths")
+    existing = set(_file_names(call))
+    store = BlobStore(call.service.home, call.service.tokens)
+    artifacts, contents, errors = {}, {}, {}
+    for entry in paths:
+        name = entry.get("path") if isinstance(entry, dict) else None
+        refusal = _upload_refusal(name, existing)
+        if refusal:
+            errors[str(name)] = {"error": {"code": refusal[0], "message": refusal[1]}}
+            continue
+        try:
+            upload_url = store.sas_url(ARTIFACT_CONTAINER, artifact_blob_name(call.run_id, name),
+                                       write=True)
+        except UserInputError as error:
+            errors[name] = {"error": {"code": "ValidationError", "message": str(error)}}
+            continue
+        artifacts[name] = artifact_dto(call, name)
+        contents[name] = content_info(call, name, None) | {"contentUri": upload_url}
+        existing.add(name)
+    return {"artifacts": artifacts, "artifactContentInformation": contents, "errors": errors}
+
+
+def _upload_refusal(name, existing):
+    """(code, message) when `name` cannot be a new artifact of the run, else None."""
+    if not isinstance(name, str):
+        return "ValidationError", "each path must be {\"path\": \"a/run/file/name\"}"
+    try:
+        run_file_location(name)
+    except UserInputError as error:
+        return "ValidationError", str(error)
+    if name in existing:
+        return "Conflict", f"the run already has an artifact {printable(name)!r}"
+    return None
+
+
+class RunFileBlobs:
+    """The `azureml` container of the blob host (blobs.py): its blob
+    `ExperimentRun/dcid.{run id}/{name}` is run file `name`, written into the run's folder
+    (run_file_location: outputs/, logs/ under their names, others under uploads/) through
+    RunFolder, so nothing lands outside it."""
+
+    _NAME = re.compile(r"ExperimentRun/dcid\.([^/]+)/(.+)", re.DOTALL)
+
+    def __init__(self, service, blob_store):
+        self.store = service.store
+        self.incoming = blob_store.incoming
+
+    def _run_file(self, name):
+        found = self._NAME.fullmatch(name)
+        if not found or not is_plain_run_id(found.group(1)):
+            raise BlobError(404, "BlobNotFound", f"{printable(name)} is not a run's file")
+        return found.group(1), found.group(2)
+
+    def open(self, _container, name):
+        run_id, path = self._run_file(name)
+        try:
+            return self.store.open_file(run_id, path)
+        except (UserInputError, RunNotFoundError):
+            raise BlobError(404, "BlobNotFound", f"run {run_id} has no file "
+                            f"{printable(path)}") from None
+
+    def exists(self, container, name):
+        try:
+            self.open(container, name).close()
+        except BlobError:
+            return False
+        return True
+
+    def commit(self, _container, name, temporary):
+        run_id, path = self._run_file(name)
+        try:
+            self.store.get_status(run_id)
+            location = run_file_location(path)
+        except (UserInputError, RunNotFoundError) as error:
+            raise BlobError(404, "ContainerNotFound", str(error)) from None
+        with RunFolder(self.incoming()) as incoming, RunFolder(self.store.run_dir(run_id)) as run:
+            if not run.move_from(incoming, temporary, location):
+                raise BlobError(409, "InvalidBlobName",
+                                f"run {run_id}'s file {printable(path)} cannot be written: a "
+                                "part of its path is a file or a link, or a folder has its name")
+
+
+ROUTES = [list_in_container, get_content_information, list_sas_by_prefix, download,
+          batch_create_empty_artifacts]

@@ -11,12 +11,20 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 SUBSCRIPTION_ID = "00000000-0000-0000-0000-000000000000"
 RESOURCE_GROUP = "amlocal"
 WORKSPACE_NAME = "local"
 LOCATION = "local"
 CONFIG_NAME = "config.json"
+# The blob host the emulator names in its SAS URIs. azureml-core reads a SAS URI's host as
+# {account}.blob.{suffix} (_file_utils/upload.py); the suffix is under `.internal`, a top-level
+# domain reserved for private use, so a client without the emulator's proxy can never send a
+# run's files to a real storage account of that name.
+BLOB_ACCOUNT = "amlocal"
+BLOB_DOMAIN = "amlocal.internal"
+BLOB_HOST = f"{BLOB_ACCOUNT}.blob.{BLOB_DOMAIN}"
 
 
 def emulator_dir(home):
@@ -51,14 +59,18 @@ class WorkspaceIdentity:
                 and workspace_name.lower() == self.workspace_name.lower())
 
 
-def write_config(home, identity, endpoint):
+def write_config(home, identity, endpoint, blob_proxy=None):
     """Write config.json (readable by its owner only) whole or not at all: it is written under a
-    name of its own and renamed into place."""
+    name of its own and renamed into place. With `blob_proxy` (the https route's proxy URL) it
+    also lists the environment a client needs for blob uploads (client_environment)."""
     path = config_path(home)
     path.parent.mkdir(parents=True, exist_ok=True)
     document = {"subscription_id": identity.subscription_id,
                 "resource_group": identity.resource_group,
                 "workspace_name": identity.workspace_name, "endpoint": endpoint}
+    if blob_proxy is not None:
+        document |= {"blob_proxy": blob_proxy,
+                     "environment": client_environment(home, endpoint, blob_proxy, {})}
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -93,3 +105,25 @@ def read_config(path):
     return document
 
 
+
+
+def client_environment(home, endpoint, blob_proxy, environ):
+    """The variables a client process needs for blob uploads through the https route, given
+    its environment `environ`: HTTPS_PROXY (the emulator's CONNECT proxy), NO_PROXY (the
+    emulator's own http endpoint goes direct: an IP entry, as `localhost` makes requests bypass
+    the proxy for every host), REQUESTS_CA_BUNDLE (the client's bundle, or certifi's, plus the
+    emulator's CA, so its other https traffic verifies as before). Only what must change is
+    returned: an HTTPS_PROXY the client already has is kept."""
+    from amlocal.service.tls import ca_bundle
+
+    changes = {}
+    if not (environ.get("HTTPS_PROXY") or environ.get("https_proxy")):
+        changes["HTTPS_PROXY"] = blob_proxy
+    emulator_host = urlsplit(endpoint).hostname
+    no_proxy = environ.get("NO_PROXY") or environ.get("no_proxy") or ""
+    if emulator_host not in [entry.strip() for entry in no_proxy.split(",")]:
+        changes["NO_PROXY"] = ",".join(filter(None, [no_proxy, emulator_host]))
+    bundle = str(ca_bundle(home, environ.get("REQUESTS_CA_BUNDLE") or None))
+    if environ.get("REQUESTS_CA_BUNDLE") != bundle:
+        changes["REQUESTS_CA_BUNDLE"] = bundle
+    return changes

@@ -1,10 +1,13 @@
 """Running the emulator in the foreground: `amlocal serve` (cli/serve.py) calls `serve`."""
 
+import asyncio
 import signal
 import socket
 
 from amlocal.errors import UserInputError
 from amlocal.service.config import WorkspaceIdentity, remove_config, write_config
+from amlocal.service.proxy import BlobProxy
+from amlocal.service.tls import server_context
 
 
 def bind(host, port):
@@ -37,19 +40,38 @@ def serve(home, host, port, announce):
     from amlocal.service.app import create_app
 
     sock = bind(host, port)
+    proxy_sock = bind(host, 0)
     endpoint = endpoint_of(sock)
     app = create_app(home, endpoint)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
                                            lifespan="off"))
+    proxy = BlobProxy(server_context(home), _reachable(sock), app.write)
     # uvicorn shuts down gracefully on SIGINT/SIGTERM and then raises the signal again with the
     # handlers it found installed: these ones, so that a stop ends in exit 0 rather than in a
     # KeyboardInterrupt or death by SIGTERM.
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop_signal, lambda *_: None)
-    write_config(home, WorkspaceIdentity.of_home(home), endpoint)
+
+    async def serve_both():
+        # One event loop: the https route's proxy lives as long as the app's server.
+        await proxy.start(proxy_sock)
+        try:
+            await server.serve(sockets=[sock])
+        finally:
+            await proxy.close()
+
+    write_config(home, WorkspaceIdentity.of_home(home), endpoint, endpoint_of(proxy_sock))
     try:
         announce(endpoint)
-        server.run(sockets=[sock])
+        asyncio.run(serve_both())
     finally:
         remove_config(home, endpoint)
         sock.close()
+        proxy_sock.close()
+
+
+def _reachable(sock):
+    """The (host, port) a local client connects to for socket `sock` (a wildcard address is
+    reached through loopback)."""
+    host, port = sock.getsockname()[:2]
+    return ({"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host), port)

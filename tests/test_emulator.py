@@ -42,9 +42,13 @@ def test_serve_announces_itself_keeps_a_private_config_and_stops_cleanly(tmp_pat
 
     assert running.endpoint.startswith("http://127.0.0.1:")  # loopback unless told otherwise
     config = json.loads(running.config_path.read_text())
+    blob_proxy = config.pop("blob_proxy")
+    environment = config.pop("environment")
     assert config == {"subscription_id": "00000000-0000-0000-0000-000000000000",
                       "resource_group": "amlocal", "workspace_name": WORKSPACE_NAME,
                       "endpoint": running.endpoint}
+    assert blob_proxy.startswith("http://127.0.0.1:") and blob_proxy != running.endpoint
+    assert environment["HTTPS_PROXY"] == blob_proxy and environment["NO_PROXY"] == "127.0.0.1"
     assert stat.S_IMODE(running.config_path.stat().st_mode) == 0o600
     assert requests.get(f"{running.endpoint}/discovery", timeout=10).status_code == 200
 
@@ -105,7 +109,7 @@ def test_the_request_log_keeps_one_line_per_request_whatever_the_path(emulator):
 
 
 def test_an_operation_that_is_not_emulated_answers_501_naming_itself(emulator):
-    path = f"/content/v1.0{WS_PATH}/snapshots/latest/metadata"
+    path = f"/labeling/v1.0{WS_PATH}/projects"
 
     answer = requests.get(emulator.endpoint + path, headers=workspace_headers(), timeout=10)
 
