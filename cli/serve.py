@@ -16,7 +16,9 @@ def serve(host, port):
     \b
     The first line says where:  amlocal emulator listening on http://HOST:PORT
     While it runs, $AMLOCAL_HOME/emulator/config.json names the workspace and the endpoint;
-    in Python, amlocal.emulator.workspace() gives an azureml.core.Workspace bound to it.
+    in Python, amlocal.emulator.workspace() gives an azureml.core.Workspace bound to it (and
+    sets HTTPS_PROXY, NO_PROXY, REQUESTS_CA_BUNDLE for blob uploads: config.json's
+    "environment" lists them for other processes).
     Ctrl-C (or SIGTERM) stops it; runs on the local backend go on and are recorded.
     """
     from amlocal.backends.history.store import default_home

@@ -13,8 +13,13 @@ puts the families together and `server.py` runs it (`amlocal serve`).
     compute.py      ARM and data-plane compute: get, create (provisioning), list, delete, status
     history.py      history: runs get / patch / details / list / children / cancel / token
     metrics.py      metric v2.0: batch ingest with Azure's rules, read back; ingest wait
-    artifacts.py    artifact v2.0: list, content info, download through signed content URLs
+    artifacts.py    artifact v2.0: list, content info, download through signed content URLs,
+                    uploads (SAS URIs whose blob PUT lands in the run's files)
+    blobs.py        the blob store and Azure Blob's wire (put, blocks, get, head, list; SAS)
+    snapshots.py    content v1.0/v2.0: latest, getblob, create; materialize into a folder
+    datastores.py   datastore v1.0: the default blob datastore (workspaceblobstore)
+    tls.py          the per-home CA and the blob host's certificate; the client CA bundle
+    proxy.py        the https route: CONNECT to the blob host only, TLS ended here
 
-Not emulated yet (answered 501, naming the operation): snapshots, start run / execution, blob
-uploads and the https CONNECT route, datastores, model management.
+Not emulated yet (answered 501, naming the operation): start run / execution, model management.
 """

@@ -187,13 +187,6 @@ class RunFileBlobs:
             raise BlobError(404, "BlobNotFound", f"run {run_id} has no file "
                             f"{printable(path)}") from None
 
-    def exists(self, container, name):
-        try:
-            self.open(container, name).close()
-        except BlobError:
-            return False
-        return True
-
     def commit(self, _container, name, temporary):
         run_id, path = self._run_file(name)
         try:

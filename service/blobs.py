@@ -214,13 +214,6 @@ class BlobStore:
                                 f"{container}/{printable(name)} cannot be written: a part of "
                                 "its path is a blob, or blobs are under its name")
 
-    def exists(self, container, name):
-        try:
-            self.open(container, name).close()
-        except BlobError:
-            return False
-        return True
-
 
 def _iso(timestamp):
     return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).strftime(
@@ -251,6 +244,14 @@ def _properties(status):
             "x-ms-blob-type": "BlockBlob", "x-ms-server-encrypted": "false",
             "x-ms-lease-state": "available", "x-ms-lease-status": "unlocked",
             "Accept-Ranges": "bytes"}
+
+
+def _exists(target, container, name):
+    try:
+        target.open(container, name).close()
+    except BlobError:
+        return False
+    return True
 
 
 def _target(service, container):
@@ -325,7 +326,7 @@ async def _put(request, store, target, container, name):
         temporary = await _join_blocks(request, store, container, name)
         md5 = None
     elif comp is None:
-        if request.headers.get("if-none-match") == "*" and target.exists(container, name):
+        if request.headers.get("if-none-match") == "*" and _exists(target, container, name):
             raise BlobError(409, "BlobAlreadyExists", "the specified blob already exists")
         temporary, md5 = await _receive(request, store.incoming(), MAX_BLOB_BYTES)
     else:

@@ -9,6 +9,7 @@ import json
 import os
 import secrets
 import uuid
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -123,7 +124,14 @@ def client_environment(home, endpoint, blob_proxy, environ):
     no_proxy = environ.get("NO_PROXY") or environ.get("no_proxy") or ""
     if emulator_host not in [entry.strip() for entry in no_proxy.split(",")]:
         changes["NO_PROXY"] = ",".join(filter(None, [no_proxy, emulator_host]))
-    bundle = str(ca_bundle(home, environ.get("REQUESTS_CA_BUNDLE") or None))
+    # requests trusts REQUESTS_CA_BUNDLE, else CURL_CA_BUNDLE, else certifi's: whichever this
+    # client trusts now is what the new bundle starts from.
+    base = environ.get("REQUESTS_CA_BUNDLE") or environ.get("CURL_CA_BUNDLE") or None
+    if base is not None and os.path.isdir(base):
+        warnings.warn(f"REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE names a folder ({base}): add the "
+                      f"emulator's CA ({home}/emulator/tls/ca.pem) to it for blob uploads")
+        return changes
+    bundle = str(ca_bundle(home, base))
     if environ.get("REQUESTS_CA_BUNDLE") != bundle:
         changes["REQUESTS_CA_BUNDLE"] = bundle
     return changes

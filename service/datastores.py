@@ -9,6 +9,7 @@ of the blob store: `datastore_folder` gives it (to mount read-only) and `BlobSto
 copies it.
 """
 
+from amlocal.errors import UserInputError
 from amlocal.service.blobs import BlobStore
 from amlocal.service.config import BLOB_ACCOUNT, BLOB_DOMAIN, WorkspaceIdentity
 from amlocal.service.errors import not_found
@@ -26,10 +27,11 @@ def datastore_container(identity):
 
 def datastore_folder(home, datastore_name, path=""):
     """The host folder that is `path` of datastore `datastore_name` in the run history at
-    `home`; UserInputError-free names only (BlobError for a name that could leave it)."""
+    `home` (made if missing; for a run to mount read-only). UserInputError for another
+    datastore; blobs.BlobError for a path that could leave the datastore."""
     if datastore_name != DEFAULT_DATASTORE:
-        raise LookupError(f"datastore {datastore_name!r} does not exist: the emulator has "
-                          f"{DEFAULT_DATASTORE!r} only")
+        raise UserInputError(f"datastore {datastore_name!r} does not exist: the emulator has "
+                             f"{DEFAULT_DATASTORE!r} only")
     return BlobStore(home).folder(datastore_container(WorkspaceIdentity.of_home(home)), path)
 
 

@@ -17,7 +17,8 @@ import contextlib
 
 from amlocal.service.config import BLOB_HOST
 
-MAX_HEAD_BYTES = 8192
+# The bound on a CONNECT head; also the stream's buffer size (smaller slows the tunnel down).
+MAX_HEAD_BYTES = 1 << 16
 HEAD_TIMEOUT_S = 30
 TLS_HANDSHAKE_TIMEOUT_S = 30
 _CHUNK = 1 << 16
@@ -49,7 +50,7 @@ class BlobProxy:
         self._server = None
 
     async def start(self, sock):
-        self._server = await asyncio.start_server(self._handle, sock=sock)
+        self._server = await asyncio.start_server(self._handle, sock=sock, limit=MAX_HEAD_BYTES)
 
     async def close(self):
         if self._server is not None:

@@ -109,8 +109,27 @@ def test_workspace_sets_the_route_and_keeps_the_users_other_https_trust(ws, emul
     assert os.environ["HTTPS_PROXY"] == config["blob_proxy"] == config["environment"]["HTTPS_PROXY"]
     assert os.environ["NO_PROXY"] == "127.0.0.1"
     bundle = open(os.environ["REQUESTS_CA_BUNDLE"], "rb").read()
-    assert open(certifi.where(), "rb").read().rstrip(b"\n") in bundle
+    trusted_before = os.environ.get("CURL_CA_BUNDLE") or certifi.where()  # what requests used
+    assert bundle.startswith(open(trusted_before, "rb").read().rstrip(b"\n"))
     assert (emulator.home / "emulator" / "tls" / "ca.pem").read_bytes() in bundle
+
+
+def test_the_route_starts_from_the_bundle_the_client_trusts_and_keeps_its_proxy(tmp_path):
+    from amlocal.service.config import client_environment
+
+    own = tmp_path / "corporate.pem"
+    own.write_bytes(b"-----BEGIN CERTIFICATE-----\ncorporate\n-----END CERTIFICATE-----\n")
+    home = tmp_path / "home"
+
+    for variable in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        changes = client_environment(home, "http://127.0.0.1:5000", "http://127.0.0.1:6000",
+                                     {variable: str(own), "HTTPS_PROXY": "http://corp:3128",
+                                      "NO_PROXY": "internal.example"})
+        assert "HTTPS_PROXY" not in changes  # the user's proxy is theirs to keep
+        assert changes["NO_PROXY"] == "internal.example,127.0.0.1"
+        bundle = open(changes["REQUESTS_CA_BUNDLE"], "rb").read()
+        assert bundle.startswith(own.read_bytes())
+        assert bundle.endswith((home / "emulator" / "tls" / "ca.pem").read_bytes())
 
 
 # -- snapshots --------------------------------------------------------------------------------
@@ -284,3 +303,51 @@ def test_the_default_datastore_uploads_into_the_blob_store(ws, emulator, tmp_pat
 
     datastore.download(str(tmp_path / "downloaded"), prefix="mnist", show_progress=False)
     assert _tree(tmp_path / "downloaded" / "mnist") == _tree(data)
+
+    # overwrite=False: what is there already stays (azureml-core asks first, then sends
+    # If-None-Match: *, which the store honours).
+    (data / "train-images.idx").write_text("changed")
+    datastore.upload(src_dir=str(data), target_path="mnist", overwrite=False, show_progress=False)
+    with store.open(container, "mnist/train-images.idx") as handle:
+        assert handle.read() == b"images"
+    sas = datastore.sas_token
+    refused = _put(f"https://{BLOB_HOST}/{container}/mnist/train-images.idx?{sas}", b"new",
+                   **{"If-None-Match": "*"})
+    assert (refused.status_code, refused.headers["x-ms-error-code"]) == (409, "BlobAlreadyExists")
+
+
+def test_bad_snapshot_and_upload_requests_are_refused_in_azures_shape(ws, emulator,
+                                                                      completed_run):
+    headers = amlocal.emulator.auth().get_authentication_header()
+    base = f"{emulator.endpoint}/content/v2.0{ws.service_context._get_workspace_scope()}"
+    tree = {"name": "", "type": "Directory", "hash": "x", "timestamp": "t", "children": {
+        "train.py": {"name": "train.py", "type": "File", "hash": "0" * 128, "timestamp": "t",
+                     "children": {}}}}
+    snapshot_id = "0f0f0f0f-0000-4000-8000-000000000000"
+
+    for body, words in [({"DirTreeNode": tree}, "was neither uploaded nor is it in the parent"),
+                        ({"DirTreeNode": tree, "ParentSnapshotId": snapshot_id},
+                         "the parent snapshot"),
+                        ({"DirTreeNode": {"children": {"..": {"type": "File"}}}},
+                         "'..' parts are not allowed"),
+                        ({"DirTreeNode": tree, "FileRevisionList": {"FileNodes": [
+                            {"FullName": "train.py", "BlobUri": "https://evil.example/snapshots/x"}]}},
+                         "is not a snapshot blob of this emulator"),
+                        ([1, 2], "must be a JSON object")]:
+        answer = requests.post(f"{base}/snapshots/{snapshot_id}", json=body, headers=headers,
+                               timeout=30)
+        assert answer.status_code in (400, 404), body
+        assert words in answer.json()["error"]["message"]
+    assert requests.post(f"{base}/snapshots/not-a-uuid", json={}, headers=headers,
+                         timeout=30).status_code == 400
+    assert requests.post(f"{base}/snapshots/getblob", json={"FileNames": ["../x"]},
+                         headers=headers, timeout=30).status_code == 400
+
+    artifacts = (f"{emulator.endpoint}/artifact/v2.0{ws.service_context._get_workspace_scope()}"
+                 f"/artifacts/batch/metadata/ExperimentRun/dcid.{completed_run}")
+    answer = requests.post(artifacts, json={"paths": "outputs/x"}, headers=headers, timeout=30)
+    assert answer.status_code == 400
+    answer = requests.post(artifacts, json={"paths": [{"path": "a?b"}, {"path": "ok.txt"}]},
+                           headers=headers, timeout=30)
+    assert answer.status_code == 200
+    assert list(answer.json()["errors"]) == ["a?b"] and list(answer.json()["artifacts"]) == ["ok.txt"]
