@@ -22,9 +22,8 @@ import amlocal.emulator  # noqa: E402
 from amlocal.backends.base import RunSpec  # noqa: E402
 from amlocal.backends.local import LocalBackend  # noqa: E402
 from amlocal.service.blobs import BlobStore  # noqa: E402
-from amlocal.service.config import BLOB_HOST, read_config  # noqa: E402
+from amlocal.service.config import BLOB_HOST, WorkspaceIdentity, read_config  # noqa: E402
 from amlocal.service.datastores import datastore_container, datastore_folder  # noqa: E402
-from amlocal.service.config import WorkspaceIdentity  # noqa: E402
 from amlocal.service.snapshots import materialize  # noqa: E402
 
 _ROUTE_VARIABLES = ("HTTPS_PROXY", "NO_PROXY", "REQUESTS_CA_BUNDLE")
