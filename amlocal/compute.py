@@ -67,16 +67,16 @@ def _not_found(name):
 
 
 def _backend(workspace):
-    """The ComputeTargets of the workspace's run history (imported here: the backend is heavy)."""
-    from amlocal.backends.local.compute import ComputeTargets
-    from amlocal.backends.history.store import RunStore
+    """The compute targets of the workspace's run history: the local backend's, also for an
+    Azure ML workspace, whose clusters are created from them (imported here: it is heavy)."""
+    from amlocal.backends import get_backend
     from amlocal.workspace import Workspace
 
     if not isinstance(workspace, Workspace):
         raise ComputeTargetException(
             f"amlocal's compute targets need amlocal's Workspace (Workspace.from_config()), "
             f"got {type(workspace).__name__}")
-    return ComputeTargets(RunStore(workspace._home))
+    return get_backend("local", home=workspace._home).compute_targets()
 
 
 def _parse_time(text):
@@ -85,7 +85,7 @@ def _parse_time(text):
 
 def _iso(value):
     # The one format of times in run details and compute status (store.iso_time).
-    from amlocal.backends.history.store import iso_time
+    from amlocal.backends.registries import iso_time
 
     return iso_time(value.timestamp()) if value else None
 
@@ -268,7 +268,7 @@ class ComputeTarget:
 
 def _lookup(workspace, name):
     """The target's TargetSpec, or ComputeTargetException."""
-    from amlocal.backends.local.compute import LOCAL_TARGET, ComputeTargetError
+    from amlocal.backends.registries import LOCAL_TARGET, ComputeTargetError
 
     if name == LOCAL_TARGET:
         raise ComputeTargetException(
@@ -351,21 +351,19 @@ class AmlCompute(ComputeTarget):
 
     @staticmethod
     def _create(workspace, name, config):
-        from amlocal.backends.local.compute import TargetSpec
-
         targets = _backend(workspace)
-        spec = TargetSpec(
-            name=name, vm_size=config.vm_size or DEFAULT_VM_SIZE,
-            max_nodes=config.scale_settings.maximum_node_count,
+        settings = dict(
             min_nodes=config.scale_settings.minimum_node_count,
             idle_seconds_before_scaledown=config.scale_settings.idle_seconds_before_scaledown,
             vm_priority=(config.vm_priority or "dedicated").lower(),
             allow_overcommit=bool(config.allow_overcommit) or _setting("AMLOCAL_ALLOW_OVERCOMMIT"),
             emulate_gpus=bool(config.emulate_gpus) or _setting("AMLOCAL_EMULATE_GPUS"))
+        vm_size, max_nodes = config.vm_size or DEFAULT_VM_SIZE, config.scale_settings.maximum_node_count
         try:
-            targets.create(spec)
+            targets.create_target(name, vm_size, max_nodes, **settings)
         except UserInputError as error:
-            raise ComputeTargetException(_creation_error(error, spec, targets.host)) from None
+            raise ComputeTargetException(
+                _creation_error(error, targets, name, vm_size, max_nodes, settings)) from None
         except AmlocalError as error:
             raise ComputeTargetException(str(error)) from None
         target = AmlCompute(workspace, name)
@@ -376,7 +374,7 @@ class AmlCompute(ComputeTarget):
 
     def refresh_state(self):
         """Read the target's settings and status again (ComputeTargetException if it is gone)."""
-        from amlocal.backends.local.compute import ComputeTargetError
+        from amlocal.backends.registries import ComputeTargetError
 
         targets = _backend(self.workspace)
         try:
@@ -393,7 +391,7 @@ class AmlCompute(ComputeTarget):
 
     def list_nodes(self):
         """The target's nodes, as azureml-core lists them (no addresses or ports locally)."""
-        from amlocal.backends.local.compute import ComputeTargetError
+        from amlocal.backends.registries import ComputeTargetError
 
         try:
             nodes = _backend(self.workspace).describe(self.name)["nodes"]
@@ -485,10 +483,8 @@ class AmlCompute(ComputeTarget):
     @staticmethod
     def supported_vmsizes(workspace, location=None):
         """The VM sizes amlocal knows, in azureml-core's shape (name, vCPUs, gpus, memoryGB)."""
-        from amlocal.backends.local.compute import VM_SIZES
-
-        return [{"name": name, "vCPUs": size.cores, "gpus": size.gpus,
-                 "memoryGB": size.memory_gib} for name, size in VM_SIZES.items()]
+        return [{"name": name, "vCPUs": size["cores"], "gpus": size["gpus"],
+                 "memoryGB": size["memory_gib"]} for name, size in _backend(workspace).vm_sizes().items()]
 
 
 class AmlComputeProvisioningConfiguration:
@@ -569,22 +565,16 @@ class AmlComputeProvisioningConfiguration:
                                          "identity type is not user assigned.")
 
 
-def _creation_error(error, spec, host):
+def _creation_error(error, targets, name, vm_size, max_nodes, settings):
     """The backend's refusal in the SDK's terms: a too-small host names the keyword arguments."""
-    from dataclasses import replace
-
-    for flags in ({"allow_overcommit": True}, {"emulate_gpus": True},
-                  {"allow_overcommit": True, "emulate_gpus": True}):
-        try:
-            replace(spec, **flags).validated(host)
-        except UserInputError:
-            continue
-        size = spec.size
-        needed = " and ".join(f"{flag}=True" for flag in flags)
-        return (f"{spec.max_nodes} node(s) of {spec.vm_size.upper()} ({size.cores} cores, "
-                f"{size.memory_gib:g} GiB, {size.gpus} GPU(s) each) do not fit this host "
-                f"({host.describe()}): use a smaller vm_size or max_nodes, or pass {needed} to "
-                "AmlCompute.provisioning_configuration (amlocal extensions: allow_overcommit lets "
-                "the nodes share the host's cores and memory, emulate_gpus runs GPU sizes on the "
-                "CPU)")
-    return str(error)
+    flags = targets.fitting_flags(vm_size, max_nodes, name=name, **settings)
+    if not flags:  # it fits (the refusal was of something else), or nothing makes it fit
+        return str(error)
+    size = targets.vm_sizes()[vm_size.upper()]
+    needed = " and ".join(f"{flag}=True" for flag in flags)
+    return (f"{max_nodes} node(s) of {vm_size.upper()} ({size['cores']} cores, "
+            f"{size['memory_gib']:g} GiB, {size['gpus']} GPU(s) each) do not fit this host "
+            f"({targets.host_summary()['text']}): use a smaller vm_size or max_nodes, or pass "
+            f"{needed} to AmlCompute.provisioning_configuration (amlocal extensions: "
+            "allow_overcommit lets the nodes share the host's cores and memory, emulate_gpus "
+            "runs GPU sizes on the CPU)")

@@ -87,36 +87,31 @@ class UserErrorException(UserInputError):
 
 
 def _models():
-    from amlocal.backends.history import models
+    # The registries' rules and errors (backends/registries.py), imported on first use.
+    from amlocal.backends import registries
 
-    return models
+    return registries
 
 
-def _registry(workspace_or_store):
-    """The ModelRegistry of a Workspace, a RunStore or a ModelRegistry."""
-    from amlocal.backends.history.store import RunStore
-
-    models = _models()
-    if isinstance(workspace_or_store, models.ModelRegistry):
-        return workspace_or_store
-    if isinstance(workspace_or_store, RunStore):
-        return models.ModelRegistry(workspace_or_store)
-    home = getattr(workspace_or_store, "_home", None)
-    if home is None:
+def _registry(workspace_or_registry):
+    """The model registry of a Workspace (its backend's), or the registry given."""
+    if isinstance(workspace_or_registry, _models().ModelRegistry):
+        return workspace_or_registry
+    if getattr(workspace_or_registry, "_home", None) is None:
         raise WebserviceException(
             f"amlocal's models need amlocal's Workspace (Workspace.from_config()), got "
-            f"{type(workspace_or_store).__name__}")
-    return models.ModelRegistry(RunStore(home))
+            f"{type(workspace_or_registry).__name__}")
+    return workspace_or_registry._backend().models()
 
 
-def _workspace_of(workspace_or_store, registry):
-    """The Workspace a Model reports: the one given, or the local one of the registry's store."""
-    if getattr(workspace_or_store, "_home", None) is not None:
-        return workspace_or_store
+def _workspace_of(workspace_or_registry, registry):
+    """The Workspace a Model reports: the one given, or the local one of the registry's home."""
+    if getattr(workspace_or_registry, "_home", None) is not None:
+        return workspace_or_registry
     from amlocal.workspace import Workspace
 
     workspace = Workspace()
-    workspace._home = registry.store.home
+    workspace._home = registry.home
     return workspace
 
 
@@ -556,12 +551,14 @@ class Model:
         return Model(workspace, _record=record)
 
 
-def register_model_from_run(workspace_or_store, run_id, model_name, model_path=None, tags=None,
+def register_model_from_run(workspace_or_registry, run, model_name, model_path=None, tags=None,
                             properties=None, model_framework=None, model_framework_version=None,
                             description=None, **kwargs):
     """Register a run's file or folder as a model; what `run.register_model(...)` does.
 
-    workspace_or_store: amlocal's Workspace, or a RunStore (or ModelRegistry). model_path is a
+    workspace_or_registry: amlocal's Workspace (or a model registry, Backend.models()). `run`: a
+    run id of that registry's history, or a run's handle (RunHandle), which registers the model
+    where its backend keeps models (a run on Azure ML: in its workspace). model_path is a
     name among the run's files (run.get_file_names()) or a folder of them, e.g.
     'outputs/model.npz' or 'outputs'; None means model_name, as in azureml-core. A path that is
     not there raises ModelPathNotFoundException with azureml-core's message ("Could not locate
@@ -575,19 +572,23 @@ def register_model_from_run(workspace_or_store, run_id, model_name, model_path=N
                         f"{sorted(unknown)[0]!r}")
     _check_name(model_name)
     _check_metadata(tags, properties, model_framework, model_framework_version, kwargs)
-    registry = _registry(workspace_or_store)
+    from amlocal.backends.base import RunHandle
+
+    metadata = dict(tags=tags or None, properties=properties or None, description=description,
+                    framework=model_framework, framework_version=model_framework_version)
+    registry = _registry(workspace_or_registry)
     try:
-        record = registry.register_from_run(
-            run_id, model_name, model_path, tags=tags or None, properties=properties or None,
-            description=description, framework=model_framework,
-            framework_version=model_framework_version)
+        if isinstance(run, RunHandle):
+            record = run.register_model(model_name, model_path, **metadata)
+        else:
+            record = registry.register_from_run(run, model_name, model_path, **metadata)
     except AmlocalError as error:
         raise _translate(error) from None
-    return _model(workspace_or_store, record, registry)
+    return _model(workspace_or_registry, record, registry)
 
 
-def _model(workspace_or_store, record, registry):
-    model = Model(_workspace_of(workspace_or_store, registry), _record=record)
+def _model(workspace_or_registry, record, registry):
+    model = Model(_workspace_of(workspace_or_registry, registry), _record=record)
     model._registry = registry
     return model
 
@@ -602,15 +603,15 @@ def _run_registry():
     run_id = os.environ.get("AZUREML_RUN_ID")
     if not run_id:
         return None
-    from amlocal.backends.history.store import RunStore, default_home
+    from amlocal.backends import default_home, get_backend
     from amlocal.errors import RunNotFoundError
 
     home = default_home()
     if not (home / "amlocal.db").is_file():
         return None  # a run history this process cannot see (a container, another machine)
-    store = RunStore(home)
+    backend = get_backend("local", home=home)
     try:
-        store.get_status(run_id)
+        backend.get_run(run_id)
     except RunNotFoundError:
         return None
-    return _models().ModelRegistry(store)
+    return backend.models()

@@ -13,7 +13,8 @@ artifact-backed types (image, confusion_matrix, accuracy_table, residuals, predi
 import time
 
 from amlocal.cli.output import make_output_folder, write_atomically
-from amlocal.cli.report.html import esc, tail_lines, text_of
+from amlocal.backends.base import tail_lines
+from amlocal.cli.report.html import esc, text_of
 from amlocal.cli.report.metrics import compare_figure, write_compare_chart
 from amlocal.cli.report.renderers import Report
 
