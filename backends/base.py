@@ -298,8 +298,12 @@ class RunHandle(abc.ABC):
         """The run's current status, one of backends.status.ALL_STATUSES."""
 
     @abc.abstractmethod
-    def get_details(self):
-        """The run record as a JSON-ready dict: id, experiment, status, exit_code, error, stages, ..."""
+    def get_details(self, refresh=True):
+        """The run record as a JSON-ready dict: id, experiment, status, exit_code, error, stages, ...
+
+        refresh=False: as the run history last recorded it, without asking a remote service
+        (for a backend whose runs run elsewhere; the others always read their own record).
+        """
 
     @abc.abstractmethod
     def get_detailed_status(self):
@@ -355,7 +359,10 @@ class RunHandle(abc.ABC):
 
     @abc.abstractmethod
     def get_metric_records(self):
-        """[{name, type, value, step, description}]: every logged value with its metric type."""
+        """[{name, position, type, value, step, description, logged_at, damaged}]: every logged
+        value in logging order, with its metric type; position: its index among the values of its
+        name; logged_at: a unix time or None; damaged: the stored value could not be decoded (it
+        is then its text)."""
 
     @abc.abstractmethod
     def get_file_names(self):
@@ -416,7 +423,8 @@ class RunHandle(abc.ABC):
 
     @abc.abstractmethod
     def add_properties(self, properties):
-        """Add properties (a property keeps its first value); return them."""
+        """Add properties; return them. Properties are immutable: one already set to another
+        value is refused (UserInputError), one set to the same value again changes nothing."""
 
     def register_model(self, model_name, model_path=None, **metadata):
         """Register a file or folder of the run's (model_path, a run file name or a folder of

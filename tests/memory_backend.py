@@ -49,7 +49,7 @@ class MemoryRunHandle(RunHandle):
     def get_status(self):
         return self.record["status"]
 
-    def get_details(self):
+    def get_details(self, refresh=True):
         return {key: value for key, value in self.record.items()
                 if key not in ("log", "metrics", "files", "status_history")}
 
@@ -87,8 +87,10 @@ class MemoryRunHandle(RunHandle):
         return {name: list(values) for name, values in self.record["metrics"].items()}
 
     def get_metric_records(self):
-        return [{"name": name, "type": "scalar", "value": value, "step": None, "description": ""}
-                for name, values in self.record["metrics"].items() for value in values]
+        return [{"name": name, "position": position, "type": "scalar", "value": value,
+                 "step": None, "description": "", "logged_at": None, "damaged": False}
+                for name, values in self.record["metrics"].items()
+                for position, value in enumerate(values)]
 
     def get_file_names(self):
         return sorted(self.record["files"])
@@ -124,13 +126,17 @@ class MemoryRunHandle(RunHandle):
 
     def add_properties(self, properties):
         for key, value in properties.items():
-            self.record["properties"].setdefault(key, value)
+            if self.record["properties"].get(key, value) != value:
+                raise UserInputError(f"property {key!r} of run {self.id} is already set")
+        self.record["properties"].update(properties)
         return dict(self.record["properties"])
 
     def register_model(self, model_name, model_path=None, **metadata):
-        prefix = model_path or model_name
-        files = {name: data for name, data in self.record["files"].items()
-                 if name == prefix or name.startswith(prefix.rstrip("/") + "/")}
+        prefix = (model_path or model_name).rstrip("/")
+        parent = prefix.rpartition("/")[0]
+        # The model keeps the path's last part, as the local registry does.
+        files = {name[len(parent):].lstrip("/"): data for name, data in self.record["files"].items()
+                 if name == prefix or name.startswith(prefix + "/")}
         if not files:
             raise UserInputError(f"run {self.id} has no file or folder {prefix}")
         return self.backend.models().add(model_name, files, run_id=self.id, **metadata)

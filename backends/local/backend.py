@@ -227,7 +227,7 @@ class LocalRunHandle(RunHandle):
         if not self._driven_here():
             reconcile_run(self.store, self.id)
 
-    def get_details(self):
+    def get_details(self, refresh=True):
         self._reconcile()
         return run_details(self.store.get_run(self.id), self.run_dir)
 
