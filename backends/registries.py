@@ -6,7 +6,13 @@ import abc
 
 
 class ModelRegistry(abc.ABC):
-    """A backend's registered models: named, versioned copies of files (Backend.models())."""
+    """A backend's registered models: named, versioned copies of files (Backend.models()).
+
+    A model's record: {id (NAME:VERSION), name, version, created_at (unix time), description,
+    framework, framework_version, tags, properties, run_id, run_path, experiment_name (None for
+    local files), path (where its copy is), files: [{path, size}], size_bytes}; list() may give
+    a damaged one as {name, version, corrupted}.
+    """
 
     @property
     @abc.abstractmethod

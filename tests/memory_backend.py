@@ -139,7 +139,8 @@ class MemoryRunHandle(RunHandle):
                  if name == prefix or name.startswith(prefix + "/")}
         if not files:
             raise UserInputError(f"run {self.id} has no file or folder {prefix}")
-        return self.backend.models().add(model_name, files, run_id=self.id, **metadata)
+        return self.backend.models().add(model_name, files, run_id=self.id, run_path=prefix,
+                                         experiment_name=self.record["experiment"], **metadata)
 
 
 class MemoryModels(ModelRegistry):
@@ -153,15 +154,20 @@ class MemoryModels(ModelRegistry):
     def home(self):
         return self.backend.home
 
-    def add(self, name, files, **metadata):
+    def add(self, name, files, run_id=None, experiment_name=None, run_path=None, tags=None,
+            properties=None, description=None, framework=None, framework_version=None):
+        """Keep `files` ({name in the model: bytes}) as the next version of model `name`."""
         versions = self.models.setdefault(name, {})
         version = max(versions, default=0) + 1
-        versions[version] = {"name": name, "version": version, "id": f"{name}:{version}",
-                             "files": dict(files), "created_at": time.time(),
-                             "tags": dict(metadata.pop("tags", None) or {}),
-                             "properties": dict(metadata.pop("properties", None) or {}),
-                             **metadata, "path": f"memory:{name}/{version}"}
-        return dict(versions[version])
+        versions[version] = {
+            "name": name, "version": version, "id": f"{name}:{version}", "created_at": time.time(),
+            "description": description, "framework": framework or "Custom",
+            "framework_version": framework_version, "tags": dict(tags or {}),
+            "properties": dict(properties or {}), "run_id": run_id, "run_path": run_path,
+            "experiment_name": experiment_name, "path": f"memory:{name}/{version}",
+            "files": [{"path": path, "size": len(data)} for path, data in sorted(files.items())],
+            "size_bytes": sum(map(len, files.values())), "contents": dict(files)}
+        return self.get(name, version)
 
     def register(self, name, source_paths, **metadata):
         files = {str(model_name): Path(path).read_bytes() for path, model_name in source_paths}
@@ -177,10 +183,10 @@ class MemoryModels(ModelRegistry):
         version = max(versions, default=None) if version is None else int(version)
         if version not in versions:
             raise ModelNotFoundError(f"Model with name {name} version {version} not found")
-        return dict(versions[version])
+        return {key: value for key, value in versions[version].items() if key != "contents"}
 
     def list(self, name=None, tags=None, properties=None, run_id=None, latest=False, **filters):
-        records = [dict(record) for versions in self.models.values()
+        records = [self.get(record["name"], record["version"]) for versions in self.models.values()
                    for record in versions.values() if name in (None, record["name"])]
         return sorted(records, key=lambda record: record["created_at"], reverse=True)
 
@@ -188,12 +194,12 @@ class MemoryModels(ModelRegistry):
         raise UserInputError("models in memory have no path")
 
     def download(self, name, version, target_dir, exist_ok=False):
-        record = self.get(name, version)
-        for file_name, data in record["files"].items():
+        contents = self.models[name][self.get(name, version)["version"]]["contents"]
+        for file_name, data in contents.items():
             target = Path(target_dir) / file_name
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
-        return Path(target_dir) / next(iter(record["files"])).split("/")[0]
+        return Path(target_dir) / next(iter(contents)).split("/")[0]
 
     def update(self, name, version, tags=None, description=None, add_tags=None,
                remove_tags=None, add_properties=None):

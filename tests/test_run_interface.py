@@ -23,141 +23,19 @@ import pytest
 
 from amlocal.backends import status as run_status
 from amlocal.backends.base import Backend, LogLine, NotAvailableError, RunHandle, RunSpec, StatusChanged
-from amlocal.backends.local import LocalBackend
 from amlocal.backends.registries import ComputeTargetRegistry, ModelRegistry
 from amlocal.cli.report import write_report
 from amlocal.errors import RunNotFoundError, UserInputError
-from conftest import REPO, write_script
-from memory_backend import MemoryBackend
-
-MODEL_BYTES = bytes(range(256)) * 3
-GREETING = "hello from the script"
-SCRIPT = f"""
-import os, sys, time
-from azureml.core.run import Run
-run = Run.get_context()
-run.log("loss", 0.5)
-run.log("loss", 0.25)
-os.makedirs("outputs", exist_ok=True)
-open("outputs/model.bin", "wb").write(bytes(range(256)) * 3)
-print("{GREETING}", flush=True)
-if "--sleep" in sys.argv:
-    time.sleep(300)
-"""
-
-
-class LocalHarness:
-    """The local backend, running the script with one executor."""
-
-    models_here = True
-    file_sizes_known = True
-
-    def __init__(self, home, source, executor, docker_client=None):
-        self.backend = LocalBackend(home=home, docker_client=docker_client)
-        self.source = source
-        self.executor = executor
-
-    def spec(self, *arguments):
-        return RunSpec(source_dir=self.source, script="train.py", arguments=arguments,
-                       experiment="contract", executor=self.executor)
-
-    def finished(self):
-        handle = self.backend.submit(self.spec())  # driven by this process, in a thread
-        handle.wait(timeout=120)
-        return handle
-
-    def running(self):
-        handle = self.backend.submit(self.spec("--sleep"), detach=True)
-        deadline = time.monotonic() + 120
-        while GREETING not in list(handle.stream_logs()):
-            assert time.monotonic() < deadline, handle.get_details()
-            time.sleep(0.2)
-        return handle
-
-
-class AzureHarness:
-    """The Azure backend over the fake seam; the fake Azure is given what the run left."""
-
-    models_here = False  # a run's model is registered in the Azure ML workspace
-    file_sizes_known = False
-
-    def __init__(self, home, source, project, monkeypatch):
-        from amlocal.backends.azure import AzureBackend
-        from contract_specs import create_targets
-        from fake_azure import FakeAzure, FakeSession, session_module
-
-        self.azure = FakeAzure()
-        monkeypatch.setattr(session_module, "AzureSession",
-                            lambda config_path: FakeSession(self.azure, config_path))
-        monkeypatch.setenv("AMLOCAL_AZURE_POLL_S", "0")
-        self.backend = AzureBackend(home=home, workspace_config=project)
-        create_targets(self.backend.store)
-        self.source = source
-
-    def spec(self, *arguments):
-        return RunSpec(source_dir=self.source, script="train.py", arguments=arguments,
-                       experiment="contract", compute="cpu-cluster")
-
-    def finished(self):
-        handle = self.backend.submit(self.spec())
-        self.azure.logs[handle.id] = [GREETING]
-        self.azure.metrics[handle.id] = {"loss": [0.5, 0.25]}
-        self.azure.files[handle.id] = {"outputs/model.bin": MODEL_BYTES,
-                                       "azureml-logs/70_driver_log.txt": f"{GREETING}\n".encode()}
-        self.azure.statuses[handle.id] = ["Running", "Completed"]
-        handle.wait()
-        return handle
-
-    def running(self):
-        handle = self.backend.submit(self.spec("--sleep"))
-        self.azure.statuses[handle.id] = ["Running"]
-        assert handle.get_status() == run_status.RUNNING
-        return handle
-
-
-class MemoryHarness:
-    """The in-memory backend; its record is given what the script would have left."""
-
-    models_here = True
-    file_sizes_known = True
-
-    def __init__(self, source):
-        self.backend = MemoryBackend()
-        self.source = source
-
-    def spec(self, *arguments):
-        return RunSpec(source_dir=self.source, script="train.py", arguments=arguments,
-                       experiment="contract")
-
-    def finished(self):
-        handle = self.backend.submit(self.spec(), detach=True)
-        handle.record["log"].append(GREETING)
-        handle.record["metrics"] = {"loss": [0.5, 0.25]}
-        handle.record["files"]["outputs/model.bin"] = MODEL_BYTES
-        handle.wait()
-        return handle
-
-    def running(self):
-        return self.backend.submit(self.spec("--sleep"), detach=True)
-
+from backend_harness import GREETING, MODEL_BYTES, make_harness
+from conftest import REPO
 
 @pytest.fixture(params=["process", pytest.param("docker", marks=pytest.mark.docker), "azure",
                         "memory"])
 def harness(request, tmp_path, monkeypatch):
-    home = tmp_path / "amlocal-home"
-    monkeypatch.setenv("AMLOCAL_HOME", str(home))
-    source = write_script(tmp_path / "src", "train.py", SCRIPT)
-    if request.param in ("process", "docker"):
-        client = request.getfixturevalue("docker_client") if request.param == "docker" else None
-        return LocalHarness(home, source, request.param, client)
     if request.param == "azure":
         pytest.importorskip("azureml.core")
-        project = tmp_path / "project"
-        write_script(project / ".azureml", "config.json",
-                     '{"subscription_id": "sub-1", "resource_group": "rg-ml", '
-                     '"workspace_name": "ws-prod"}')
-        return AzureHarness(home, source, project, monkeypatch)
-    return MemoryHarness(source)
+    client = request.getfixturevalue("docker_client") if request.param == "docker" else None
+    return make_harness(request.param, tmp_path, monkeypatch, client)
 
 
 # -- a finished run, read back -------------------------------------------------------------------
