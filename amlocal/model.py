@@ -36,61 +36,12 @@ Differences, on purpose:
 import datetime
 import os
 
+from amlocal import model_lookup
 from amlocal.errors import AmlocalError, UserInputError
-
-_UNSUPPORTED = ("datasets", "sample_input_dataset", "sample_output_dataset",
-                "resource_configuration")
-
-
-class WebserviceException(AmlocalError):
-    """azureml.exceptions.WebserviceException: the model registry refused a request."""
-
-    exit_code = 2
-
-    def __init__(self, exception_message, status_code=None, logger=None, **kwargs):
-        super().__init__(exception_message)
-        self.status_code = status_code
-
-    @property
-    def message(self):
-        return str(self)
-
-
-class ModelNotFoundException(WebserviceException):
-    """azureml.exceptions.ModelNotFoundException: no such model (or version)."""
-
-    exit_code = 4
-
-
-class ModelPathNotFoundException(AmlocalError):
-    """azureml.exceptions.ModelPathNotFoundException: the run has no file at model_path."""
-
-    exit_code = 2
-
-    def __init__(self, exception_message, logger=None, **kwargs):
-        super().__init__(exception_message)
-
-    @property
-    def message(self):
-        return str(self)
-
-
-class UserErrorException(UserInputError):
-    """azureml.exceptions.UserErrorException: an argument is of the wrong kind."""
-
-    def __init__(self, exception_message, **kwargs):
-        super().__init__(exception_message)
-
-    @property
-    def message(self):
-        return str(self)
-
-
-def _models():
-    # The registries' rules and errors (backends/registries.py), imported on first use.
-    from amlocal.backends import registries
-
-    return registries
+from amlocal.model_errors import (_UNSUPPORTED, ModelNotFoundException,  # noqa: F401 (SDK names)
+                                  ModelPathNotFoundException, UserErrorException,
+                                  WebserviceException, _check_metadata, _check_name, _models,
+                                  _not_found_message, _translate)
 
 
 def _registry(workspace_or_registry):
@@ -113,43 +64,6 @@ def _workspace_of(workspace_or_registry, registry):
     workspace = Workspace()
     workspace._home = registry.home
     return workspace
-
-
-def _not_found_message(**kwargs):
-    """azureml-core's populate_model_not_found_details."""
-    return ("ModelNotFound: Model with "
-            + ", ".join(f"{key} {value}" for key, value in kwargs.items() if value)
-            + " not found in provided workspace")
-
-
-def _check_name(name):
-    if not _models().is_valid_model_name(name):
-        raise WebserviceException(_models().MODEL_NAME_RULE)
-
-
-def _check_metadata(tags, properties, model_framework, model_framework_version, extras):
-    """azureml-core's checks of what goes with a model, before anything is copied."""
-    if model_framework is None and model_framework_version is not None:
-        raise WebserviceException(_models().FRAMEWORK_VERSION_WITHOUT_FRAMEWORK)
-    for value, what in ((tags, "Tags"), (properties, "Properties")):
-        if value and not isinstance(value, dict):
-            raise WebserviceException(f"{what} must be a dict")
-    for key in _UNSUPPORTED:
-        if extras.get(key):
-            raise WebserviceException(f"{key} is not supported by amlocal: it has no datasets or "
-                                      "model profiling; register the model without it")
-
-
-def _translate(error):
-    """A backend error as the azureml-core exception a user would catch."""
-    models = _models()
-    if isinstance(error, models.ModelNotFoundError):
-        return ModelNotFoundException(f"ModelNotFound: {error}")
-    if isinstance(error, models.ModelPathNotFoundError):
-        return ModelPathNotFoundException(str(error))
-    if isinstance(error, UserInputError):
-        return WebserviceException(str(error))
-    return error
 
 
 class Model:
@@ -370,60 +284,17 @@ class Model:
         """
         if version is not None and not isinstance(version, int):
             raise WebserviceException("version should be an int")
-        registry = _registry(_workspace) if _workspace is not None else _run_registry()
+        registry = _registry(_workspace) if _workspace is not None else model_lookup.run_registry()
         if version is not None:
             try:
-                return Model._get_model_path_local(model_name, version)
+                return model_lookup.local_path(model_name, version)
             except ModelNotFoundException as error:
                 if registry is None:
                     raise WebserviceException(error.message) from None
-                return Model._get_model_path_registry(model_name, version, registry)
+                return model_lookup.registry_path(model_name, version, registry)
         if registry is not None:
-            return Model._get_model_path_registry(model_name, version, registry)
-        return Model._get_model_path_local(model_name, version)
-
-    @staticmethod
-    def _get_model_path_registry(model_name, version, registry):
-        models = _models()
-        try:
-            return str(registry.verified_path(model_name, version))
-        except (models.ModelNotFoundError, UserInputError):
-            found = sorted(f"{record['name']}/{record['version']}"
-                           for record in registry.list() if "corrupted" not in record)
-            raise ModelNotFoundException(f"Model/Version {model_name}/{version} not found in "
-                                         f"workspace. {found}") from None
-
-    @staticmethod
-    def _get_model_path_local(model_name, version=None):
-        if version is not None and not isinstance(version, int):
-            raise WebserviceException("version should be an int")
-        if model_name is None:
-            raise WebserviceException("model_name is None")
-        models_dir = _cache_dir()
-        candidate = os.path.join(models_dir, model_name)
-        if not os.path.exists(candidate):
-            return Model._get_model_path_local_from_root(model_name)
-        if version is None:
-            versions = [int(entry) for entry in os.listdir(candidate) if entry.isdigit()]
-            if not versions:
-                raise WebserviceException("versions is empty")
-            version = max(versions)
-        candidate = os.path.join(candidate, str(version))
-        if not os.path.exists(candidate):
-            return Model._get_model_path_local_from_root(model_name)
-        entries = os.listdir(candidate)
-        if len(entries) != 1:
-            raise WebserviceException(f"Dir {candidate} can contain only 1 file or folder. "
-                                      f"Found {entries}")
-        return os.path.join(candidate, entries[0])
-
-    @staticmethod
-    def _get_model_path_local_from_root(model_name):
-        if os.path.exists(model_name):
-            return model_name
-        raise ModelNotFoundException(
-            f"Model {model_name} not found in cache at {_cache_dir()} or in current working "
-            f"directory {os.getcwd()}. For more info, set logging level to DEBUG.")
+            return model_lookup.registry_path(model_name, version, registry)
+        return model_lookup.local_path(model_name, version)
 
     # -- files ----------------------------------------------------------------------------------
 
@@ -591,27 +462,3 @@ def _model(workspace_or_registry, record, registry):
     model = Model(_workspace_of(workspace_or_registry, registry), _record=record)
     model._registry = registry
     return model
-
-
-def _cache_dir():
-    """azureml-core's MODELS_DIR: $AML_APP_ROOT/azureml-models (read when asked, not at import)."""
-    return os.path.join(os.environ.get("AML_APP_ROOT", ""), "azureml-models")
-
-
-def _run_registry():
-    """The registry of the run history this process runs in as a local run, else None."""
-    run_id = os.environ.get("AZUREML_RUN_ID")
-    if not run_id:
-        return None
-    from amlocal.backends import default_home, get_backend
-    from amlocal.errors import RunNotFoundError
-
-    home = default_home()
-    if not (home / "amlocal.db").is_file():
-        return None  # a run history this process cannot see (a container, another machine)
-    backend = get_backend("local", home=home)
-    try:
-        backend.get_run(run_id)
-    except RunNotFoundError:
-        return None
-    return backend.models()

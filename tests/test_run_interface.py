@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from amlocal.backends import status as run_status
-from amlocal.backends.base import Backend, LogLine, NotAvailableError, RunHandle, RunSpec, StatusChanged
+from amlocal.backends.base import Backend, LogLine, NotAvailableError, RunHandle, StatusChanged
 from amlocal.backends.registries import ComputeTargetRegistry, ModelRegistry
 from amlocal.cli.report import write_report
 from amlocal.errors import RunNotFoundError, UserInputError
