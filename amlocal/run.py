@@ -35,8 +35,8 @@ def _runtime_module():
         import amlocal_run  # on the path inside a run
         return amlocal_run
     except ImportError:
-        from amlocal.backends.local.lifecycle import RUNTIME_DIR
-        spec = importlib.util.spec_from_file_location("amlocal_run", RUNTIME_DIR / "amlocal_run.py")
+        from amlocal.backends import run_side_api_path
+        spec = importlib.util.spec_from_file_location("amlocal_run", run_side_api_path())
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         return module
