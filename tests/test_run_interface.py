@@ -135,6 +135,8 @@ def test_the_report_shows_the_run_whatever_backend_ran_it(harness, tmp_path):
     assert summary["status"] == run_status.COMPLETED
     for shown in (GREETING, "outputs/model.bin", "loss", run_status.COMPLETED):
         assert shown in page
+    if not handle.get_details()["stages"]:  # no empty timeline drawn: it says where they are
+        assert "No stages recorded here" in page
 
 
 # -- canceling ---------------------------------------------------------------------------------------

@@ -70,6 +70,11 @@ class Report:
     # stages ------------------------------------------------------------------------------
 
     def stages(self):
+        if not self.details["stages"]:  # a run on Azure ML: its stages are on its portal page
+            where = self.details.get("portal_url")
+            return self.section("stages", "Stages", [Markup(
+                '<p class="note">No stages recorded here'
+                + (f": see the run's page, {esc(where)}" if where else "") + ".</p>")])
         bars, rows = [], []
         for stage in self.details["stages"]:
             start, end = parse_iso(stage["started_at"]), parse_iso(stage["ended_at"])
