@@ -229,7 +229,8 @@ class AmlCompute(ComputeTarget):
             vm_priority=(config.vm_priority or "dedicated").lower(),
             allow_overcommit=bool(config.allow_overcommit) or _setting("AMLOCAL_ALLOW_OVERCOMMIT"),
             emulate_gpus=bool(config.emulate_gpus) or _setting("AMLOCAL_EMULATE_GPUS"))
-        vm_size, max_nodes = config.vm_size or DEFAULT_VM_SIZE, config.scale_settings.maximum_node_count
+        vm_size = config.vm_size or DEFAULT_VM_SIZE
+        max_nodes = config.scale_settings.maximum_node_count
         try:
             targets.create_target(name, vm_size, max_nodes, **settings)
         except UserInputError as error:
@@ -354,8 +355,9 @@ class AmlCompute(ComputeTarget):
     @staticmethod
     def supported_vmsizes(workspace, location=None):
         """The VM sizes amlocal knows, in azureml-core's shape (name, vCPUs, gpus, memoryGB)."""
+        sizes = _backend(workspace).vm_sizes()
         return [{"name": name, "vCPUs": size["cores"], "gpus": size["gpus"],
-                 "memoryGB": size["memory_gib"]} for name, size in _backend(workspace).vm_sizes().items()]
+                 "memoryGB": size["memory_gib"]} for name, size in sizes.items()]
 
 
 class AmlComputeProvisioningConfiguration:

@@ -299,7 +299,8 @@ class RunHandle(abc.ABC):
 
     @abc.abstractmethod
     def get_details(self, refresh=True):
-        """The run record as a JSON-ready dict: id, experiment, status, exit_code, error, stages, ...
+        """The run record as a JSON-ready dict: id, experiment, status, exit_code, error,
+        stages, tags, properties, ...
 
         refresh=False: as the run history last recorded it, without asking a remote service
         (for a backend whose runs run elsewhere; the others always read their own record).
@@ -482,5 +483,6 @@ class Backend(abc.ABC):
         raise not_available("a model registry", self.name)
 
     def compute_targets(self):
-        """The backend's ComputeTargetRegistry (backends/registries.py). This default: it has none."""
+        """The backend's ComputeTargetRegistry (backends/registries.py). This default: it has
+        none."""
         raise not_available("compute targets", self.name)

@@ -4,6 +4,16 @@ Model and ComputeTarget use nothing else of them."""
 
 import abc
 
+# The rules and errors of the registries that their callers above backends/ need, re-exported
+# from where the implementations define them, so that those callers import only this module.
+from amlocal.backends.history import models as _history_models
+from amlocal.backends.history.models import (
+    FRAMEWORK_VERSION_WITHOUT_FRAMEWORK, MODEL_NAME_RULE, ModelNotFoundError,
+    ModelPathNotFoundError, collect_local_files, is_valid_model_name, parse_model_id)
+from amlocal.backends.history.store import iso_time
+from amlocal.backends.local.compute import (
+    DEFAULT_IDLE_SECONDS, LOCAL_TARGET, PRIORITIES, ComputeTargetError)
+
 
 class ModelRegistry(abc.ABC):
     """A backend's registered models: named, versioned copies of files (Backend.models()).
@@ -64,7 +74,8 @@ class ComputeTargetRegistry(abc.ABC):
     @abc.abstractmethod
     def create_target(self, name, vm_size, max_nodes, **settings):
         """Create a target (settings: min_nodes, idle_seconds_before_scaledown, vm_priority,
-        allow_overcommit, emulate_gpus); return its settings; UserInputError if invalid or taken."""
+        allow_overcommit, emulate_gpus); return its settings; UserInputError if it is invalid,
+        ComputeTargetError if the name is taken."""
 
     @abc.abstractmethod
     def get(self, name):
@@ -105,18 +116,6 @@ class ComputeTargetRegistry(abc.ABC):
         """{'cores', 'memory_gib', 'gpus', 'text'}: what the targets' nodes are slots of."""
 
 
-# The rules and errors of the registries that their callers above backends/ need, re-exported
-# from where the implementations define them, so that those callers import only this module.
-from amlocal.backends.history import models as _history_models  # noqa: E402
-from amlocal.backends.history.models import (  # noqa: E402
-    FRAMEWORK_VERSION_WITHOUT_FRAMEWORK, MODEL_NAME_RULE, ModelNotFoundError,
-    ModelPathNotFoundError, collect_local_files, is_valid_model_name, parse_model_id)
-from amlocal.backends.history.store import iso_time  # noqa: E402
-from amlocal.backends.local.compute import (  # noqa: E402
-    DEFAULT_IDLE_SECONDS, LOCAL_TARGET, PRIORITIES, ComputeTargetError)
-
-
-
 class HistoryModelRegistry(_history_models.ModelRegistry, ModelRegistry):
     """The models of a run history (backends/history/models.py), which both backends keep."""
 
@@ -125,7 +124,7 @@ class HistoryModelRegistry(_history_models.ModelRegistry, ModelRegistry):
         return self.store.home
 
 
-__all__ = ["HistoryModelRegistry", "ComputeTargetRegistry", "ModelRegistry", "DEFAULT_IDLE_SECONDS", "LOCAL_TARGET",
-           "PRIORITIES", "ComputeTargetError", "FRAMEWORK_VERSION_WITHOUT_FRAMEWORK",
+__all__ = ["HistoryModelRegistry", "ComputeTargetRegistry", "ModelRegistry",
+           "DEFAULT_IDLE_SECONDS", "LOCAL_TARGET", "PRIORITIES", "ComputeTargetError", "FRAMEWORK_VERSION_WITHOUT_FRAMEWORK",
            "MODEL_NAME_RULE", "ModelNotFoundError", "ModelPathNotFoundError",
            "collect_local_files", "is_valid_model_name", "iso_time", "parse_model_id"]

@@ -135,7 +135,8 @@ class MemoryRunHandle(RunHandle):
         prefix = (model_path or model_name).rstrip("/")
         parent = prefix.rpartition("/")[0]
         # The model keeps the path's last part, as the local registry does.
-        files = {name[len(parent):].lstrip("/"): data for name, data in self.record["files"].items()
+        files = {name[len(parent):].lstrip("/"): data
+                 for name, data in self.record["files"].items()
                  if name == prefix or name.startswith(prefix + "/")}
         if not files:
             raise UserInputError(f"run {self.id} has no file or folder {prefix}")

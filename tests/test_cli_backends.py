@@ -64,7 +64,8 @@ def test_runs_logs_and_files_show_what_the_script_left(amlocal):
 def test_runs_download_writes_the_files_bytes(amlocal, tmp_path):
     run_id = amlocal.harness.finished().id
 
-    written = amlocal.json("runs", "download", run_id, "--prefix", "outputs/", "-o", tmp_path / "dl")
+    written = amlocal.json("runs", "download", run_id, "--prefix", "outputs/",
+                           "-o", tmp_path / "dl")
 
     assert str(tmp_path / "dl" / "outputs" / "model.bin") in written
     assert (tmp_path / "dl" / "outputs" / "model.bin").read_bytes() == MODEL_BYTES

@@ -139,7 +139,7 @@ def test_the_report_shows_the_run_whatever_backend_ran_it(harness, tmp_path):
         assert "No stages recorded here" in page
 
 
-# -- canceling ---------------------------------------------------------------------------------------
+# -- canceling ------------------------------------------------------------------------------------
 
 def test_cancel_ends_a_running_run_canceled_with_the_reason(harness):
     handle = harness.running()
@@ -156,7 +156,7 @@ def test_cancel_ends_a_running_run_canceled_with_the_reason(harness):
     assert handle.get_status() == run_status.CANCELED
 
 
-# -- the backend ---------------------------------------------------------------------------------------
+# -- the backend ----------------------------------------------------------------------------------
 
 def test_the_backend_finds_lists_and_refuses_runs(harness):
     handle = harness.finished()

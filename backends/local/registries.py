@@ -35,5 +35,6 @@ class LocalComputeTargets(compute.ComputeTargets, registries.ComputeTargetRegist
         return None
 
     def host_summary(self):
-        return {"cores": len(self.host.cores), "memory_gib": round(self.host.memory_bytes / 2**30, 1),
+        return {"cores": len(self.host.cores),
+                "memory_gib": round(self.host.memory_bytes / 2**30, 1),
                 "gpus": len(self.host.gpus), "text": self.host.describe()}
