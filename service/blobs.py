@@ -26,6 +26,7 @@ import hashlib
 import os
 import re
 import secrets
+import shutil
 import time
 import uuid
 from urllib.parse import urlencode
@@ -51,6 +52,7 @@ MAX_BLOB_BYTES = 5000 << 20  # Azure's limit for one Put Blob
 MAX_BLOCK_BYTES = 4000 << 20  # Azure's limit for one Put Block
 MAX_BLOCKS = 50_000  # Azure's limit of blocks in a blob
 MAX_BLOCK_LIST_BYTES = 8 << 20
+UNCOMMITTED_BLOCK_SECONDS = 7 * 24 * 3600
 _CONTAINER = re.compile(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}\Z")
 _CHUNK = 1 << 20
 
@@ -302,9 +304,17 @@ def _b64(text):
 
 
 def _block_folder(store, container, name):
+    """The folder of a blob's uncommitted blocks. Blocks never committed are dropped after
+    UNCOMMITTED_BLOCK_SECONDS (Azure's seven days), when another blob's first block comes."""
     key = hashlib.sha256(f"{container}/{name}".encode("utf-8", "surrogateescape")).hexdigest()
     location = store.incoming() / f"blocks-{key[:32]}"
-    location.mkdir(exist_ok=True)
+    try:
+        location.mkdir()
+    except FileExistsError:
+        return location
+    for stale in store.incoming().glob("blocks-*"):
+        if time.time() - stale.stat().st_mtime > UNCOMMITTED_BLOCK_SECONDS:
+            shutil.rmtree(stale, ignore_errors=True)
     return location
 
 

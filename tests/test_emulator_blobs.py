@@ -16,7 +16,7 @@ from conftest import write_script
 
 pytest.importorskip("azureml.core", reason="the azure extra (CI installs it)")
 
-from azureml.core import Experiment, Run  # noqa: E402
+from azureml.core import Datastore, Experiment, Run  # noqa: E402
 
 import amlocal.emulator  # noqa: E402
 from amlocal.backends.base import RunSpec  # noqa: E402
@@ -262,6 +262,10 @@ def test_a_large_blob_arrives_in_blocks(ws, emulator):
     from azureml._vendor.azure_storage.blob import BlobClient
 
     store = BlobStore(emulator.home)
+    stale = store.incoming() / "blocks-never-committed"  # a client that gave up, 8 days ago
+    stale.mkdir()
+    (stale / "block").write_bytes(b"x")
+    os.utime(stale, (os.path.getmtime(stale) - 8 * 24 * 3600,) * 2)
     payload = os.urandom(3 * 1024 * 1024 + 17)
     client = BlobClient(f"https://{BLOB_HOST}", "snapshots", "big/blocks.bin",
                         credential=store.sas_query("snapshots", "big/", write=True, prefix=True),
@@ -273,6 +277,7 @@ def test_a_large_blob_arrives_in_blocks(ws, emulator):
     assert client.download_blob().readall() == payload
     with store.open("snapshots", "big/blocks.bin") as handle:
         assert hashlib.sha256(handle.read()).digest() == hashlib.sha256(payload).digest()
+    assert list(store.incoming().iterdir()) == []  # the blocks joined, the stale ones dropped
 
 
 # -- the default datastore --------------------------------------------------------------------
@@ -281,6 +286,9 @@ def test_the_default_datastore_uploads_into_the_blob_store(ws, emulator, tmp_pat
     datastore = ws.get_default_datastore()
     assert (datastore.name, datastore.datastore_type) == ("workspaceblobstore", "AzureBlob")
     assert list(ws.datastores) == ["workspaceblobstore"]
+    assert Datastore.get(ws, "workspaceblobstore").container_name == datastore.container_name
+    with pytest.raises(Exception, match="does not exist"):
+        Datastore.get(ws, "otherstore")
 
     data = tmp_path / "mnist"
     write_script(data, "train-images.idx", "images")
