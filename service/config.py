@@ -106,20 +106,24 @@ def read_config(path):
     return document
 
 
-
-
 def client_environment(home, endpoint, blob_proxy, environ):
     """The variables a client process needs for blob uploads through the https route, given
     its environment `environ`: HTTPS_PROXY (the emulator's CONNECT proxy), NO_PROXY (the
     emulator's own http endpoint goes direct: an IP entry, as `localhost` makes requests bypass
-    the proxy for every host), REQUESTS_CA_BUNDLE (the client's bundle, or certifi's, plus the
+    the proxy for every host), REQUESTS_CA_BUNDLE (the bundle the client trusts now, plus the
     emulator's CA, so its other https traffic verifies as before). Only what must change is
-    returned: an HTTPS_PROXY the client already has is kept."""
+    returned: an HTTPS_PROXY the client already has is kept (with a warning: blob uploads then
+    go to that proxy, which cannot reach the emulator's blob host)."""
     from amlocal.service.tls import ca_bundle
 
     changes = {}
-    if not (environ.get("HTTPS_PROXY") or environ.get("https_proxy")):
+    own_proxy = environ.get("https_proxy") or environ.get("HTTPS_PROXY")
+    if not own_proxy:
         changes["HTTPS_PROXY"] = blob_proxy
+    elif own_proxy != blob_proxy:
+        warnings.warn(f"HTTPS_PROXY is set ({own_proxy}), so azureml-core's blob uploads go "
+                      f"there, not to the emulator: for uploads, set HTTPS_PROXY={blob_proxy} "
+                      "in the process that makes them (it reaches the emulator's blob host only)")
     emulator_host = urlsplit(endpoint).hostname
     no_proxy = environ.get("NO_PROXY") or environ.get("no_proxy") or ""
     if emulator_host not in [entry.strip() for entry in no_proxy.split(",")]:

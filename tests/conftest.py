@@ -5,6 +5,7 @@ on a host that has no Docker at all, set AMLOCAL_SKIP_DOCKER_TESTS=1 to skip the
 """
 
 import atexit
+import contextlib
 import functools
 import importlib.util
 import os
@@ -131,14 +132,35 @@ def stop_emulator(emulator, timeout=30):
     return emulator.process.wait(timeout=timeout)
 
 
+# What amlocal.emulator.workspace() sets in its process for blob uploads (the https route).
+BLOB_ROUTE_VARIABLES = ("HTTPS_PROXY", "NO_PROXY", "REQUESTS_CA_BUNDLE")
+
+
+@contextlib.contextmanager
+def kept_environment(names):
+    """Put the environment variables `names` back as they were when the block ends, whoever
+    set or removed them meanwhile."""
+    saved = {name: os.environ.get(name) for name in names}
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory):
     """`amlocal serve` over a fresh run history, shared by a test module; this test process
-    talks to it as azureml-core's user would (AMLOCAL_HOME, its own HOME, no proxy)."""
+    talks to it as azureml-core's user would (AMLOCAL_HOME, its own HOME, no proxy). What
+    amlocal.emulator.workspace() sets for blob uploads is undone after the module."""
     home = tmp_path_factory.mktemp("emulator-home")
     sdk_home = tmp_path_factory.mktemp("sdk-home")
     running = start_emulator(home, sdk_home)
-    with pytest.MonkeyPatch.context() as patch:
+    with kept_environment(_PROXY_VARIABLES + BLOB_ROUTE_VARIABLES), \
+            pytest.MonkeyPatch.context() as patch:
         for variable in _PROXY_VARIABLES:
             patch.delenv(variable, raising=False)
         patch.setenv("AMLOCAL_HOME", str(home))

@@ -12,7 +12,7 @@ import stat
 import pytest
 import requests
 
-from conftest import write_script
+from conftest import BLOB_ROUTE_VARIABLES, kept_environment, write_script
 
 pytest.importorskip("azureml.core", reason="the azure extra (CI installs it)")
 
@@ -26,19 +26,14 @@ from amlocal.service.config import BLOB_HOST, WorkspaceIdentity, read_config  # 
 from amlocal.service.datastores import datastore_container, datastore_folder  # noqa: E402
 from amlocal.service.snapshots import materialize  # noqa: E402
 
-_ROUTE_VARIABLES = ("HTTPS_PROXY", "NO_PROXY", "REQUESTS_CA_BUNDLE")
-
-
 @pytest.fixture
-def ws(emulator, monkeypatch):
+def ws(emulator):
     """A workspace from amlocal.emulator.workspace(), which sets this process's environment
-    for the https route (undone after the test)."""
-    for variable in _ROUTE_VARIABLES:
-        monkeypatch.delenv(variable, raising=False)
-    workspace = amlocal.emulator.workspace()
-    yield workspace
-    for variable in _ROUTE_VARIABLES:
-        os.environ.pop(variable, None)
+    for the https route (from none of it set; undone after the test)."""
+    with kept_environment(BLOB_ROUTE_VARIABLES):
+        for variable in BLOB_ROUTE_VARIABLES:
+            os.environ.pop(variable, None)
+        yield amlocal.emulator.workspace()
 
 
 def _proxy_address(emulator):
@@ -121,9 +116,10 @@ def test_the_route_starts_from_the_bundle_the_client_trusts_and_keeps_its_proxy(
     home = tmp_path / "home"
 
     for variable in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
-        changes = client_environment(home, "http://127.0.0.1:5000", "http://127.0.0.1:6000",
-                                     {variable: str(own), "HTTPS_PROXY": "http://corp:3128",
-                                      "NO_PROXY": "internal.example"})
+        with pytest.warns(UserWarning, match="HTTPS_PROXY is set"):
+            changes = client_environment(home, "http://127.0.0.1:5000", "http://127.0.0.1:6000",
+                                         {variable: str(own), "HTTPS_PROXY": "http://corp:3128",
+                                          "NO_PROXY": "internal.example"})
         assert "HTTPS_PROXY" not in changes  # the user's proxy is theirs to keep
         assert changes["NO_PROXY"] == "internal.example,127.0.0.1"
         bundle = open(changes["REQUESTS_CA_BUNDLE"], "rb").read()
