@@ -10,12 +10,14 @@ import re
 import uuid
 
 from amlocal.backends.base import DEFAULT_EXPERIMENT
-from amlocal.backends.history.store import DRIVER_LOG, iso_time
+from amlocal.backends.history.store import iso_time
 from amlocal.errors import RunNotFoundError
+from amlocal.service import logs
 from amlocal.service.errors import ServiceError, not_found
+from amlocal.service.submitted import submitted_definition
 from amlocal.service.experiments import HISTORY, experiment_id
 from amlocal.service.tokens import RUN_SCOPE, RUN_TOKEN_SECONDS
-from amlocal.service.wire import content_url, operation
+from amlocal.service.wire import operation
 from amlocal.validation import check_key_values
 
 RUNS = HISTORY + "/experiments/{experiment_name}/runs"
@@ -109,14 +111,16 @@ def run_details_dto(service, details, file_names):
     dto = run_dto(service, details)
     return {
         **{key: dto[key] for key in _DETAILS_FROM_DTO},
+        # (Finalizing a little longer for a client following the logs: see logs.py.)
+        "status": logs.reported_status(service, details),
         "inputDatasets": [],
         "outputDatasets": [],
         "warnings": [],
-        "runDefinition": {"script": details["script"], "arguments": details["arguments"],
-                          "target": details["compute"], "nodeCount": details["node_count"]},
+        "runDefinition": submitted_definition(service, details["id"]) or {
+            "script": details["script"], "arguments": details["arguments"],
+            "target": details["compute"], "nodeCount": details["node_count"]},
         # azureml-core's wait_for_completion(show_output=True) reads these with a plain GET.
-        "logFiles": ({DRIVER_LOG: content_url(service, details["id"], DRIVER_LOG)}
-                     if DRIVER_LOG in file_names else {}),
+        "logFiles": logs.log_files(service, details, file_names),
     }
 
 
