@@ -23,7 +23,6 @@ from pathlib import Path, PurePosixPath
 
 from amlocal.backends.base import DATAREFERENCE_PREFIX, RunSpec
 from amlocal.backends.history.compute_targets import ComputeTargetError
-from amlocal.backends.history.store import is_plain_run_id
 from amlocal.errors import EngineUnavailableError, UserInputError
 from amlocal.service.config import emulator_dir
 from amlocal.service.environments import local_environment
@@ -39,7 +38,6 @@ MAX_PROJECT_BYTES = 300 << 20
 MAX_PROJECT_ENTRIES = 10_000  # files and folders (a zip names its folders too)
 MAX_COMPRESSION_RATIO = 200  # past this (for a member over 1 MiB) a member is a zip bomb
 _COPY_BYTES = 1 << 20
-DATASTORES = "datastores"
 _READ_MODES = ("mount", "download")
 
 # Parts of a run configuration the local backend cannot honour, each with the values that mean
@@ -169,8 +167,8 @@ def _refuse_not_emulated(definition, configuration):
 
 
 def _datastore_input(service, name, reference):
-    """The host path of a data reference to the local datastore (mounted or downloaded: both
-    are a read-only input here)."""
+    """The host folder of a data reference to a datastore path (mounted or downloaded: both are
+    a read-only input here), from the datastores family (datastores.datastore_folder)."""
     if not isinstance(reference, dict):
         raise bad_request(f"data reference {name!r} must be an object")
     mode = str(reference.get("mode") or "mount").lower()
@@ -180,19 +178,17 @@ def _datastore_input(service, name, reference):
     if reference.get("pathOnCompute"):
         raise bad_request(f"data reference {name!r}: pathOnCompute is not emulated: the script "
                           f"finds the data at ${DATAREFERENCE_PREFIX}{name}")
-    datastore = str(reference.get("dataStoreName") or "")
-    if not is_plain_run_id(datastore):
-        raise bad_request(f"data reference {name!r}: invalid datastore name {datastore[:100]!r}")
-    root = service.home / DATASTORES / datastore
-    inside = PurePosixPath(str(reference.get("pathOnDataStore") or ""))
-    if inside.is_absolute() or ".." in inside.parts:
-        raise bad_request(f"data reference {name!r}: path {str(inside)[:200]!r} is outside "
-                          f"datastore {datastore!r}")
-    path = root.joinpath(*inside.parts)
-    if not path.exists():
-        raise bad_request(f"data reference {name!r}: {inside.as_posix() or '/'} is not in "
-                          f"datastore {datastore!r} (upload it first)")
-    return path
+    try:
+        from amlocal.service.blobs import BlobError
+        from amlocal.service.datastores import datastore_folder
+    except ImportError:
+        raise ServiceError(501, "NotImplemented",
+                           "data references to datastores are not emulated yet") from None
+    try:
+        return datastore_folder(service.home, str(reference.get("dataStoreName") or ""),
+                                str(reference.get("pathOnDataStore") or ""))
+    except (UserInputError, BlobError) as error:
+        raise bad_request(f"data reference {name!r}: {getattr(error, 'message', error)}") from None
 
 
 def run_spec(service, experiment, configuration, folder):

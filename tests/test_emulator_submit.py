@@ -29,6 +29,7 @@ from azureml.exceptions import ExperimentExecutionException  # noqa: E402
 
 import amlocal.emulator  # noqa: E402
 from amlocal.backends.history.store import BUILD_LOG, RunStore  # noqa: E402
+from amlocal.errors import UserInputError  # noqa: E402
 from amlocal.service.environments import local_environment  # noqa: E402
 from amlocal.service.errors import ServiceError  # noqa: E402
 from amlocal.service.execution import unpack_project  # noqa: E402
@@ -161,6 +162,10 @@ def test_what_is_not_emulated_is_refused_naming_it_and_nothing_is_created(
     config.run_config.communicator = "Mpi"
     with pytest.raises(ExperimentExecutionException, match="communicator"):
         Experiment(workspace, "submitted").submit(config)
+    config = script_config(source, host_python())
+    config.run_config.target = "no-such-cluster"
+    with pytest.raises(ExperimentExecutionException, match="no-such-cluster"):
+        Experiment(workspace, "submitted").submit(config)
     assert {record["id"] for record in store.list_runs()} == before
 
 
@@ -269,3 +274,19 @@ def test_a_pip_requirements_environment_is_built_on_the_local_base_in_docker(
     build_log = (RunStore(emulator.home).run_dir(run.id) / BUILD_LOG).read_text()
     assert "Azure's base image mcr.microsoft.com/azureml/" in build_log
     assert "the base's 3.11 here" in build_log
+
+
+def test_creating_a_run_under_a_taken_id_leaves_the_existing_run_folder(amlocal_home):
+    store = RunStore(amlocal_home)
+    fill = lambda folder: folder.mkdir()  # noqa: E731
+    run_id = store.create_run(experiment="e", executor="process", compute="local", spec={},
+                              fill_snapshot=fill, run_id="e_1_abcdef01")
+    (store.run_dir(run_id) / "outputs" / "model.txt").write_text("weights")
+    with pytest.raises(Exception):
+        store.create_run(experiment="e", executor="process", compute="local", spec={},
+                         fill_snapshot=fill, run_id=run_id)
+    assert (store.run_dir(run_id) / "outputs" / "model.txt").read_text() == "weights"
+    with pytest.raises(UserInputError, match="already exists"):
+        store.check_new_run_id(run_id)
+    with pytest.raises(UserInputError, match="invalid run id"):
+        store.check_new_run_id("../elsewhere")
