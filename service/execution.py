@@ -87,8 +87,7 @@ def _multipart(call):
 def _member_path(name):
     """A zip member's name as a relative path; 400 for one that could land outside the folder."""
     path = PurePosixPath(name)
-    if (not name or "\x00" in name or "\\" in name or path.is_absolute()
-            or any(part == ".." for part in path.parts) or ":" in path.parts[0]):
+    if not name or "\x00" in name or path.is_absolute() or ".." in path.parts:
         raise bad_request(f"project.zip holds a file named {name[:200]!r}, which would land "
                           "outside the project folder")
     return path
@@ -245,8 +244,17 @@ def _submit(call, definition, fill_project):
             raise ServiceError(400, "UserError", str(error)) from None
         except EngineUnavailableError as error:
             raise ServiceError(503, "ServiceUnavailable", str(error)) from None
-    keep_definition(call.service, handle.id, configuration)
+    keep_definition(call.service, handle.id, _without_secrets(configuration))
     return {"runId": handle.id, "status": handle.get_status()}
+
+
+def _without_secrets(configuration):
+    """The run configuration as get_details() shows it: a registry password is not kept."""
+    kept = json.loads(json.dumps(configuration))
+    registry = ((kept.get("environment") or {}).get("docker") or {}).get("baseImageRegistry")
+    if isinstance(registry, dict) and registry.get("password"):
+        registry["password"] = None
+    return kept
 
 
 def _definition_of(data, what):
