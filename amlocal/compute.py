@@ -25,11 +25,12 @@ nothing is printed unless `show_output=True`.
 The backend is imported on first use, so `from amlocal import ComputeTarget` stays cheap.
 """
 
-import datetime
 import os
 import sys
 import time
 
+from amlocal.compute_status import (AmlComputeNodeStateCounts, AmlComputeStatus,  # noqa: F401
+                                    ScaleSettings)
 from amlocal.errors import AmlocalError, UserInputError
 from amlocal.validation import bounded_int
 
@@ -67,146 +68,16 @@ def _not_found(name):
 
 
 def _backend(workspace):
-    """The ComputeTargets of the workspace's run history (imported here: the backend is heavy)."""
-    from amlocal.backends.local.compute import ComputeTargets
-    from amlocal.backends.history.store import RunStore
+    """The compute targets of the workspace's run history: the local backend's, also for an
+    Azure ML workspace, whose clusters are created from them (imported here: it is heavy)."""
+    from amlocal.backends import get_backend
     from amlocal.workspace import Workspace
 
     if not isinstance(workspace, Workspace):
         raise ComputeTargetException(
             f"amlocal's compute targets need amlocal's Workspace (Workspace.from_config()), "
             f"got {type(workspace).__name__}")
-    return ComputeTargets(RunStore(workspace._home))
-
-
-def _parse_time(text):
-    return datetime.datetime.fromisoformat(text) if text else None
-
-
-def _iso(value):
-    # The one format of times in run details and compute status (store.iso_time).
-    from amlocal.backends.history.store import iso_time
-
-    return iso_time(value.timestamp()) if value else None
-
-
-def _duration_seconds(duration):
-    # "PT1800S" (as azureml-core writes it) or "" for no scale-down delay.
-    return int(duration[2:-1]) if duration else 0
-
-
-class ScaleSettings:
-    """azureml-core's ScaleSettings: min/max node counts and the idle time before scale-down."""
-
-    def __init__(self, minimum_node_count, maximum_node_count, idle_seconds_before_scaledown):
-        self.minimum_node_count = minimum_node_count
-        self.maximum_node_count = maximum_node_count
-        self.idle_seconds_before_scaledown = idle_seconds_before_scaledown
-
-    def serialize(self):
-        idle = self.idle_seconds_before_scaledown
-        return {"minNodeCount": self.minimum_node_count, "maxNodeCount": self.maximum_node_count,
-                "nodeIdleTimeBeforeScaleDown": f"PT{int(idle)}S" if idle else ""}
-
-    @staticmethod
-    def deserialize(object_dict):
-        if not object_dict:
-            return None
-        return ScaleSettings(object_dict["minNodeCount"], object_dict["maxNodeCount"],
-                             _duration_seconds(object_dict["nodeIdleTimeBeforeScaleDown"]))
-
-
-class AmlComputeNodeStateCounts:
-    """How many of a target's nodes are in each state (azureml-core's shape)."""
-
-    _KEYS = (("preparing_node_count", "preparingNodeCount"),
-             ("running_node_count", "runningNodeCount"),
-             ("idle_node_count", "idleNodeCount"),
-             ("unusable_node_count", "unusableNodeCount"),
-             ("leaving_node_count", "leavingNodeCount"),
-             ("preempted_node_count", "preemptedNodeCount"))
-
-    def __init__(self, idle_node_count, leaving_node_count, preempted_node_count,
-                 preparing_node_count, running_node_count, unusable_node_count):
-        self.idle_node_count = idle_node_count
-        self.leaving_node_count = leaving_node_count
-        self.preempted_node_count = preempted_node_count
-        self.preparing_node_count = preparing_node_count
-        self.running_node_count = running_node_count
-        self.unusable_node_count = unusable_node_count
-
-    def serialize(self):
-        return {key: getattr(self, attribute) for attribute, key in self._KEYS}
-
-    @staticmethod
-    def deserialize(object_dict):
-        if not object_dict:
-            return None
-        return AmlComputeNodeStateCounts(**{attribute: object_dict.get(key)
-                                            for attribute, key in AmlComputeNodeStateCounts._KEYS})
-
-
-class AmlComputeStatus:
-    """A target's current state, as `AmlCompute.get_status()` returns it in azureml-core.
-
-    `serialize()` gives the dict of azureml-core's AmlComputeStatus.serialize (the same keys).
-    """
-
-    def __init__(self, allocation_state, allocation_state_transition_time, creation_time,
-                 current_node_count, errors, modified_time, node_state_counts, provisioning_state,
-                 provisioning_state_transition_time, scale_settings, target_node_count, vm_priority,
-                 vm_size):
-        self.allocation_state = allocation_state
-        self.allocation_state_transition_time = allocation_state_transition_time
-        self.creation_time = creation_time
-        self.current_node_count = current_node_count
-        self.errors = errors
-        self.modified_time = modified_time
-        self.node_state_counts = node_state_counts
-        self.provisioning_state = provisioning_state
-        self.provisioning_state_transition_time = provisioning_state_transition_time
-        self.scale_settings = scale_settings
-        self.target_node_count = target_node_count
-        self.vm_priority = vm_priority
-        self.vm_size = vm_size
-
-    def serialize(self):
-        return {
-            "currentNodeCount": self.current_node_count,
-            "targetNodeCount": self.target_node_count,
-            "nodeStateCounts": (self.node_state_counts.serialize() if self.node_state_counts
-                                else None),
-            "allocationState": self.allocation_state,
-            "allocationStateTransitionTime": _iso(self.allocation_state_transition_time),
-            "errors": self.errors,
-            "creationTime": _iso(self.creation_time),
-            "modifiedTime": _iso(self.modified_time),
-            "provisioningState": self.provisioning_state,
-            "provisioningStateTransitionTime": _iso(self.provisioning_state_transition_time),
-            "scaleSettings": self.scale_settings.serialize() if self.scale_settings else None,
-            "vmPriority": self.vm_priority,
-            "vmSize": self.vm_size,
-        }
-
-    @staticmethod
-    def deserialize(object_dict):
-        """From ComputeTargets.status()'s dict (the serialized shape)."""
-        return AmlComputeStatus(
-            allocation_state=object_dict["allocationState"],
-            allocation_state_transition_time=_parse_time(
-                object_dict["allocationStateTransitionTime"]),
-            creation_time=_parse_time(object_dict["creationTime"]),
-            current_node_count=object_dict["currentNodeCount"],
-            errors=object_dict["errors"],
-            modified_time=_parse_time(object_dict["modifiedTime"]),
-            node_state_counts=AmlComputeNodeStateCounts.deserialize(object_dict["nodeStateCounts"]),
-            provisioning_state=object_dict["provisioningState"],
-            provisioning_state_transition_time=_parse_time(
-                object_dict["provisioningStateTransitionTime"]),
-            scale_settings=ScaleSettings.deserialize(object_dict["scaleSettings"]),
-            target_node_count=object_dict["targetNodeCount"],
-            vm_priority=object_dict["vmPriority"],
-            vm_size=object_dict["vmSize"])
+    return get_backend("local", home=workspace._home).compute_targets()
 
 
 class ComputeTarget:
@@ -268,7 +139,7 @@ class ComputeTarget:
 
 def _lookup(workspace, name):
     """The target's TargetSpec, or ComputeTargetException."""
-    from amlocal.backends.local.compute import LOCAL_TARGET, ComputeTargetError
+    from amlocal.backends.registries import LOCAL_TARGET, ComputeTargetError
 
     if name == LOCAL_TARGET:
         raise ComputeTargetException(
@@ -351,21 +222,20 @@ class AmlCompute(ComputeTarget):
 
     @staticmethod
     def _create(workspace, name, config):
-        from amlocal.backends.local.compute import TargetSpec
-
         targets = _backend(workspace)
-        spec = TargetSpec(
-            name=name, vm_size=config.vm_size or DEFAULT_VM_SIZE,
-            max_nodes=config.scale_settings.maximum_node_count,
+        settings = dict(
             min_nodes=config.scale_settings.minimum_node_count,
             idle_seconds_before_scaledown=config.scale_settings.idle_seconds_before_scaledown,
             vm_priority=(config.vm_priority or "dedicated").lower(),
             allow_overcommit=bool(config.allow_overcommit) or _setting("AMLOCAL_ALLOW_OVERCOMMIT"),
             emulate_gpus=bool(config.emulate_gpus) or _setting("AMLOCAL_EMULATE_GPUS"))
+        vm_size = config.vm_size or DEFAULT_VM_SIZE
+        max_nodes = config.scale_settings.maximum_node_count
         try:
-            targets.create(spec)
+            targets.create_target(name, vm_size, max_nodes, **settings)
         except UserInputError as error:
-            raise ComputeTargetException(_creation_error(error, spec, targets.host)) from None
+            raise ComputeTargetException(
+                _creation_error(error, targets, name, vm_size, max_nodes, settings)) from None
         except AmlocalError as error:
             raise ComputeTargetException(str(error)) from None
         target = AmlCompute(workspace, name)
@@ -376,7 +246,7 @@ class AmlCompute(ComputeTarget):
 
     def refresh_state(self):
         """Read the target's settings and status again (ComputeTargetException if it is gone)."""
-        from amlocal.backends.local.compute import ComputeTargetError
+        from amlocal.backends.registries import ComputeTargetError
 
         targets = _backend(self.workspace)
         try:
@@ -393,7 +263,7 @@ class AmlCompute(ComputeTarget):
 
     def list_nodes(self):
         """The target's nodes, as azureml-core lists them (no addresses or ports locally)."""
-        from amlocal.backends.local.compute import ComputeTargetError
+        from amlocal.backends.registries import ComputeTargetError
 
         try:
             nodes = _backend(self.workspace).describe(self.name)["nodes"]
@@ -485,10 +355,9 @@ class AmlCompute(ComputeTarget):
     @staticmethod
     def supported_vmsizes(workspace, location=None):
         """The VM sizes amlocal knows, in azureml-core's shape (name, vCPUs, gpus, memoryGB)."""
-        from amlocal.backends.local.compute import VM_SIZES
-
-        return [{"name": name, "vCPUs": size.cores, "gpus": size.gpus,
-                 "memoryGB": size.memory_gib} for name, size in VM_SIZES.items()]
+        sizes = _backend(workspace).vm_sizes()
+        return [{"name": name, "vCPUs": size["cores"], "gpus": size["gpus"],
+                 "memoryGB": size["memory_gib"]} for name, size in sizes.items()]
 
 
 class AmlComputeProvisioningConfiguration:
@@ -569,22 +438,16 @@ class AmlComputeProvisioningConfiguration:
                                          "identity type is not user assigned.")
 
 
-def _creation_error(error, spec, host):
+def _creation_error(error, targets, name, vm_size, max_nodes, settings):
     """The backend's refusal in the SDK's terms: a too-small host names the keyword arguments."""
-    from dataclasses import replace
-
-    for flags in ({"allow_overcommit": True}, {"emulate_gpus": True},
-                  {"allow_overcommit": True, "emulate_gpus": True}):
-        try:
-            replace(spec, **flags).validated(host)
-        except UserInputError:
-            continue
-        size = spec.size
-        needed = " and ".join(f"{flag}=True" for flag in flags)
-        return (f"{spec.max_nodes} node(s) of {spec.vm_size.upper()} ({size.cores} cores, "
-                f"{size.memory_gib:g} GiB, {size.gpus} GPU(s) each) do not fit this host "
-                f"({host.describe()}): use a smaller vm_size or max_nodes, or pass {needed} to "
-                "AmlCompute.provisioning_configuration (amlocal extensions: allow_overcommit lets "
-                "the nodes share the host's cores and memory, emulate_gpus runs GPU sizes on the "
-                "CPU)")
-    return str(error)
+    flags = targets.fitting_flags(vm_size, max_nodes, name=name, **settings)
+    if not flags:  # it fits (the refusal was of something else), or nothing makes it fit
+        return str(error)
+    size = targets.vm_sizes()[vm_size.upper()]
+    needed = " and ".join(f"{flag}=True" for flag in flags)
+    return (f"{max_nodes} node(s) of {vm_size.upper()} ({size['cores']} cores, "
+            f"{size['memory_gib']:g} GiB, {size['gpus']} GPU(s) each) do not fit this host "
+            f"({targets.host_summary()['text']}): use a smaller vm_size or max_nodes, or pass "
+            f"{needed} to AmlCompute.provisioning_configuration (amlocal extensions: "
+            "allow_overcommit lets the nodes share the host's cores and memory, emulate_gpus "
+            "runs GPU sizes on the CPU)")

@@ -36,125 +36,34 @@ Differences, on purpose:
 import datetime
 import os
 
+from amlocal import model_lookup
 from amlocal.errors import AmlocalError, UserInputError
-
-_UNSUPPORTED = ("datasets", "sample_input_dataset", "sample_output_dataset",
-                "resource_configuration")
-
-
-class WebserviceException(AmlocalError):
-    """azureml.exceptions.WebserviceException: the model registry refused a request."""
-
-    exit_code = 2
-
-    def __init__(self, exception_message, status_code=None, logger=None, **kwargs):
-        super().__init__(exception_message)
-        self.status_code = status_code
-
-    @property
-    def message(self):
-        return str(self)
+from amlocal.model_errors import (_UNSUPPORTED, ModelNotFoundException,  # noqa: F401 (SDK names)
+                                  ModelPathNotFoundException, UserErrorException,
+                                  WebserviceException, _check_metadata, _check_name, _models,
+                                  _not_found_message, _translate)
 
 
-class ModelNotFoundException(WebserviceException):
-    """azureml.exceptions.ModelNotFoundException: no such model (or version)."""
-
-    exit_code = 4
-
-
-class ModelPathNotFoundException(AmlocalError):
-    """azureml.exceptions.ModelPathNotFoundException: the run has no file at model_path."""
-
-    exit_code = 2
-
-    def __init__(self, exception_message, logger=None, **kwargs):
-        super().__init__(exception_message)
-
-    @property
-    def message(self):
-        return str(self)
-
-
-class UserErrorException(UserInputError):
-    """azureml.exceptions.UserErrorException: an argument is of the wrong kind."""
-
-    def __init__(self, exception_message, **kwargs):
-        super().__init__(exception_message)
-
-    @property
-    def message(self):
-        return str(self)
-
-
-def _models():
-    from amlocal.backends.history import models
-
-    return models
-
-
-def _registry(workspace_or_store):
-    """The ModelRegistry of a Workspace, a RunStore or a ModelRegistry."""
-    from amlocal.backends.history.store import RunStore
-
-    models = _models()
-    if isinstance(workspace_or_store, models.ModelRegistry):
-        return workspace_or_store
-    if isinstance(workspace_or_store, RunStore):
-        return models.ModelRegistry(workspace_or_store)
-    home = getattr(workspace_or_store, "_home", None)
-    if home is None:
+def _registry(workspace_or_registry):
+    """The model registry of a Workspace (its backend's), or the registry given."""
+    if isinstance(workspace_or_registry, _models().ModelRegistry):
+        return workspace_or_registry
+    if getattr(workspace_or_registry, "_home", None) is None:
         raise WebserviceException(
             f"amlocal's models need amlocal's Workspace (Workspace.from_config()), got "
-            f"{type(workspace_or_store).__name__}")
-    return models.ModelRegistry(RunStore(home))
+            f"{type(workspace_or_registry).__name__}")
+    return workspace_or_registry._backend().models()
 
 
-def _workspace_of(workspace_or_store, registry):
-    """The Workspace a Model reports: the one given, or the local one of the registry's store."""
-    if getattr(workspace_or_store, "_home", None) is not None:
-        return workspace_or_store
+def _workspace_of(workspace_or_registry, registry):
+    """The Workspace a Model reports: the one given, or the local one of the registry's home."""
+    if getattr(workspace_or_registry, "_home", None) is not None:
+        return workspace_or_registry
     from amlocal.workspace import Workspace
 
     workspace = Workspace()
-    workspace._home = registry.store.home
+    workspace._home = registry.home
     return workspace
-
-
-def _not_found_message(**kwargs):
-    """azureml-core's populate_model_not_found_details."""
-    return ("ModelNotFound: Model with "
-            + ", ".join(f"{key} {value}" for key, value in kwargs.items() if value)
-            + " not found in provided workspace")
-
-
-def _check_name(name):
-    if not _models().is_valid_model_name(name):
-        raise WebserviceException(_models().MODEL_NAME_RULE)
-
-
-def _check_metadata(tags, properties, model_framework, model_framework_version, extras):
-    """azureml-core's checks of what goes with a model, before anything is copied."""
-    if model_framework is None and model_framework_version is not None:
-        raise WebserviceException(_models().FRAMEWORK_VERSION_WITHOUT_FRAMEWORK)
-    for value, what in ((tags, "Tags"), (properties, "Properties")):
-        if value and not isinstance(value, dict):
-            raise WebserviceException(f"{what} must be a dict")
-    for key in _UNSUPPORTED:
-        if extras.get(key):
-            raise WebserviceException(f"{key} is not supported by amlocal: it has no datasets or "
-                                      "model profiling; register the model without it")
-
-
-def _translate(error):
-    """A backend error as the azureml-core exception a user would catch."""
-    models = _models()
-    if isinstance(error, models.ModelNotFoundError):
-        return ModelNotFoundException(f"ModelNotFound: {error}")
-    if isinstance(error, models.ModelPathNotFoundError):
-        return ModelPathNotFoundException(str(error))
-    if isinstance(error, UserInputError):
-        return WebserviceException(str(error))
-    return error
 
 
 class Model:
@@ -375,60 +284,17 @@ class Model:
         """
         if version is not None and not isinstance(version, int):
             raise WebserviceException("version should be an int")
-        registry = _registry(_workspace) if _workspace is not None else _run_registry()
+        registry = _registry(_workspace) if _workspace is not None else model_lookup.run_registry()
         if version is not None:
             try:
-                return Model._get_model_path_local(model_name, version)
+                return model_lookup.local_path(model_name, version)
             except ModelNotFoundException as error:
                 if registry is None:
                     raise WebserviceException(error.message) from None
-                return Model._get_model_path_registry(model_name, version, registry)
+                return model_lookup.registry_path(model_name, version, registry)
         if registry is not None:
-            return Model._get_model_path_registry(model_name, version, registry)
-        return Model._get_model_path_local(model_name, version)
-
-    @staticmethod
-    def _get_model_path_registry(model_name, version, registry):
-        models = _models()
-        try:
-            return str(registry.verified_path(model_name, version))
-        except (models.ModelNotFoundError, UserInputError):
-            found = sorted(f"{record['name']}/{record['version']}"
-                           for record in registry.list() if "corrupted" not in record)
-            raise ModelNotFoundException(f"Model/Version {model_name}/{version} not found in "
-                                         f"workspace. {found}") from None
-
-    @staticmethod
-    def _get_model_path_local(model_name, version=None):
-        if version is not None and not isinstance(version, int):
-            raise WebserviceException("version should be an int")
-        if model_name is None:
-            raise WebserviceException("model_name is None")
-        models_dir = _cache_dir()
-        candidate = os.path.join(models_dir, model_name)
-        if not os.path.exists(candidate):
-            return Model._get_model_path_local_from_root(model_name)
-        if version is None:
-            versions = [int(entry) for entry in os.listdir(candidate) if entry.isdigit()]
-            if not versions:
-                raise WebserviceException("versions is empty")
-            version = max(versions)
-        candidate = os.path.join(candidate, str(version))
-        if not os.path.exists(candidate):
-            return Model._get_model_path_local_from_root(model_name)
-        entries = os.listdir(candidate)
-        if len(entries) != 1:
-            raise WebserviceException(f"Dir {candidate} can contain only 1 file or folder. "
-                                      f"Found {entries}")
-        return os.path.join(candidate, entries[0])
-
-    @staticmethod
-    def _get_model_path_local_from_root(model_name):
-        if os.path.exists(model_name):
-            return model_name
-        raise ModelNotFoundException(
-            f"Model {model_name} not found in cache at {_cache_dir()} or in current working "
-            f"directory {os.getcwd()}. For more info, set logging level to DEBUG.")
+            return model_lookup.registry_path(model_name, version, registry)
+        return model_lookup.local_path(model_name, version)
 
     # -- files ----------------------------------------------------------------------------------
 
@@ -556,12 +422,14 @@ class Model:
         return Model(workspace, _record=record)
 
 
-def register_model_from_run(workspace_or_store, run_id, model_name, model_path=None, tags=None,
+def register_model_from_run(workspace_or_registry, run, model_name, model_path=None, tags=None,
                             properties=None, model_framework=None, model_framework_version=None,
                             description=None, **kwargs):
     """Register a run's file or folder as a model; what `run.register_model(...)` does.
 
-    workspace_or_store: amlocal's Workspace, or a RunStore (or ModelRegistry). model_path is a
+    workspace_or_registry: amlocal's Workspace (or a model registry, Backend.models()). `run`: a
+    run id of that registry's history, or a run's handle (RunHandle), which registers the model
+    where its backend keeps models (a run on Azure ML: in its workspace). model_path is a
     name among the run's files (run.get_file_names()) or a folder of them, e.g.
     'outputs/model.npz' or 'outputs'; None means model_name, as in azureml-core. A path that is
     not there raises ModelPathNotFoundException with azureml-core's message ("Could not locate
@@ -575,42 +443,22 @@ def register_model_from_run(workspace_or_store, run_id, model_name, model_path=N
                         f"{sorted(unknown)[0]!r}")
     _check_name(model_name)
     _check_metadata(tags, properties, model_framework, model_framework_version, kwargs)
-    registry = _registry(workspace_or_store)
+    from amlocal.backends.base import RunHandle
+
+    metadata = dict(tags=tags or None, properties=properties or None, description=description,
+                    framework=model_framework, framework_version=model_framework_version)
+    registry = _registry(workspace_or_registry)
     try:
-        record = registry.register_from_run(
-            run_id, model_name, model_path, tags=tags or None, properties=properties or None,
-            description=description, framework=model_framework,
-            framework_version=model_framework_version)
+        if isinstance(run, RunHandle):
+            record = run.register_model(model_name, model_path, **metadata)
+        else:
+            record = registry.register_from_run(run, model_name, model_path, **metadata)
     except AmlocalError as error:
         raise _translate(error) from None
-    return _model(workspace_or_store, record, registry)
+    return _model(workspace_or_registry, record, registry)
 
 
-def _model(workspace_or_store, record, registry):
-    model = Model(_workspace_of(workspace_or_store, registry), _record=record)
+def _model(workspace_or_registry, record, registry):
+    model = Model(_workspace_of(workspace_or_registry, registry), _record=record)
     model._registry = registry
     return model
-
-
-def _cache_dir():
-    """azureml-core's MODELS_DIR: $AML_APP_ROOT/azureml-models (read when asked, not at import)."""
-    return os.path.join(os.environ.get("AML_APP_ROOT", ""), "azureml-models")
-
-
-def _run_registry():
-    """The registry of the run history this process runs in as a local run, else None."""
-    run_id = os.environ.get("AZUREML_RUN_ID")
-    if not run_id:
-        return None
-    from amlocal.backends.history.store import RunStore, default_home
-    from amlocal.errors import RunNotFoundError
-
-    home = default_home()
-    if not (home / "amlocal.db").is_file():
-        return None  # a run history this process cannot see (a container, another machine)
-    store = RunStore(home)
-    try:
-        store.get_status(run_id)
-    except RunNotFoundError:
-        return None
-    return _models().ModelRegistry(store)

@@ -35,8 +35,8 @@ def _runtime_module():
         import amlocal_run  # on the path inside a run
         return amlocal_run
     except ImportError:
-        from amlocal.backends.local.lifecycle import RUNTIME_DIR
-        spec = importlib.util.spec_from_file_location("amlocal_run", RUNTIME_DIR / "amlocal_run.py")
+        from amlocal.backends import run_side_api_path
+        spec = importlib.util.spec_from_file_location("amlocal_run", run_side_api_path())
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         return module
@@ -294,20 +294,17 @@ class Run:
                        model_framework=None, model_framework_version=None, description=None,
                        datasets=None, sample_input_dataset=None, sample_output_dataset=None,
                        resource_configuration=None, **kwargs):
-        """Register a file (or folder) of this run's as a model; returns the Model (for a run on
-        Azure ML, the model is registered in its workspace: {name, version, id})."""
+        """Register a file (or folder) of this run's as a model, where the run's backend keeps
+        models (a run on Azure ML: in its Azure ML workspace); returns the Model."""
         from amlocal.model import register_model_from_run
 
-        if hasattr(self._handle, "register_model"):  # the backend keeps models of its own
-            return self._handle.register_model(
-                model_name, model_path=model_path, tags=tags, properties=properties,
-                model_framework=model_framework, model_framework_version=model_framework_version,
-                description=description, **kwargs)
-
         return register_model_from_run(
-            self.experiment.workspace, self.id, model_name, model_path=model_path, tags=tags,
+            self.experiment.workspace, self._handle, model_name, model_path=model_path, tags=tags,
             properties=properties, model_framework=model_framework,
-            model_framework_version=model_framework_version, description=description, **kwargs)
+            model_framework_version=model_framework_version, description=description,
+            datasets=datasets, sample_input_dataset=sample_input_dataset,
+            sample_output_dataset=sample_output_dataset,
+            resource_configuration=resource_configuration, **kwargs)
 
 
 def _matches_tags(run_tags, wanted):

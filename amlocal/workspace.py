@@ -51,7 +51,7 @@ class Workspace:
         if workspace_name != LOCAL_WORKSPACE:
             raise WorkspaceException(f"no workspace named {workspace_name!r}: amlocal has one "
                                      f"workspace, {LOCAL_WORKSPACE!r}")
-        from amlocal.backends.history.store import default_home
+        from amlocal.backends import default_home
 
         self.name = LOCAL_WORKSPACE
         self.subscription_id = None
@@ -87,7 +87,7 @@ class Workspace:
         first run is submitted.
         """
         from amlocal.backends.azure.errors import require_sdk
-        from amlocal.backends.history.store import default_home
+        from amlocal.backends import default_home
 
         try:
             require_sdk()

@@ -28,6 +28,20 @@ def get_backend(name="local", **options):
     return getattr(importlib.import_module(module_name), class_name)(**options)
 
 
+def run_side_api_path():
+    """The file of the run-side API (`amlocal_run`, what Run.get_context() is inside a run)."""
+    from amlocal.backends.local.lifecycle import RUNTIME_DIR
+
+    return RUNTIME_DIR / "amlocal_run.py"
+
+
+def default_home():
+    """The run history's folder when none is named: $AMLOCAL_HOME, else ~/.amlocal."""
+    from amlocal.backends.history.store import default_home as history_home
+
+    return history_home()
+
+
 def open_run(run_id, home=None):
     """The handle of a run in the local history, from the backend that ran it (an Azure run's
     handle asks Azure; a local run's reads the history)."""

@@ -1,4 +1,4 @@
-"""The one Run interface that every backend implements, and the run spec it takes.
+"""The one Run interface that every backend implements (the run spec it takes is in spec.py).
 
 A backend `submit`s a `RunSpec` and returns a `RunHandle`; everything else (the CLI, the SDK-shaped
 classes, tests) talks to the handle. Backends never print: they report progress as the typed events
@@ -6,226 +6,19 @@ below, through the `on_event` callback given to `submit`/`wait`, and the caller 
 """
 
 import abc
+import collections
+import json
 import os
-import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 
-from amlocal.errors import RunRecordCorruptedError, UserInputError
-from amlocal.validation import (bounded_int, check_experiment_name, check_key_values, check_text,
-                                shown, usable_path)
+# The run spec lives in spec.py; its names are part of the interface, so they import from here too.
+from amlocal.backends.spec import (  # noqa: F401
+    DATAREFERENCE_PREFIX, DEFAULT_EXPERIMENT, DEFAULT_RECIPE, EXECUTORS, SPEC_VERSION,
+    EnvironmentSpec, RecordedSpec, RunSpec, referenced_inputs, substitute_data_references)
+from amlocal.errors import UserInputError
 
 STAGES = ("Preparing", "Scaling", "Running", "PostProcessing")
-
-DEFAULT_EXPERIMENT = "Default"
-DEFAULT_RECIPE = "chainer"
-EXECUTORS = ("docker", "process")
-
-# An input name becomes the environment variable AZUREML_DATAREFERENCE_<name> (so it may start
-# with a digit: azureml-core names data references by uuid4().hex).
-_INPUT_NAME = re.compile(r"^[A-Za-z0-9_]{1,128}$")
-DATAREFERENCE_PREFIX = "AZUREML_DATAREFERENCE_"
-_DATAREFERENCE_TOKEN = re.compile(r"\$(?:\{" + DATAREFERENCE_PREFIX + r"([A-Za-z0-9_]+)\}|"
-                                  + DATAREFERENCE_PREFIX + r"([A-Za-z0-9_]+))")
-
-
-@dataclass(frozen=True)
-class EnvironmentSpec:
-    """What the run's image is built from: a recipe folder in docker/ plus pip packages.
-
-    `base_image` overrides the recipe's BASE_IMAGE build argument; None lets the backend choose
-    (the public default, or a locally imported base where no registry is reachable). A
-    `dockerfile` (its text) replaces the recipe's Dockerfile (Environment.from_dockerfile).
-    """
-
-    recipe: str = DEFAULT_RECIPE
-    pip_packages: tuple = ()
-    base_image: str | None = None
-    dockerfile: str | None = None  # a Dockerfile's text, used instead of the recipe's
-    build_notes: tuple = ()  # lines the build log opens with (how this environment was chosen)
-
-
-# The shape RunSpec.to_json writes; a record without `spec_version` is of version 1.
-SPEC_VERSION = 1
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """Everything a backend needs to run a training script, independent of where it runs."""
-
-    source_dir: Path
-    script: str
-    arguments: tuple = ()
-    experiment: str = DEFAULT_EXPERIMENT
-    inputs: dict = field(default_factory=dict)  # name -> host path, mounted read-only
-    environment: EnvironmentSpec = EnvironmentSpec()
-    executor: str | None = None  # None: the backend picks (docker when an engine answers)
-    compute: str = "local"
-    node_count: int = 1
-    max_run_duration_seconds: int | None = None  # from the start of Running; None: no limit
-    tags: dict = field(default_factory=dict)
-    environment_variables: dict = field(default_factory=dict)  # set for the script
-    use_gpu: bool = False  # the script wants its node's GPUs
-    # docker executor: root with Docker's default capabilities and a writable root filesystem,
-    # instead of an unprivileged user; needs amlocal itself to run as root.
-    run_as_root: bool = False
-
-    def validated(self):
-        """Return this spec with absolute paths, or raise UserInputError naming what is wrong.
-
-        Checks everything that can be checked without running anything, so that a bad request
-        never leaves a half-created run behind.
-        """
-        source_dir = usable_path(self.source_dir, "source folder").expanduser()
-        if not source_dir.is_dir():
-            raise UserInputError(f"source folder not found: {self.source_dir}")
-        source_dir = source_dir.resolve()
-        script_path = usable_path(source_dir / self.script, "script").resolve()
-        if not script_path.is_relative_to(source_dir):
-            raise UserInputError(f"script {self.script} is outside the source folder {source_dir}")
-        if not script_path.is_file():
-            raise UserInputError(f"script {self.script} not found in {source_dir}")
-        check_experiment_name(self.experiment)
-        bounded_int("node_count", self.node_count, 1)
-        if self.max_run_duration_seconds is not None:
-            bounded_int("max_run_duration_seconds", self.max_run_duration_seconds, 1)
-        tags = check_key_values(self.tags, "tag")
-        check_text(self.compute, f"compute target name {shown(self.compute)}")
-        for name in self.environment_variables:
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(name)):
-                raise UserInputError(f"invalid environment variable name {name!r}")
-        if self.run_as_root and self.executor != "process" and os.getuid() != 0:
-            # (The process executor runs the script as the submitter anyway.)
-            raise UserInputError("--run-as-root needs amlocal itself to run as root (sudo): the "
-                                 "files a root script writes could not be given back to you")
-        # A process's arguments and environment are C strings: a NUL cannot be passed on.
-        for what, text in [*((f"environment variable {name}", value)
-                             for name, value in self.environment_variables.items()),
-                           *(("argument", argument) for argument in self.arguments)]:
-            if "\x00" in str(text):
-                raise UserInputError(f"{what} {shown(str(text))} holds a NUL character")
-        if self.executor is not None and self.executor not in EXECUTORS:
-            raise UserInputError(f"unknown executor {self.executor!r}: use one of {', '.join(EXECUTORS)}")
-        inputs = {}
-        for name, path in self.inputs.items():
-            if not _INPUT_NAME.match(name):
-                raise UserInputError(
-                    f"invalid input name {name!r}: 1-128 letters, digits or '_'")
-            host_path = usable_path(path, f"input {name}").expanduser()
-            if not host_path.exists():
-                raise UserInputError(f"input {name}: path does not exist: {path}")
-            inputs[name] = host_path.resolve()
-        for argument in self.arguments:
-            for referenced in referenced_inputs(str(argument)):
-                if referenced not in inputs:
-                    raise UserInputError(
-                        f"argument {argument!r} refers to input {referenced!r}, which is not given "
-                        f"(add --input {referenced}=PATH)")
-        return RunSpec(
-            source_dir=source_dir,
-            script=script_path.relative_to(source_dir).as_posix(),
-            arguments=tuple(str(argument) for argument in self.arguments),
-            experiment=self.experiment,
-            inputs=inputs,
-            environment=EnvironmentSpec(
-                recipe=self.environment.recipe,
-                pip_packages=tuple(self.environment.pip_packages),
-                base_image=self.environment.base_image,
-                dockerfile=self.environment.dockerfile,
-                build_notes=tuple(str(note) for note in self.environment.build_notes),
-            ),
-            executor=self.executor,
-            compute=self.compute,
-            node_count=self.node_count,
-            max_run_duration_seconds=self.max_run_duration_seconds,
-            tags=tags,
-            environment_variables={str(name): str(value)
-                                   for name, value in self.environment_variables.items()},
-            use_gpu=bool(self.use_gpu),
-            run_as_root=bool(self.run_as_root),
-        )
-
-
-    def to_json(self):
-        """This spec as a JSON-ready dict (what a run's record keeps), with its `spec_version`;
-        RunSpec.from_json reads it back."""
-        data = asdict(self)
-        data.update(spec_version=SPEC_VERSION, source_dir=str(self.source_dir),
-                    inputs={name: str(path) for name, path in self.inputs.items()},
-                    arguments=list(self.arguments))
-        data["environment"]["pip_packages"] = list(self.environment.pip_packages)
-        return data
-
-    @classmethod
-    def from_json(cls, data):
-        """The spec that to_json wrote. Keys that are not fields (a record's `sweep` or `azure`
-        notes) are ignored; a field newer than the record gets its default."""
-        version = data.get("spec_version", 1)
-        if not isinstance(version, int) or version > SPEC_VERSION:
-            raise RunRecordCorruptedError(f"a run spec of version {version!r}, newer than this "
-                                          f"amlocal's {SPEC_VERSION}: upgrade amlocal to read it")
-        values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
-        environment = data.get("environment") or {}
-        values.update(
-            source_dir=Path(data["source_dir"]),
-            arguments=tuple(data.get("arguments", ())),
-            inputs={name: Path(path) for name, path in (data.get("inputs") or {}).items()},
-            environment=EnvironmentSpec(**{
-                **{f.name: environment[f.name] for f in fields(EnvironmentSpec) if f.name in environment},
-                "pip_packages": tuple(environment.get("pip_packages", ())),
-                "build_notes": tuple(environment.get("build_notes", ()))}))
-        return cls(**values)
-
-
-@dataclass(frozen=True)
-class RecordedSpec:
-    """What a run's record keeps as its `spec`: the RunSpec (its fields at the top level, as
-    RunSpec.to_json writes them) and the notes a backend keeps beside them, which are not fields.
-
-    sweep: a sweep parent's configuration (sampling, policy, primary metric, limits: what
-        HyperDriveConfig._sweep() gives), None for any other run;
-    azure: the Azure backend's facts about the run (workspace, portal_url, environment, uploads);
-    child_of: the parent of a child run its parent's script started (Run.child_run).
-    """
-
-    spec: RunSpec
-    sweep: dict | None = None
-    azure: dict | None = None
-    child_of: str | None = None
-
-    def to_json(self):
-        notes = {"sweep": self.sweep, "azure": self.azure, "child_of": self.child_of}
-        return {**self.spec.to_json(),
-                **{name: note for name, note in notes.items() if note is not None}}
-
-    @classmethod
-    def from_json(cls, data):
-        """The recorded spec that to_json (or an older amlocal) wrote; RunRecordCorruptedError
-        when it cannot be one (a required field missing, a value of the wrong shape)."""
-        try:
-            spec = RunSpec.from_json(data)
-        except (AttributeError, KeyError, TypeError, ValueError) as error:
-            raise RunRecordCorruptedError(
-                f"a run's recorded spec is damaged ({type(error).__name__}: {error})") from None
-        return cls(spec, sweep=data.get("sweep"), azure=data.get("azure"),
-                   child_of=data.get("child_of"))
-
-
-def referenced_inputs(argument):
-    """Names of the inputs that `$AZUREML_DATAREFERENCE_<name>` tokens in an argument refer to."""
-    return [braced or bare for braced, bare in _DATAREFERENCE_TOKEN.findall(argument)]
-
-
-def substitute_data_references(arguments, in_run_paths):
-    """Replace `$AZUREML_DATAREFERENCE_<name>` (or `${...}`) in script arguments by in-run paths.
-
-    This is Azure ML v1's convention for `DataReference.as_mount()` values in script arguments.
-    """
-
-    def replace(match):
-        return str(in_run_paths[match.group(1) or match.group(2)])
-
-    return [_DATAREFERENCE_TOKEN.sub(replace, argument) for argument in arguments]
 
 
 # Events a backend reports while a run advances. The CLI renders them; tests collect them.
@@ -277,18 +70,77 @@ def ignore_event(event):
     """The default event sink."""
 
 
+# A sweep's parent keeps each child's hyperparameters as a tag named this prefix + the child's id.
+HYPERPARAMETER_TAG_PREFIX = "_aml_system_"
+# How many of the driver log's last lines get_log_tail gives by default.
+LOG_TAIL_LINES = 500
+
+
+def numeric_values(metric_records, metric_name):
+    """The numeric values among metric records (get_metric_records()) of one name, in order."""
+    return [record["value"] for record in metric_records
+            if record["name"] == metric_name and isinstance(record["value"], (int, float))
+            and not isinstance(record["value"], bool)]
+
+
+def tail_lines(path, count=LOG_TAIL_LINES, max_bytes=8 << 20):
+    """(the last `count` lines of a text file, whether earlier text was left out); (None, False)
+    if there is no such file. Reads backwards from the end, at most `max_bytes`."""
+    try:
+        with open(path, "rb") as handle:
+            position = handle.seek(0, os.SEEK_END)
+            data = b""
+            while position > 0 and data.count(b"\n") <= count and len(data) < max_bytes:
+                step = min(1 << 16, position)
+                position -= step
+                handle.seek(position)
+                data = handle.read(step) + data
+    except FileNotFoundError:
+        return None, False
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    if position > 0 and len(lines) > 1:
+        lines = lines[1:]  # reading started inside a line
+    return lines[-count:], position > 0 or len(lines) > count
+
+
+class NotAvailableError(UserInputError):
+    """What a backend cannot do (a dry run of a local run, a model registry on Azure, ...)."""
+
+
+def not_available(what, backend_name):
+    return NotAvailableError(f"{what} is not available on the {backend_name} backend")
+
+
 class RunHandle(abc.ABC):
-    """A submitted run, as every backend exposes it."""
+    """A submitted run, as every backend exposes it.
+
+    Callers above backends/ (the CLI, the SDK classes, the report) use nothing else of a run:
+    tests/test_run_interface.py checks that every method they call is declared here.
+    """
 
     id: str
+    backend_name = "unknown"  # the name of the backend that ran it, for error messages
 
     @abc.abstractmethod
     def get_status(self):
         """The run's current status, one of backends.status.ALL_STATUSES."""
 
     @abc.abstractmethod
-    def get_details(self):
-        """The run record as a JSON-ready dict: id, experiment, status, exit_code, error, stages, ..."""
+    def get_details(self, refresh=True):
+        """The run record as a JSON-ready dict: id, experiment, status, exit_code, error,
+        stages, tags, properties, ...
+
+        refresh=False: as the run history last recorded it, without asking a remote service
+        (for a backend whose runs run elsewhere; the others always read their own record).
+        """
+
+    @abc.abstractmethod
+    def get_detailed_status(self):
+        """{'status': the status, 'details': why the run waits, as Azure ML words it, or ''}."""
+
+    @abc.abstractmethod
+    def get_status_history(self):
+        """[(status, unix time)] of every status the run has had, oldest first."""
 
     @abc.abstractmethod
     def wait(self, on_event=ignore_event, timeout=None):
@@ -298,20 +150,62 @@ class RunHandle(abc.ABC):
         """
 
     @abc.abstractmethod
+    def follow(self, deadline=None):
+        """Yield the run's events (StageStarted, StageFinished, StatusChanged, LogLine) as it
+        advances, until it ends; the last one is the StatusChanged to its terminal status.
+
+        Raises TimeoutError once time.monotonic() passes `deadline`.
+        """
+
+    @abc.abstractmethod
     def stream_logs(self, follow=False):
         """Yield the driver log's lines; with follow=True keep yielding until the run ends."""
 
+    def get_log_tail(self, count=LOG_TAIL_LINES):
+        """{'name': the driver log's run file name, 'lines': its last `count` lines,
+        'truncated': whether earlier lines were left out}, or None if the run has no driver log.
+
+        This default reads stream_logs(); a backend that can read the end alone overrides it.
+        """
+        lines = collections.deque(maxlen=count + 1)
+        lines.extend(self.stream_logs())
+        if not lines:
+            return None
+        truncated = len(lines) > count
+        return {"name": "driver log", "lines": list(lines)[-count:], "truncated": truncated}
+
     @abc.abstractmethod
-    def cancel(self):
-        """Ask the run to stop. Returns at once; the run goes CancelRequested, then Canceled."""
+    def cancel(self, force=False, reason=None):
+        """Ask the run to stop. Returns at once; the run goes CancelRequested, then Canceled.
+
+        force=True (a second Ctrl-C) kills a script this process runs at once instead of after
+        its grace period; `reason` becomes the run's error. Canceling an ended run does nothing.
+        """
 
     @abc.abstractmethod
     def get_metrics(self):
         """{metric name: [values in logging order]}."""
 
     @abc.abstractmethod
+    def get_metric_records(self):
+        """[{name, position, type, value, step, description, logged_at, damaged}]: every logged
+        value in logging order, with its metric type; position: its index among the values of its
+        name; logged_at: a unix time or None; damaged: the stored value could not be decoded (it
+        is then its text)."""
+
+    @abc.abstractmethod
     def get_file_names(self):
         """Names (posix paths) of the run's files: outputs/..., logs/..., azureml-logs/..."""
+
+    @abc.abstractmethod
+    def get_file_sizes(self):
+        """{run file name: its size in bytes, or None where the backend cannot tell}."""
+
+    @abc.abstractmethod
+    def open_file(self, name):
+        """Run file `name`, open for reading in binary at its start (a context manager), its bytes
+        checked against what the run left where the backend recorded that; UserInputError if the
+        run has no such file, RunRecordCorruptedError if it is damaged."""
 
     @abc.abstractmethod
     def download_file(self, name, output_file_path=None):
@@ -323,12 +217,34 @@ class RunHandle(abc.ABC):
         prefix, with append_prefix=False); return the paths written."""
 
     @abc.abstractmethod
-    def get_metric_records(self):
-        """[{name, type, value, step, description}]: every logged value with its metric type."""
-
-    @abc.abstractmethod
     def get_children(self):
         """Handles of the run's child runs, oldest first."""
+
+    def get_child_summaries(self):
+        """For a sweep's parent: each child's {run_id, hyperparameters, best_primary_metric,
+        last_primary_metric, intervals, status, error}, oldest first. Read through this interface
+        only, so that every front door (the CLI, the SDK's HyperDriveRun, the report) shows the
+        same; UserInputError for a run that is not a sweep."""
+        parent = self.get_details()
+        if not parent.get("sweep"):
+            raise UserInputError(f"run {self.id} is not a sweep")
+        metric = parent["sweep"]["primary_metric_config"]
+        best = max if metric["goal"] == "maximize" else min
+        summaries = []
+        for child in self.get_children():
+            details = child.get_details()
+            values = numeric_values(child.get_metric_records(), metric["name"])
+            tag = parent["tags"].get(HYPERPARAMETER_TAG_PREFIX + child.id)
+            summaries.append({
+                "run_id": child.id,
+                "hyperparameters": json.loads(tag) if tag else None,
+                "best_primary_metric": best(values) if values else None,
+                "last_primary_metric": values[-1] if values else None,
+                "intervals": len(values),
+                "status": details["status"],
+                "error": details["error"],
+            })
+        return summaries
 
     @abc.abstractmethod
     def set_tags(self, tags, remove=()):
@@ -336,13 +252,26 @@ class RunHandle(abc.ABC):
 
     @abc.abstractmethod
     def add_properties(self, properties):
-        """Add properties (a property keeps its first value); return them."""
+        """Add properties; return them. Properties are immutable: one already set to another
+        value is refused (UserInputError), one set to the same value again changes nothing."""
+
+    def register_model(self, model_name, model_path=None, **metadata):
+        """Register a file or folder of the run's (model_path, a run file name or a folder of
+        them; None: model_name) as a model where this run's backend keeps models; `metadata`:
+        tags, properties, description, framework, framework_version. Returns the model's record,
+        at least {name, version, id}. This default: the backend keeps no models."""
+        raise not_available("registering a run's files as a model", self.backend_name)
 
 
 class Backend(abc.ABC):
     """Where runs execute. Found by name through amlocal.backends.get_backend."""
 
     name: str
+
+    @property
+    @abc.abstractmethod
+    def home(self):
+        """The folder of the run history this backend keeps its records in."""
 
     @abc.abstractmethod
     def submit(self, spec, on_event=ignore_event, detach=False):
@@ -352,6 +281,23 @@ class Backend(abc.ABC):
         with detach=True it is handed to a process of its own and outlives the caller.
         """
 
+    def submit_sweep(self, template, sweep, detach=True):
+        """Start a hyperparameter sweep: a parent run whose children are runs of `template` (a
+        RunSpec) with sampled hyperparameters; `sweep` is HyperDriveConfig._sweep(). Returns the
+        parent's handle. This default: the backend runs no sweeps."""
+        raise not_available("a hyperparameter sweep", self.name)
+
+    def dry_run(self, spec):
+        """What submit(spec) would send, as JSON-ready data, touching nothing. This default: the
+        backend has no dry run (it shows what would go to Azure ML)."""
+        raise NotAvailableError("--dry-run shows what would be submitted to Azure ML: use it "
+                                "with --backend azure")
+
+    def dry_run_sweep(self, template, sweep):
+        """dry_run of a sweep whose children run `template`."""
+        raise NotAvailableError("--dry-run shows what would be submitted to Azure ML: use it "
+                                "with --backend azure")
+
     @abc.abstractmethod
     def get_run(self, run_id):
         """The handle of an existing run; RunNotFoundError if there is none."""
@@ -359,3 +305,12 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def list_runs(self, experiment=None, limit=None):
         """Run records (dicts, newest first)."""
+
+    def models(self):
+        """The backend's ModelRegistry (backends/registries.py). This default: it keeps none."""
+        raise not_available("a model registry", self.name)
+
+    def compute_targets(self):
+        """The backend's ComputeTargetRegistry (backends/registries.py). This default: it has
+        none."""
+        raise not_available("compute targets", self.name)

@@ -2,25 +2,21 @@
 
 import click
 
-from amlocal.backends.local.compute import (DEFAULT_IDLE_SECONDS, LOCAL_TARGET, PRIORITIES,
-                                            VM_SIZES, ComputeTargetError, ComputeTargets,
-                                            TargetSpec, host_resources)
-from amlocal.backends.history.store import RunStore
+from amlocal.backends.registries import (DEFAULT_IDLE_SECONDS, LOCAL_TARGET, PRIORITIES,
+                                         ComputeTargetError)
+from amlocal.cli.backends import backends
 from amlocal.cli.render import echo_json, table
 from amlocal.errors import UserInputError
 from amlocal.validation import MAX_INT
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 NODE_STATES = ("preparing", "running", "idle", "unusable", "leaving", "preempted")
-# Flags of `compute create` that let a target bigger than this host be created anyway.
-_HOST_FLAGS = (((), ()), (("allow_overcommit",), ("--allow-overcommit",)),
-               (("emulate_gpus",), ("--emulate-gpus",)),
-               (("allow_overcommit", "emulate_gpus"), ("--allow-overcommit", "--emulate-gpus")))
 _MOST_NODES_SHOWN = 1024
 
 
 def _targets():
-    return ComputeTargets(RunStore())
+    """The compute targets of the default backend (the factory's: see cli/backends.py)."""
+    return backends().get().compute_targets()
 
 
 def _node_counts(status):
@@ -65,10 +61,10 @@ def create(name, vm_size, max_nodes, min_nodes, idle_seconds_before_scaledown, v
            allow_overcommit, emulate_gpus, as_json):
     """Create compute target NAME; refused when its nodes do not fit this host (unless told)."""
     targets = _targets()
-    spec = targets.create(TargetSpec(
-        name=name, vm_size=vm_size, max_nodes=max_nodes, min_nodes=min_nodes,
+    spec = targets.create_target(
+        name, vm_size, max_nodes, min_nodes=min_nodes,
         idle_seconds_before_scaledown=idle_seconds_before_scaledown, vm_priority=vm_priority,
-        allow_overcommit=allow_overcommit, emulate_gpus=emulate_gpus))
+        allow_overcommit=allow_overcommit, emulate_gpus=emulate_gpus)
     if as_json:
         echo_json(targets.describe(spec.name))
         return
@@ -159,22 +155,18 @@ def delete(name):
     click.echo(f"Deleted compute target {name}")
 
 
-def _fit(vm_size, nodes, host):
+def _fit(targets, vm_size, nodes):
     """The `compute create` flags that `nodes` nodes of vm_size need on this host ([]: none)."""
-    for fields, flags in _HOST_FLAGS:
-        try:
-            TargetSpec(name="size-check", vm_size=vm_size, max_nodes=nodes,
-                       **{field: True for field in fields}).validated(host)
-        except UserInputError:
-            continue
-        return list(flags)
-    raise AssertionError(f"{vm_size}: with both flags any node count fits")
+    flags = targets.fitting_flags(vm_size, nodes)
+    if flags is None:
+        raise AssertionError(f"{vm_size}: with both flags any node count fits")
+    return ["--" + flag.replace("_", "-") for flag in flags]
 
 
-def _most_nodes(vm_size, host):
+def _most_nodes(targets, vm_size):
     """How many nodes of vm_size this host holds without either flag."""
     nodes = 0
-    while nodes < _MOST_NODES_SHOWN and not _fit(vm_size, nodes + 1, host):
+    while nodes < _MOST_NODES_SHOWN and not _fit(targets, vm_size, nodes + 1):
         nodes += 1
     return nodes
 
@@ -185,21 +177,19 @@ def _most_nodes(vm_size, host):
 @json_option
 def sizes(nodes, as_json):
     """The VM sizes a target can have: cores, memory and GPUs per node, and what fits this host."""
-    host = host_resources()
+    targets = _targets()
+    host = targets.host_summary()
     rows = []
-    for vm_size, size in VM_SIZES.items():
-        needs = _fit(vm_size, nodes, host)
-        rows.append({"vm_size": vm_size, "cores": size.cores, "memory_gib": size.memory_gib,
-                     "gpus": size.gpus, "gpu_model": size.gpu_model,
-                     "most_nodes_on_host": _most_nodes(vm_size, host),
+    for vm_size, size in targets.vm_sizes().items():
+        needs = _fit(targets, vm_size, nodes)
+        rows.append({"vm_size": vm_size, **size,
+                     "most_nodes_on_host": _most_nodes(targets, vm_size),
                      "fits": not needs, "needs": needs})
     if as_json:
-        echo_json({"host": {"cores": len(host.cores),
-                            "memory_gib": round(host.memory_bytes / 2**30, 1),
-                            "gpus": len(host.gpus)},
+        echo_json({"host": {key: host[key] for key in ("cores", "memory_gib", "gpus")},
                    "nodes": nodes, "sizes": rows})
         return
-    click.echo(f"This host: {host.describe()}")
+    click.echo(f"This host: {host['text']}")
     click.echo(table([dict(row, memory_gib=f"{row['memory_gib']:g}",
                            fit="yes" if row["fits"] else f"with {' '.join(row['needs'])}")
                       for row in rows],

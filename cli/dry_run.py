@@ -9,15 +9,11 @@ import json
 import click
 
 from amlocal.cli.render import echo_json
-from amlocal.errors import UserInputError
 
 
 def dry_run(backend, spec, sweep=None):
     """What `backend` would submit for `spec`, or for a sweep (HyperDriveConfig._sweep()) whose
     child runs `spec` is the template of; UserInputError for a backend that has no dry run."""
-    if not hasattr(backend, "dry_run"):
-        raise UserInputError("--dry-run shows what would be submitted to Azure ML: use it with "
-                             "--backend azure")
     if sweep is not None:
         return backend.dry_run_sweep(spec, sweep)
     return backend.dry_run(spec)

@@ -4,8 +4,8 @@ import datetime
 
 import click
 
-from amlocal.backends.history.models import ModelRegistry, collect_local_files, parse_model_id
-from amlocal.backends.history.store import RunStore
+from amlocal.backends.registries import collect_local_files, parse_model_id
+from amlocal.cli.backends import backends
 from amlocal.cli.spec_options import parse_key_values
 from amlocal.cli.render import echo_json, format_value, table
 from amlocal.errors import UserInputError
@@ -14,7 +14,8 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON i
 
 
 def _registry():
-    return ModelRegistry(RunStore())
+    """The model registry of the default backend (the factory's: see cli/backends.py)."""
+    return backends().get().models()
 
 
 def _filters(values, option):

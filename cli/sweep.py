@@ -6,7 +6,6 @@ import time
 
 import click
 
-from amlocal.backends.local.sweep import child_summaries
 from amlocal.backends.status import is_terminal
 from amlocal.cli.backends import backends
 from amlocal.cli.follow import submit_and_follow
@@ -122,7 +121,7 @@ def sweep(script_args, params, sampling, policy, metric, goal, max_total_runs, m
         return handle
 
     def show_children(handle, details):
-        children = child_summaries(handle)
+        children = handle.get_child_summaries()
         click.echo(_children_table(children, metric), err=as_json)
         return {"children": children}
 
@@ -146,7 +145,7 @@ def _follow(handle):
     shown = {}
     while True:
         status = handle.get_status()
-        for child in child_summaries(handle):
+        for child in handle.get_child_summaries():
             state = (child["status"], child["last_primary_metric"])
             if shown.get(child["run_id"]) != state:
                 shown[child["run_id"]] = state
@@ -173,7 +172,7 @@ def sweep_view(handle):
     for --json its children ({id, status, hyperparameters, best, last}) and the best child
     ({id, metric, value}: the best value any child logged, by the sweep's goal; null if none)."""
     metric = handle.get_details()["sweep"]["primary_metric_config"]
-    summaries = child_summaries(handle)
+    summaries = handle.get_child_summaries()
     children = [{"id": child["run_id"], "status": child["status"],
                  "hyperparameters": child["hyperparameters"], "best": child["best_primary_metric"],
                  "last": child["last_primary_metric"]} for child in summaries]

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from amlocal.backends.history.models import (ModelNotFoundError, ModelPathNotFoundError,
                                            ModelRegistry)
 from amlocal.backends.history.store import RunStore
+from amlocal.backends.registries import HistoryModelRegistry
 from amlocal.cli.main import cli
 from amlocal.errors import RunNotFoundError, RunRecordCorruptedError, UserInputError
 from amlocal.model import (Model, ModelNotFoundException, ModelPathNotFoundException,
@@ -39,7 +40,7 @@ def store(amlocal_home):
 
 @pytest.fixture
 def registry(store):
-    return ModelRegistry(store)
+    return HistoryModelRegistry(store)
 
 
 def new_run(store, files=None, experiment="mnist"):
@@ -540,10 +541,10 @@ def test_model_download_update_and_delete(ws, tmp_path, monkeypatch):
         model.delete()
 
 
-def test_register_model_from_run_is_what_run_register_model_does(store, ws):
+def test_register_model_from_run_is_what_run_register_model_does(store, registry, ws):
     run_id = new_run(store, {"outputs/model.npz": MODEL_BYTES})
 
-    model = register_model_from_run(store, run_id, "mnist", "outputs/model.npz",
+    model = register_model_from_run(registry, run_id, "mnist", "outputs/model.npz",
                                     tags={"epochs": "3"}, model_framework="Chainer",
                                     model_framework_version="7.8.1")
     from_workspace = register_model_from_run(ws, run_id, "mnist", model_path="outputs")
@@ -569,10 +570,11 @@ def test_register_model_from_run_is_what_run_register_model_does(store, ws):
     assert (via_run.id, via_run.run_id, via_run.tags) == ("via-run:1", run_id, {"a": "b"})
 
 
-def test_get_model_path_in_a_local_run_is_the_registry_copy(store, ws, tmp_path, monkeypatch):
+def test_get_model_path_in_a_local_run_is_the_registry_copy(store, registry, ws, tmp_path,
+                                                            monkeypatch):
     run_id = new_run(store)
-    register_model_from_run(store, run_id, "mnist", "outputs/model.npz")
-    register_model_from_run(store, run_id, "mnist", "outputs")
+    register_model_from_run(registry, run_id, "mnist", "outputs/model.npz")
+    register_model_from_run(registry, run_id, "mnist", "outputs")
     monkeypatch.chdir(tmp_path)
 
     assert Model.get_model_path("mnist", _workspace=ws).endswith("models/mnist/2/outputs")

@@ -449,7 +449,7 @@ def test_an_azure_run_file_name_that_would_leave_the_download_folder_is_refused(
         amlocal_home, tmp_path, monkeypatch):
     pytest.importorskip("azureml.core")
     from contract_specs import SPECS, create_targets
-    from test_azure_backend import FakeAzure, FakeSession, session_module
+    from fake_azure import FakeAzure, FakeSession, session_module
     from amlocal.backends.azure import AzureBackend
 
     fake = FakeAzure()

@@ -17,6 +17,7 @@ local backend (and listing Azure runs already in the history) works without the 
 """
 
 import queue
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ from amlocal.backends import status as run_status
 from amlocal.backends.azure.errors import (AzureComputeError, AzureConfigError, redact,
                                            redact_data, require_sdk)
 from amlocal.backends.base import (Backend, LogLine, RunHandle, StatusChanged, download_target,
-                                   downloads_under, ignore_event)
+                                   downloads_under, ignore_event, not_available)
 from amlocal.backends.history.compute_targets import LOCAL_TARGET, ComputeTargetRecords
 from amlocal.backends.history.run_folder import name_parts
 from amlocal.backends.history.store import RunStore, new_run_id, run_details
@@ -91,6 +92,24 @@ class AzureBackend(Backend):
         self.store = RunStore(home)
         self._workspace_config = workspace_config
         self._session = session
+
+    @property
+    def home(self):
+        return self.store.home
+
+    def models(self):
+        """The model registry of the local run history: Model.register on an Azure workspace
+        keeps models there (a run's register_model registers in the Azure ML workspace)."""
+        from amlocal.backends.registries import HistoryModelRegistry
+
+        return HistoryModelRegistry(self.store)
+
+    def compute_targets(self):
+        """Compute targets are created on Azure from the local ones (`amlocal compute`, on the
+        local backend) when a run needs them; this backend keeps none of its own."""
+        raise not_available("managing compute targets (they are defined on the local backend, "
+                            "`amlocal compute create`, and a run creates its cluster on Azure "
+                            "from the local target of the same name)", self.name)
 
     def session(self):
         if self._session is None:
@@ -264,6 +283,8 @@ class AzureBackend(Backend):
 class AzureRunHandle(RunHandle):
     """A run submitted to Azure ML, as the one Run interface; its record is in the local history."""
 
+    backend_name = AzureBackend.name
+
     def __init__(self, backend, run_id):
         self.backend = backend
         self.store = backend.store
@@ -307,6 +328,11 @@ class AzureRunHandle(RunHandle):
     def get_detailed_status(self):
         return {"status": self.get_status(), "details": ""}
 
+    def get_status_history(self):
+        """The statuses amlocal saw (Azure's own history is on the portal)."""
+        self.store.get_status(self.id)
+        return self.store.status_history(self.id)
+
     def get_details(self, refresh=True):
         """The run record, as the local backend gives it, plus `portal_url` and `workspace`;
         with refresh=True a run that has not ended is first looked up on Azure."""
@@ -344,6 +370,16 @@ class AzureRunHandle(RunHandle):
         details = self.get_details(refresh=True)
         on_event(StatusChanged(self.id, details["status"]))
         return details
+
+    def follow(self, deadline=None):
+        """The run's output as LogLine events, then its final StatusChanged; with a deadline,
+        only its status, polled until then (Azure's stream cannot be given up midway)."""
+        if deadline is not None:
+            self.wait(timeout=max(0.0, deadline - time.monotonic()))
+        else:
+            for line in self._follow_lines():
+                yield LogLine(self.id, "driver", line)
+        yield StatusChanged(self.id, self.get_status())
 
     def stream_logs(self, follow=False):
         if follow:
@@ -396,6 +432,17 @@ class AzureRunHandle(RunHandle):
     def get_file_names(self):
         return sorted(self._session.file_names(self.id))
 
+    def get_file_sizes(self):
+        """Azure lists names only: sizes are unknown (None) without downloading each file."""
+        return {name: None for name in self.get_file_names()}
+
+    def open_file(self, name):
+        """The file, downloaded from Azure into a temporary file that is gone once closed."""
+        with tempfile.TemporaryDirectory(prefix="amlocal-azure-file-") as folder:
+            target = Path(folder) / "file"
+            self._session.download_file(self.id, name, target)
+            return open(target, "rb")  # the open file outlives its name (POSIX)
+
     def download_file(self, name, output_file_path=None):
         target = download_target(name, output_file_path)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -424,9 +471,16 @@ class AzureRunHandle(RunHandle):
         self.store.add_properties(self.id, properties)
         return remote
 
-    def register_model(self, model_name, model_path=None, **kwargs):
+    def register_model(self, model_name, model_path=None, framework=None, framework_version=None,
+                       **metadata):
         """Register a file of the run's as a model in the Azure ML workspace: {name, version, id}."""
-        return self._session.register_model(self.id, model_name, model_path=model_path, **kwargs)
+        if framework is not None:
+            metadata.update(model_framework=framework)
+        if framework_version is not None:
+            metadata.update(model_framework_version=framework_version)
+        return self._session.register_model(self.id, model_name, model_path=model_path,
+                                            **{key: value for key, value in metadata.items()
+                                               if value is not None})
 
 
 def _metric_record(name, kind, value, position):

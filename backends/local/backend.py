@@ -9,10 +9,9 @@ import uuid
 from pathlib import Path
 
 from amlocal.backends import status as run_status
-from amlocal.backends.base import (Backend, LogLine, RunHandle, StageFinished, StageStarted,
-                                   StatusChanged, download_target, downloads_under,
-                                   ignore_event)
-from amlocal.backends.base import RecordedSpec
+from amlocal.backends.base import (LOG_TAIL_LINES, Backend, LogLine, RecordedSpec, RunHandle,
+                                   StageFinished, StageStarted, StatusChanged, download_target,
+                                   downloads_under, ignore_event, tail_lines)
 from amlocal.backends.local.compute import ComputeTargets, target_has_gpus, target_has_real_gpus
 from amlocal.backends.local.lifecycle import (POLL_INTERVAL_S, RunDriver, max_preemptions,
                                                stop_grace_s)
@@ -33,6 +32,20 @@ class LocalBackend(Backend):
     def __init__(self, home=None, docker_client=None):
         self.store = RunStore(home)
         self._docker_client = docker_client
+
+    @property
+    def home(self):
+        return self.store.home
+
+    def models(self):
+        from amlocal.backends.registries import HistoryModelRegistry
+
+        return HistoryModelRegistry(self.store)
+
+    def compute_targets(self):
+        from amlocal.backends.local.registries import LocalComputeTargets
+
+        return LocalComputeTargets(self.store)
 
     # The executors (and with docker_executor, engine and images the Docker SDK) are imported
     # where a run needs them, not with this module: reading the history (`amlocal runs list`)
@@ -185,6 +198,8 @@ class LocalBackend(Backend):
 
 
 class LocalRunHandle(RunHandle):
+    backend_name = LocalBackend.name
+
     def __init__(self, backend, run_id, driver=None, driver_finished=None):
         self.backend = backend
         self.store = backend.store
@@ -212,7 +227,7 @@ class LocalRunHandle(RunHandle):
         if not self._driven_here():
             reconcile_run(self.store, self.id)
 
-    def get_details(self):
+    def get_details(self, refresh=True):
         self._reconcile()
         return run_details(self.store.get_run(self.id), self.run_dir)
 
@@ -229,7 +244,7 @@ class LocalRunHandle(RunHandle):
             on_event(event)
         return self.get_details()
 
-    def follow(self, poll_interval=POLL_INTERVAL_S, deadline=None):
+    def follow(self, deadline=None, poll_interval=POLL_INTERVAL_S):
         """Events of a run driven elsewhere, read back from the run history until it ends.
 
         Raises TimeoutError once time.monotonic() passes `deadline`.
@@ -301,11 +316,35 @@ class LocalRunHandle(RunHandle):
         waiting = details["status"] == run_status.QUEUED and scaling["status"] == run_status.STAGE_RUNNING
         return {"status": details["status"], "details": scaling["detail"] if waiting else ""}
 
+    def get_status_history(self):
+        self.store.get_status(self.id)  # RunNotFoundError for a run that is gone
+        return self.store.status_history(self.id)
+
+    def get_log_tail(self, count=LOG_TAIL_LINES):
+        lines, truncated = tail_lines(self.run_dir / DRIVER_LOG, count)
+        return None if lines is None else {"name": DRIVER_LOG, "lines": lines,
+                                           "truncated": truncated}
+
     def get_metrics(self):
         return self.store.get_metrics(self.id)
 
     def get_file_names(self):
         return self.store.file_names(self.id)
+
+    def get_file_sizes(self):
+        sizes = {}
+        for name in self.get_file_names():
+            try:
+                sizes[name] = self.store.file_path(self.id, name).stat().st_size
+            except (UserInputError, OSError):
+                sizes[name] = None  # gone since it was listed
+        return sizes
+
+    def open_file(self, name):
+        return self.store.open_verified_file(self.id, name)
+
+    def register_model(self, model_name, model_path=None, **metadata):
+        return self.backend.models().register_from_run(self.id, model_name, model_path, **metadata)
 
     def get_metric_records(self):
         return self.store.get_metric_records(self.id)

@@ -21,13 +21,12 @@ import json
 import time
 
 from amlocal.backends import status as run_status
-from amlocal.backends.base import RecordedSpec
+from amlocal.backends.base import HYPERPARAMETER_TAG_PREFIX, RecordedSpec, numeric_values
 from amlocal.backends.local.lifecycle import POLL_INTERVAL_S
 from amlocal.errors import AmlocalError, IllegalTransitionError
 from amlocal.train.hyperdrive.policy import decide
 from amlocal.train.hyperdrive.sampling import Sampler
 
-HYPERPARAMETER_TAG_PREFIX = "_aml_system_"
 BEST_CHILD_METRIC = "best_child_by_primary_metric"
 
 
@@ -42,37 +41,6 @@ def hyperparameter_arguments(configuration):
 def primary_values(store, run_id, metric_name):
     """The numeric values a run logged for the metric, in order."""
     return numeric_values(store.get_metric_records(run_id), metric_name)
-
-
-def numeric_values(metric_records, metric_name):
-    """The numeric values among metric records (get_metric_records()) of one name, in order."""
-    return [record["value"] for record in metric_records
-            if record["name"] == metric_name and isinstance(record["value"], (int, float))
-            and not isinstance(record["value"], bool)]
-
-
-def child_summaries(handle):
-    """Each child of a sweep (given its handle): id, hyperparameters, best and last primary
-    metric, status, error. Read through the Run interface only, so that every front door (the
-    CLI, the SDK's HyperDriveRun, the report) can show them."""
-    parent = handle.get_details()
-    metric = parent["sweep"]["primary_metric_config"]
-    best = max if metric["goal"] == "maximize" else min
-    summaries = []
-    for child in handle.get_children():
-        details = child.get_details()
-        values = numeric_values(child.get_metric_records(), metric["name"])
-        tag = parent["tags"].get(HYPERPARAMETER_TAG_PREFIX + child.id)
-        summaries.append({
-            "run_id": child.id,
-            "hyperparameters": json.loads(tag) if tag else None,
-            "best_primary_metric": best(values) if values else None,
-            "last_primary_metric": values[-1] if values else None,
-            "intervals": len(values),
-            "status": details["status"],
-            "error": details["error"],
-        })
-    return summaries
 
 
 class SweepDriver:

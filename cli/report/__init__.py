@@ -5,15 +5,16 @@ URIs, the CSS is inline, there is no script, and a Content-Security-Policy forbi
 loading anything else, so it opens the same offline, attached to a mail, or years later. Every
 value that comes from the user or the run (names, values, tags, the log, ...) is HTML-escaped.
 
-Metric rows are read with their types and steps (RunStore.get_metrics keeps values only): a
-scalar logged again and again is a curve, log_row rows of one name are one table, and the
+Metric rows are read with their types and steps (get_metric_records; get_metrics keeps values
+only): a scalar logged again and again is a curve, log_row rows of one name are one table, and the
 artifact-backed types (image, confusion_matrix, accuracy_table, residuals, predictions) are drawn.
 """
 
 import time
 
 from amlocal.cli.output import make_output_folder, write_atomically
-from amlocal.cli.report.html import esc, tail_lines, text_of
+from amlocal.backends.base import tail_lines
+from amlocal.cli.report.html import esc, text_of
 from amlocal.cli.report.metrics import compare_figure, write_compare_chart
 from amlocal.cli.report.renderers import Report
 

@@ -5,12 +5,10 @@ import base64
 import datetime
 import html
 import json
-import os
 import re
 
 from amlocal.cli import charts
 
-LOG_TAIL_LINES = 500
 COLLAPSE_ROWS = 25  # tables longer than this start folded (<details>), all rows still there
 
 
@@ -126,26 +124,6 @@ def image_mime(data):
     if head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in head):
         return "image/svg+xml"
     return None
-
-
-def tail_lines(path, count=LOG_TAIL_LINES, max_bytes=8 << 20):
-    """(the last `count` lines of a text file, whether earlier text was left out); (None, False)
-    if there is no such file. Reads backwards from the end, at most `max_bytes`."""
-    try:
-        with open(path, "rb") as handle:
-            position = handle.seek(0, os.SEEK_END)
-            data = b""
-            while position > 0 and data.count(b"\n") <= count and len(data) < max_bytes:
-                step = min(1 << 16, position)
-                position -= step
-                handle.seek(position)
-                data = handle.read(step) + data
-    except FileNotFoundError:
-        return None, False
-    lines = data.decode("utf-8", errors="replace").splitlines()
-    if position > 0 and len(lines) > 1:
-        lines = lines[1:]  # reading started inside a line
-    return lines[-count:], position > 0 or len(lines) > count
 
 
 # -- the report ---------------------------------------------------------------------------------

@@ -5,12 +5,14 @@ import json
 import os
 import shlex
 
+from amlocal.backends.base import numeric_values
+# Display helpers of the history (text of a stored name, of a stored time), no store access.
 from amlocal.backends.history.run_folder import printable
-from amlocal.backends.history.store import DRIVER_LOG, iso_time
+from amlocal.backends.history.store import iso_time
 from amlocal.cli import charts
 from amlocal.cli.report.html import (ANSI_ESCAPE, CSP, CSS, Markup, badge, esc, figure_html,
                                      html_table, image_mime, parse_iso, png_data_uri, seconds_text,
-                                     size_text, tail_lines, text_of, value_cell)
+                                     size_text, text_of, value_cell)
 from amlocal.cli.report.metrics import (curve_points, group_metrics, is_number, read_metric_rows,
                                         x_label)
 from amlocal.errors import AmlocalError
@@ -23,7 +25,6 @@ class Report:
 
     def __init__(self, handle, now):
         self.handle = handle
-        self.store = handle.store
         self.now = now
         self.details = handle.get_details()
         self.created = parse_iso(self.details["created_at"])
@@ -69,6 +70,11 @@ class Report:
     # stages ------------------------------------------------------------------------------
 
     def stages(self):
+        if not self.details["stages"]:  # a run on Azure ML: its stages are on its portal page
+            where = self.details.get("portal_url")
+            return self.section("stages", "Stages", [Markup(
+                '<p class="note">No stages recorded here'
+                + (f": see the run's page, {esc(where)}" if where else "") + ".</p>")])
         bars, rows = [], []
         for stage in self.details["stages"]:
             start, end = parse_iso(stage["started_at"]), parse_iso(stage["ended_at"])
@@ -93,7 +99,7 @@ class Report:
 
     def status_history(self):
         rows = [[badge(status), iso_time(at), f"+{seconds_text(max(at - self.created, 0))}"]
-                for status, at in self.store.status_history(self.details["id"])]
+                for status, at in self.handle.get_status_history()]
         return self.section("status-history", "Status history",
                             [html_table(["Status", "At", "Since created"], rows, numeric=(2,),
                                         nowrap=(1, 2))])
@@ -214,7 +220,7 @@ class Report:
                 parts.append(_json_block(row.value))
                 continue
             try:
-                with self.store.open_verified_file(self.details["id"], name) as handle:
+                with self.handle.open_file(name) as handle:
                     small = os.fstat(handle.fileno()).st_size <= MAX_EMBEDDED_IMAGE_BYTES
                     data = handle.read() if small else None
             except (AmlocalError, OSError) as error:
@@ -337,12 +343,9 @@ class Report:
 
     def files(self):
         rows = []
-        for name in self.handle.get_file_names():
-            try:
-                size = self.store.file_path(self.details["id"], name).stat().st_size
-                size_cell = Markup(f'<span title="{size} bytes">{esc(size_text(size))}</span>')
-            except (AmlocalError, OSError):
-                size_cell = "gone"
+        for name, size in self.handle.get_file_sizes().items():
+            size_cell = ("unknown" if size is None else
+                         Markup(f'<span title="{size} bytes">{esc(size_text(size))}</span>'))
             rows.append([printable(name), size_cell])
         if not rows:
             return self.section("files", "Files", [Markup('<p class="note">No files.</p>')])
@@ -351,11 +354,12 @@ class Report:
                                         collapse_label=f"all {len(rows)} files")])
 
     def driver_log(self):
-        lines, truncated = tail_lines(self.store.run_dir(self.details["id"]) / DRIVER_LOG)
-        if lines is None:
+        tail = self.handle.get_log_tail()
+        if tail is None:
             return self.section("log", "Driver log", [Markup('<p class="note">No driver log.</p>')])
-        note = (f"The last {len(lines)} lines of {DRIVER_LOG}." if truncated
-                else f"{DRIVER_LOG}, {len(lines)} lines.")
+        lines = tail["lines"]
+        note = (f"The last {len(lines)} lines of {tail['name']}." if tail["truncated"]
+                else f"{tail['name']}, {len(lines)} lines.")
         return self.section("log", "Driver log", [
             Markup(f'<p class="note">{esc(note)}</p>'),
             Markup(f'<pre class="log">{esc(ANSI_ESCAPE.sub("", chr(10).join(lines)))}</pre>'),
@@ -369,10 +373,8 @@ class Report:
     def sweep(self):
         """A sweep's children: the primary metric against each hyperparameter, their curves
         (early-terminated ones marked), and a table of all of them."""
-        from amlocal.backends.local.sweep import child_summaries, numeric_values
-
         metric = self.details["sweep"]["primary_metric_config"]["name"]
-        children = child_summaries(self.handle)
+        children = self.handle.get_child_summaries()
         if not children:
             return self.section("sweep", "Sweep", [Markup('<p class="note">No child runs yet.</p>')])
         terminated = {child["run_id"] for child in children

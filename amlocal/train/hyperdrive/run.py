@@ -22,16 +22,14 @@ class HyperDriveRun(Run):
 
     def get_hyperparameters(self):
         """{child run id: JSON string of its hyperparameters}, from the parent's tags."""
-        from amlocal.backends.local.sweep import HYPERPARAMETER_TAG_PREFIX
+        from amlocal.backends.base import HYPERPARAMETER_TAG_PREFIX
 
         prefix = HYPERPARAMETER_TAG_PREFIX + self.id + "_"
         return {name[len(HYPERPARAMETER_TAG_PREFIX):]: value
                 for name, value in self.get_tags().items() if name.startswith(prefix)}
 
     def _summaries(self):
-        from amlocal.backends.local.sweep import child_summaries
-
-        return child_summaries(self._handle)
+        return self._handle.get_child_summaries()
 
     def get_children_sorted_by_primary_metric(self, top=0, reverse=False, discard_no_metric=False):
         """Children as {run_id, hyperparameters, best_primary_metric, status}, best first (by
