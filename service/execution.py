@@ -233,13 +233,12 @@ def _submit(call, definition, fill_project):
         raise bad_request("the run definition has no Configuration object")
     configuration = definition["Configuration"]
     _refuse_not_emulated(definition, configuration)
-    backend = call.service.backend()
-    backend.store.check_new_run_id(run_id)
+    call.service.store.check_new_run_id(run_id)
     with project_folder(call.service) as folder:
         fill_project(folder)
         spec = run_spec(call.service, experiment, configuration, folder)
         try:
-            handle = backend.submit(spec, detach=True, run_id=run_id)
+            handle = call.service.backend().submit(spec, detach=True, run_id=run_id)
         except ComputeTargetError as error:
             raise ServiceError(400, "UserError", str(error)) from None
         except EngineUnavailableError as error:
