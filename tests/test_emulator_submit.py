@@ -24,6 +24,7 @@ pytest.importorskip("azureml.core", reason="the azure extra (CI installs it)")
 
 from azureml.core import Environment, Experiment, ScriptRunConfig  # noqa: E402
 from azureml.core.compute import AmlCompute, ComputeTarget  # noqa: E402
+from azureml.core.runconfig import DataReferenceConfiguration  # noqa: E402
 from azureml.exceptions import ActivityFailedException, ComputeTargetException  # noqa: E402
 from azureml.exceptions import ExperimentExecutionException  # noqa: E402
 
@@ -290,3 +291,47 @@ def test_creating_a_run_under_a_taken_id_leaves_the_existing_run_folder(amlocal_
         store.check_new_run_id(run_id)
     with pytest.raises(UserInputError, match="invalid run id"):
         store.check_new_run_id("../elsewhere")
+
+
+def test_a_run_submitted_with_its_snapshot_runs_from_it(emulator, workspace, monkeypatch,
+                                                        tmp_path, capsys):
+    """snapshotrun: azureml-core uploads the snapshot, then names it (no zip)."""
+    monkeypatch.delenv("AML_FORCE_EXECUTE_WITH_ZIP", raising=False)
+    answer = requests.get(f"{emulator.endpoint}/content/v1.0{WS_PATH}/snapshots/latest/metadata",
+                          headers=amlocal.emulator.auth().get_authentication_header(), timeout=30)
+    if answer.status_code == 501:
+        pytest.skip("the emulator does not serve snapshots yet (the blob route)")
+    source = write_script(tmp_path / "src", "train.py", SCRIPT)
+    run = Experiment(workspace, "submitted").submit(script_config(source, host_python()))
+    assert run.wait_for_completion(show_output=True)["status"] == "Completed"
+    assert "the script ends with GREETING hello" in capsys.readouterr().out
+    assert run.get_metrics() == {"Accuracy": [0.5, 0.75]}
+    assert run.get_details()["properties"]["ContentSnapshotId"]
+    assert "snapshotrun" in emulator.request_log() and "getblob" in emulator.request_log()
+
+
+def test_a_data_reference_to_the_datastore_is_an_input_of_the_run(
+        emulator, workspace, zip_submission, tmp_path):
+    answer = requests.get(f"{emulator.endpoint}/datastore/v1.0{WS_PATH}/default",
+                          headers=amlocal.emulator.auth().get_authentication_header(), timeout=30)
+    if answer.status_code == 501:
+        pytest.skip("the emulator does not serve datastores yet (the blob route)")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "digits.txt").write_text("0 1 2\n")
+    datastore = workspace.get_default_datastore()
+    datastore.upload(src_dir=str(data), target_path="inputs/digits", overwrite=True)
+    source = write_script(tmp_path / "src", "train.py", """\
+import os, sys
+folder = sys.argv[sys.argv.index("--data") + 1]
+print("read", open(os.path.join(folder, "digits.txt")).read().strip())
+print("same", folder == os.environ["AZUREML_DATAREFERENCE_digits"])
+""")
+    config = script_config(source, host_python(),
+                           arguments=["--data", "$AZUREML_DATAREFERENCE_digits"])
+    config.run_config.data_references = {"digits": DataReferenceConfiguration(
+        datastore_name=datastore.name, mode="mount", path_on_datastore="inputs/digits")}
+    run = Experiment(workspace, "submitted").submit(config)
+    run.wait_for_completion()
+    log = run.get_details_with_logs()["logFiles"]["azureml-logs/70_driver_log.txt"]
+    assert "read 0 1 2" in log and "same True" in log
