@@ -36,6 +36,7 @@ class EnvironmentSpec:
     pip_packages: tuple = ()
     base_image: str | None = None
     dockerfile: str | None = None  # a Dockerfile's text, used instead of the recipe's
+    build_notes: tuple = ()  # lines the build log opens with (how this environment was chosen)
 
 
 # The shape RunSpec.to_json writes; a record without `spec_version` is of version 1.
@@ -125,6 +126,7 @@ class RunSpec:
                 pip_packages=tuple(self.environment.pip_packages),
                 base_image=self.environment.base_image,
                 dockerfile=self.environment.dockerfile,
+                build_notes=tuple(str(note) for note in self.environment.build_notes),
             ),
             executor=self.executor,
             compute=self.compute,
@@ -164,7 +166,8 @@ class RunSpec:
             inputs={name: Path(path) for name, path in (data.get("inputs") or {}).items()},
             environment=EnvironmentSpec(**{
                 **{f.name: environment[f.name] for f in fields(EnvironmentSpec) if f.name in environment},
-                "pip_packages": tuple(environment.get("pip_packages", ()))}))
+                "pip_packages": tuple(environment.get("pip_packages", ())),
+                "build_notes": tuple(environment.get("build_notes", ()))}))
         return cls(**values)
 
 

@@ -10,12 +10,13 @@ import re
 import uuid
 
 from amlocal.backends.base import DEFAULT_EXPERIMENT
-from amlocal.backends.history.store import DRIVER_LOG, iso_time
+from amlocal.backends.history.store import BUILD_LOG, DRIVER_LOG, iso_time
 from amlocal.errors import RunNotFoundError
 from amlocal.service.errors import ServiceError, not_found
+from amlocal.service.submitted import submitted_definition
 from amlocal.service.experiments import HISTORY, experiment_id
 from amlocal.service.tokens import RUN_SCOPE, RUN_TOKEN_SECONDS
-from amlocal.service.wire import content_url, operation
+from amlocal.service.wire import content_url, operation, read_token
 from amlocal.validation import check_key_values
 
 RUNS = HISTORY + "/experiments/{experiment_name}/runs"
@@ -107,16 +108,19 @@ _DETAILS_FROM_DTO = ("runId", "target", "status", "startTimeUtc", "endTimeUtc", 
 def run_details_dto(service, details, file_names):
     """A RunDetailsDto (GET .../runs/{id}/details): what `Run.get_details()` returns."""
     dto = run_dto(service, details)
+    token = read_token(service, details["id"])
     return {
         **{key: dto[key] for key in _DETAILS_FROM_DTO},
         "inputDatasets": [],
         "outputDatasets": [],
         "warnings": [],
-        "runDefinition": {"script": details["script"], "arguments": details["arguments"],
-                          "target": details["compute"], "nodeCount": details["node_count"]},
-        # azureml-core's wait_for_completion(show_output=True) reads these with a plain GET.
-        "logFiles": ({DRIVER_LOG: content_url(service, details["id"], DRIVER_LOG)}
-                     if DRIVER_LOG in file_names else {}),
+        "runDefinition": submitted_definition(service, details["id"]) or {
+            "script": details["script"], "arguments": details["arguments"],
+            "target": details["compute"], "nodeCount": details["node_count"]},
+        # azureml-core's wait_for_completion(show_output=True) reads the last of these (by
+        # name) with a plain GET: the image build log while the run prepares, then the driver log.
+        "logFiles": {name: content_url(service, details["id"], name, token)
+                     for name in (BUILD_LOG, DRIVER_LOG) if name in file_names},
     }
 
 

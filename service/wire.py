@@ -43,6 +43,7 @@ class Call:
     query: dict
     body: bytes
     claims: object = None  # tokens.Claims of the caller (None for public operations)
+    headers: dict = None  # the request's headers (lower-case names)
 
     def json(self):
         """The body as JSON (an empty body is {}); 400 with Azure's body when it is not JSON."""
@@ -82,22 +83,23 @@ def json_response(value, status=200):
     return value if isinstance(value, Response) else JSONResponse(value, status_code=status)
 
 
-def operation(paths, methods, auth="token", status=200):
+def operation(paths, methods, auth="token", status=200, max_body=MAX_JSON_BODY):
     """The Routes (one per path of `paths`, a path or a tuple of them) whose handler is the
     decorated function of a Call.
 
     auth: "token" (a valid bearer token whose scope allows the URL's run, if it names one) or
     "public" (no token: discovery, and content URLs that carry their own signature).
+    max_body: the largest body taken, in bytes (413 past it).
     """
 
     def decorate(function):
         async def endpoint(request):
             try:
-                body = await _read_body(request)
+                body = await _read_body(request, max_body)
                 service = request.app.state.service
                 call = Call(service=service, method=request.method, path=request.url.path,
                             params=dict(request.path_params), query=dict(request.query_params),
-                            body=body)
+                            body=body, headers=dict(request.headers))
                 _check_workspace(call)
                 _check_run_id(call)
                 if auth == "token":
@@ -127,17 +129,17 @@ def _internal_error(request, error):
                           f"{request.url.path}: {type(error).__name__}: {one_line(str(error))}")
 
 
-async def _read_body(request):
+async def _read_body(request, max_body):
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_JSON_BODY):
+    if declared is not None and (not declared.isdigit() or int(declared) > max_body):
         raise ServiceError(413, "RequestEntityTooLarge",
-                           f"the request body is over {MAX_JSON_BODY} bytes")
+                           f"the request body is over {max_body} bytes")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > MAX_JSON_BODY:
+        if size > max_body:
             raise ServiceError(413, "RequestEntityTooLarge",
-                               f"the request body is over {MAX_JSON_BODY} bytes")
+                               f"the request body is over {max_body} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 

@@ -182,12 +182,14 @@ class RunStore(RunFiles):
         run_id = run_id or new_run_id(experiment)
         staging = self.runs_dir / f".creating-{run_folder_name(run_id)}"
         final = self.run_dir(run_id)
+        renamed = False  # only a folder this call put in place is removed on failure
         try:
             staging.mkdir()
             fill_snapshot(staging / "snapshot")
             for folder in FILE_FOLDERS + (UPLOADS_FOLDER, "telemetry", "telemetry/uploads"):
                 (staging / folder).mkdir(exist_ok=True)
             os.rename(staging, final)
+            renamed = True
             with self.transaction() as conn:
                 self.insert_run_in(conn, run_id=run_id, experiment=experiment, executor=executor,
                                    compute=compute, spec=spec, tags=spec.get("tags", {}),
@@ -196,9 +198,21 @@ class RunStore(RunFiles):
                     also(conn, run_id)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
-            shutil.rmtree(final, ignore_errors=True)
+            if renamed:
+                shutil.rmtree(final, ignore_errors=True)
             raise
         return run_id
+
+    def check_new_run_id(self, run_id):
+        """UserInputError unless `run_id` is a plain id that no run has (for a caller that
+        chooses the id, as azureml-core does)."""
+        if not (isinstance(run_id, str) and is_plain_run_id(run_id)):
+            raise UserInputError(f"invalid run id {str(run_id)[:100]!r}: letters, digits, '_', "
+                                 "'-' and '.', not starting with '.'")
+        with self._connection() as conn:
+            taken = conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if taken is not None or self.run_dir(run_id).exists():
+            raise UserInputError(f"a run with id {run_id!r} already exists")
 
     def insert_run_in(self, conn, *, run_id, experiment, executor, compute, spec, tags, backend,
                       driver_pid, parent_id=None, display_name=None):

@@ -75,8 +75,11 @@ class LocalBackend(Backend):
         return "process"
 
     def submit(self, spec, on_event=ignore_event, detach=False, run_id=None, parent_id=None):
-        """Start a run of `spec` (see Backend.submit); `run_id`/`parent_id` name a sweep's child."""
+        """Start a run of `spec` (see Backend.submit) under a new id, or `run_id` (a plain id no
+        run has: a sweep's child, a run whose id azureml-core chose); `parent_id` names its parent."""
         spec = spec.validated()
+        if run_id is not None:
+            self.store.check_new_run_id(run_id)
         stop_grace_s(), max_preemptions()  # a bad AMLOCAL_* setting is refused before the run exists
         executor_name = self._choose_executor(spec.executor)
         if executor_name == "docker":

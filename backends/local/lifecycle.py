@@ -226,6 +226,8 @@ class RunDriver:
         target = self.compute.get(record["compute"])
         self._advance(run_status.PREPARING)
         with self._stage_of("Preparing") as outcome:
+            for note in self.run.spec.environment.build_notes:
+                self._build_log(note)
             prepared = self.executor.prepare(self.run.spec, self._build_log, self._cancel_requested)
             outcome["detail"] = prepared.detail
         self.store.update_run(self.run_id, image=prepared.image)
