@@ -13,12 +13,12 @@ from starlette.routing import Route
 
 from amlocal.backends.history.store import RunStore
 from amlocal.validation import one_line
-from amlocal.service import artifacts, compute, experiments, history, metrics, workspace
+from amlocal.service import artifacts, compute, experiments, history, metrics, models, workspace
 from amlocal.service.config import WorkspaceIdentity, emulator_dir
 from amlocal.service.errors import error_response
 from amlocal.service.tokens import TokenIssuer, WORKSPACE_SCOPE
 
-FAMILIES = (workspace, experiments, compute, history, metrics, artifacts)
+FAMILIES = (workspace, experiments, compute, history, metrics, artifacts, models)
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 REQUEST_LOG = "requests.log"
 

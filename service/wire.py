@@ -82,12 +82,14 @@ def json_response(value, status=200):
     return value if isinstance(value, Response) else JSONResponse(value, status_code=status)
 
 
-def operation(paths, methods, auth="token", status=200):
+def operation(paths, methods, auth="token", status=200, errors=error_response):
     """The Routes (one per path of `paths`, a path or a tuple of them) whose handler is the
     decorated function of a Call.
 
     auth: "token" (a valid bearer token whose scope allows the URL's run, if it names one) or
     "public" (no token: discovery, and content URLs that carry their own signature).
+    errors: renders a refusal, (status, code, message, details) -> Response; Azure's services
+    differ in their error bodies (Model Management's is not ARM's).
     """
 
     def decorate(function):
@@ -109,8 +111,7 @@ def operation(paths, methods, auth="token", status=200):
                 refusal = as_service_error(error)
                 if refusal is None:
                     return _internal_error(request, error)
-                return error_response(refusal.status, refusal.code, refusal.message,
-                                      refusal.details)
+                return errors(refusal.status, refusal.code, refusal.message, refusal.details)
             except Exception as error:  # a bug: said in Azure's shape, its traceback logged
                 return _internal_error(request, error)
 
