@@ -24,6 +24,7 @@ import json
 import os
 import re
 import secrets
+import tempfile
 import time
 import uuid
 from urllib.parse import quote, urlencode
@@ -31,6 +32,7 @@ from urllib.parse import quote, urlencode
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from amlocal.backends.history.models import ModelNotFoundError, ModelRegistry
+from amlocal.backends.history.run_folder import name_parts
 from amlocal.backends.history.store import is_plain_run_id, iso_time
 from amlocal.errors import UserInputError
 from amlocal.service.config import emulator_dir
@@ -45,9 +47,14 @@ MODEL_CONTENT = "/amlocal/models/{name}/{version}/{path:path}"
 MODEL_READ_SCOPE = "model:"
 MODEL_READ_SECONDS = 3600
 ASSETS_FOLDER = "assets"
+LOCAL_UPLOAD = "LocalUpload"  # the artifact origin of Model.register's files
+UPLOADS_CONTAINER = "model-uploads"  # the blob container they are uploaded to
+MAX_UPLOAD_PATHS = 500  # azureml-core sends 50 at a time (SUPPORTED_NUM_EMPTY_ARTIFACTS)
 MIME_TYPE = "application/json"  # what azureml-core sends and Azure records for a model
 DEFAULT_PAGE = 255  # azureml-core's largest page_count
 _ASSET_ID = re.compile(r"[0-9a-f]{32}\Z")
+# What azureml-core names an upload's container ({yymmddTHHMMSS}-{uuid[:8]}), and the like.
+_UPLOAD_CONTAINER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 # Model Management's top-level error code for each status (the detail says what happened).
 _MMS_CODES = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
               409: "Conflict", 413: "RequestEntityTooLarge", 500: "InternalServerError",
@@ -122,17 +129,21 @@ def find_asset(call, asset_id):
 
 
 def _model_files_prefix(prefix):
-    """(origin, container, path) of an artifact prefix, checked; 400 otherwise."""
+    """(origin, container, path) of an asset's artifact prefix: a run's files
+    (ExperimentRun/dcid.RUN/PATH, from run.register_model) or Model.register's upload
+    (LocalUpload/CONTAINER/PATH); ServiceError otherwise."""
     parts = prefix.split("/", 2) if isinstance(prefix, str) else []
     if len(parts) != 3 or not all(parts):
         raise bad_request(f"an asset's artifact prefix is ORIGIN/CONTAINER/PATH, got "
                           f"{str(prefix)[:200]!r}")
     origin, container, path = parts
-    if origin != "ExperimentRun" or not container.startswith("dcid.") or \
+    if origin == LOCAL_UPLOAD:
+        _check_upload_container(container)
+    elif origin != "ExperimentRun" or not container.startswith("dcid.") or \
             not is_plain_run_id(container[len("dcid."):]):
-        raise ServiceError(501, "NotImplemented", f"a model from artifacts of {origin}/"
-                           f"{container[:100]} is not emulated yet: only a run's files "
-                           "(ExperimentRun/dcid.RUN/PATH, as run.register_model sends)")
+        raise ServiceError(501, "NotImplemented", f"a model from artifacts of {origin[:100]}/"
+                           f"{container[:100]} is not emulated: only a run's files "
+                           "(ExperimentRun/dcid.RUN/PATH) and uploads (LocalUpload/...)")
     return origin, container, path
 
 
@@ -207,11 +218,15 @@ def register_model(call):
         raise bad_request(f"a model's url is aml://asset/ASSET_ID (of an asset created with "
                           f"POST .../assets), got {str(url)[:200]!r}")
     asset = find_asset(call, url[len("aml://asset/"):])
-    _origin, container, path = _model_files_prefix(asset["artifacts"][0]["prefix"])
-    record = registry(call).register_from_run(
-        container[len("dcid."):], body.get("name"), path, tags=body.get("kvTags"),
-        properties=body.get("properties"), description=body.get("description"),
-        framework=body.get("framework"), framework_version=body.get("frameworkVersion"))
+    origin, container, path = _model_files_prefix(asset["artifacts"][0]["prefix"])
+    metadata = dict(tags=body.get("kvTags"), properties=body.get("properties"),
+                    description=body.get("description"), framework=body.get("framework"),
+                    framework_version=body.get("frameworkVersion"))
+    if origin == LOCAL_UPLOAD:
+        record = _register_upload(call, body.get("name"), container, path, metadata)
+    else:
+        record = registry(call).register_from_run(container[len("dcid."):], body.get("name"),
+                                                  path, **metadata)
     return model_dto(record)
 
 
@@ -350,5 +365,62 @@ def _chunks(handle):
         yield from iter(functools.partial(handle.read, 1 << 20), b"")
 
 
+# -- Model.register's upload ------------------------------------------------------------------
+
+def _blob_store(service):
+    # The blob store and its https route (blobs.py) are issue 12's "blobs" part: imported when
+    # an upload is asked for, so that model management stands without them.
+    from amlocal.service.blobs import BlobStore
+
+    return BlobStore(service.home, service.tokens)
+
+
+def _check_upload_container(container):
+    if not _UPLOAD_CONTAINER.match(container):
+        raise bad_request(f"invalid LocalUpload container {container[:100]!r}: letters, digits, "
+                          "'.', '_' and '-', up to 128 characters")
+
+
+def _upload_blob(container, path):
+    return f"{container}/{path}"
+
+
+@operation(ARTIFACTS + f"/batch/metadata/{LOCAL_UPLOAD}/{{container}}", ["POST"])
+def create_upload_artifacts(call):
+    """The artifacts of a model that Model.register uploads: a SAS URI for each path's blob PUT
+    (into the blob store's container for model uploads, under CONTAINER/PATH)."""
+    container = call.params["container"]
+    _check_upload_container(container)
+    paths = call.json_object().get("paths")
+    if not isinstance(paths, list) or not 0 < len(paths) <= MAX_UPLOAD_PATHS or \
+            not all(isinstance(entry, dict) for entry in paths):
+        raise bad_request(f"`paths` is a list of 1 to {MAX_UPLOAD_PATHS} {{\"path\": ...}}")
+    for entry in paths:  # all checked before any is answered
+        name_parts(entry.get("path") if isinstance(entry.get("path"), str) else "",
+                   "model file name")
+    store = _blob_store(call.service)
+    artifacts, contents = {}, {}
+    for entry in paths:
+        path = entry["path"]
+        where = {"origin": LOCAL_UPLOAD, "container": container, "path": path}
+        artifacts[path] = {"artifactId": f"{LOCAL_UPLOAD}/{container}/{path}", **where,
+                           "etag": None, "createdTime": None, "dataPath": None}
+        contents[path] = {**where, "contentUri": store.sas_url(
+            UPLOADS_CONTAINER, _upload_blob(container, path), write=True)}
+    return {"artifacts": artifacts, "artifactContentInformation": contents, "errors": {}}
+
+
+def _register_upload(call, name, container, path, metadata):
+    """Register the files uploaded under LocalUpload/CONTAINER/PATH (a file or a folder)."""
+    store = _blob_store(call.service)
+    blob = _upload_blob(container, path)
+    if not any(found == blob or found.startswith(blob + "/")
+               for found in store.names(UPLOADS_CONTAINER, blob)):
+        raise bad_request(f"no files were uploaded under {LOCAL_UPLOAD}/{container}/{path}")
+    with tempfile.TemporaryDirectory(dir=emulator_dir(call.service.home)) as scratch:
+        store.copy_to(UPLOADS_CONTAINER, container, scratch)
+        return registry(call).register(name, os.path.join(scratch, path), **metadata)
+
+
 ROUTES = [create_asset, get_asset, register_model, get_model, list_models, patch_model,
-          delete_model, list_model_files, download_model_file]
+          delete_model, list_model_files, download_model_file, create_upload_artifacts]

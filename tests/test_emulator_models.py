@@ -348,3 +348,85 @@ def _model_files(emulator, model_id):
     return requests.get(f"{emulator.endpoint}/artifact/v2.0{WS_PATH}/artifacts/prefix/"
                         f"contentinfo/{artifact['prefix']}", headers=headers(),
                         timeout=10).json()["value"]
+
+
+# -- Model.register: local files, uploaded through the blob route -----------------------------
+
+@pytest.fixture
+def uploading_workspace(emulator, monkeypatch, tmp_path):
+    """A workspace whose blob uploads go through the emulator's https route (blobs.py), in a
+    working folder of its own (Model.register takes only paths under the working folder)."""
+    pytest.importorskip("amlocal.service.blobs", reason="the blob route (issue 12's blobs part)")
+    for variable in ("HTTPS_PROXY", "NO_PROXY", "REQUESTS_CA_BUNDLE"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.chdir(tmp_path)
+    yield workspace()  # sets this process's environment for the https route
+    for variable in ("HTTPS_PROXY", "NO_PROXY", "REQUESTS_CA_BUNDLE"):
+        os.environ.pop(variable, None)
+
+
+def test_model_register_uploads_a_local_file_and_it_downloads_byte_exact(
+        emulator, uploading_workspace, tmp_path):
+    (tmp_path / "model.pkl").write_bytes(MODEL_BYTES)
+
+    model = Model.register(uploading_workspace, model_path="model.pkl", model_name="local-file",
+                           tags={"source": "laptop"}, properties={"f1": "0.8"},
+                           description="a pickled model")
+    path = Model(uploading_workspace, "local-file").download(str(tmp_path / "got"))
+
+    assert (model.id, model.tags, model.properties) == ("local-file:1", {"source": "laptop"},
+                                                        {"f1": "0.8"})
+    assert model.description == "a pickled model" and model.run_id is None
+    assert open(path, "rb").read() == MODEL_BYTES
+    assert registry(emulator).get("local-file")["files"][0]["path"] == "model.pkl"
+
+
+def test_model_register_of_a_folder_with_child_paths_keeps_only_those(
+        emulator, uploading_workspace, tmp_path):
+    local = tmp_path / "clf"
+    (local / "keep").mkdir(parents=True)
+    (local / "keep" / "w.bin").write_bytes(MODEL_BYTES)
+    (local / "top.txt").write_text("top")
+    (local / "skip.txt").write_text("skip")
+
+    model = Model.register(uploading_workspace, model_path="clf", model_name="local-folder",
+                           child_paths=["keep", "top.txt"])
+    path = model.download(str(tmp_path / "got"))
+
+    assert path == str(tmp_path / "got" / "clf")
+    assert tree(tmp_path / "got") == {"clf/keep/w.bin": hashlib.sha256(MODEL_BYTES).hexdigest(),
+                                      "clf/top.txt": hashlib.sha256(b"top").hexdigest()}
+    listed = cli(emulator, "models", "list", "--name", "local-folder", "--json")
+    assert json.loads(listed.stdout)[0]["size_bytes"] == len(MODEL_BYTES) + 3
+
+
+def test_a_model_of_an_upload_that_never_arrived_is_refused(emulator, uploading_workspace):
+    asset = requests.post(f"{emulator.endpoint}{MMS}/assets", headers=headers(), timeout=10, json={
+        "name": "ghost", "artifacts": [{"prefix": "LocalUpload/261201T000000-deadbeef/m.pkl"}]})
+
+    answer = requests.post(f"{emulator.endpoint}{MMS}/models", headers=headers(), timeout=10,
+                           json={"name": "ghost", "url": f"aml://asset/{asset.json()['id']}",
+                                 "mimeType": "application/json"})
+
+    assert answer.status_code == 400 and "no files were uploaded" in answer.json()["message"]
+    assert registry(emulator).list(name="ghost") == []
+
+
+@pytest.mark.parametrize("prefix, status", [
+    ("LocalUpload/../m.pkl", 400), ("LocalUpload/a b/m.pkl", 400), ("Elsewhere/c/m.pkl", 501),
+    ("ExperimentRun/dcid.a$b/m.pkl", 501), ("no-parts", 400)])
+def test_an_asset_of_files_the_emulator_cannot_hold_is_refused(emulator, prefix, status):
+    answer = requests.post(f"{emulator.endpoint}{MMS}/assets", headers=headers(), timeout=10,
+                           json={"name": "odd", "artifacts": [{"prefix": prefix}]})
+
+    assert answer.status_code == status and answer.json()["statusCode"] == status
+
+
+@pytest.mark.parametrize("path", ["../escape.pkl", "/abs.pkl", "a/./b", ""])
+def test_an_upload_path_that_could_leave_its_container_is_refused(emulator, path):
+    answer = requests.post(
+        f"{emulator.endpoint}/artifact/v2.0{WS_PATH}/artifacts/batch/metadata/LocalUpload/"
+        "261201T000000-deadbeef", headers=headers(), timeout=10, json={"paths": [{"path": path}]})
+
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["code"] == "UserError"
