@@ -147,7 +147,18 @@ def _model_files_prefix(prefix):
     return origin, container, path
 
 
-@mms_operation(MMS + "/assets", ["POST"])
+def _check_files_allowed(call, origin, container):
+    """A workspace token may make models of any files; a run's token (AZUREML_RUN_TOKEN, what
+    a script's own run.register_model sends) only of its own run's files."""
+    claims = call.claims
+    if claims.is_workspace or (origin == "ExperimentRun"
+                               and claims.allows_run(container[len("dcid."):])):
+        return
+    raise ServiceError(403, "AuthorizationFailed", f"the token's scope ({claims.scope}) does "
+                       f"not allow a model of {origin}/{container[:100]}")
+
+
+@mms_operation(MMS + "/assets", ["POST"], auth="caller")
 def create_asset(call):
     body = call.json_object()
     name = body.get("name")
@@ -158,7 +169,7 @@ def create_asset(call):
             not isinstance(artifacts[0], dict) or not artifacts[0].get("prefix"):
         raise bad_request("an asset here holds exactly one artifact prefix: "
                           "{\"artifacts\": [{\"prefix\": \"ORIGIN/CONTAINER/PATH\"}]}")
-    _model_files_prefix(artifacts[0]["prefix"])
+    _check_files_allowed(call, *_model_files_prefix(artifacts[0]["prefix"])[:2])
     asset_id = uuid.uuid4().hex
     asset = {"id": asset_id, "name": name, "type": body.get("type"),
              "description": body.get("description"),
@@ -206,7 +217,7 @@ _NOT_EMULATED_FIELDS = ("datasets", "sampleInputData", "sampleOutputData",
                         "resourceRequirements", "unpack")
 
 
-@mms_operation(MMS + "/models", ["POST"])
+@mms_operation(MMS + "/models", ["POST"], auth="caller")
 def register_model(call):
     body = call.json_object()
     used = [field for field in _NOT_EMULATED_FIELDS if body.get(field)]
@@ -219,6 +230,7 @@ def register_model(call):
                           f"POST .../assets), got {str(url)[:200]!r}")
     asset = find_asset(call, url[len("aml://asset/"):])
     origin, container, path = _model_files_prefix(asset["artifacts"][0]["prefix"])
+    _check_files_allowed(call, origin, container)
     metadata = dict(tags=body.get("kvTags"), properties=body.get("properties"),
                     description=body.get("description"), framework=body.get("framework"),
                     framework_version=body.get("frameworkVersion"))

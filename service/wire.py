@@ -87,7 +87,8 @@ def operation(paths, methods, auth="token", status=200, errors=error_response):
     decorated function of a Call.
 
     auth: "token" (a valid bearer token whose scope allows the URL's run, if it names one) or
-    "public" (no token: discovery, and content URLs that carry their own signature).
+    "public" (no token: discovery, and content URLs that carry their own signature) or
+    "caller" (a valid bearer token of any scope: the operation decides what that scope allows).
     errors: renders a refusal, (status, code, message, details) -> Response; Azure's services
     differ in their error bodies (Model Management's is not ARM's).
     """
@@ -102,8 +103,9 @@ def operation(paths, methods, auth="token", status=200, errors=error_response):
                             body=body)
                 _check_workspace(call)
                 _check_run_id(call)
-                if auth == "token":
+                if auth != "public":
                     call.claims = _caller(service, request)
+                if auth == "token":
                     _check_scope(call)
                 result = await run_in_threadpool(function, call)
                 return json_response(result, status)

@@ -25,10 +25,12 @@ from amlocal.backends.base import RunSpec  # noqa: E402
 from amlocal.backends.history.models import ModelRegistry  # noqa: E402
 from amlocal.backends.history.store import RunStore  # noqa: E402
 from amlocal.backends.local import LocalBackend  # noqa: E402
+from amlocal.service.tokens import RUN_SCOPE, TokenIssuer  # noqa: E402
 
 WS_PATH = ("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/amlocal/providers"
            "/Microsoft.MachineLearningServices/workspaces/local")
 MMS = "/modelmanagement/v1.0" + WS_PATH
+MIME = "application/json"
 
 # Bytes that no text-mode copy, newline translation or re-encoding leaves alone.
 MODEL_BYTES = bytes(range(256)) * 64 + b"\r\n\x00\xff"
@@ -307,7 +309,7 @@ def test_a_name_that_breaks_azures_rule_is_refused_by_the_service_too(emulator, 
 
     answer = requests.post(f"{emulator.endpoint}{MMS}/models", headers=headers(), timeout=10,
                            json={"name": name, "url": f"aml://asset/{asset['id']}",
-                                 "mimeType": "application/json"})
+                                 "mimeType": MIME})
 
     assert answer.status_code == 400 and answer.json()["statusCode"] == 400
     assert "letters, numbers, dashes, periods, or underscores" in answer.json()["message"]
@@ -318,7 +320,7 @@ def test_a_name_that_breaks_azures_rule_is_refused_by_the_service_too(emulator, 
 def test_a_model_url_that_is_no_asset_of_this_workspace_is_refused(emulator):
     for url in ("aml://asset/0123456789abcdef0123456789abcdef", "https://example.com/m.pkl"):
         answer = requests.post(f"{emulator.endpoint}{MMS}/models", headers=headers(), timeout=10,
-                               json={"name": "stray", "url": url, "mimeType": "application/json"})
+                               json={"name": "stray", "url": url, "mimeType": MIME})
         assert answer.status_code in (400, 404), answer.text
         assert answer.json()["statusCode"] == answer.status_code
     assert registry(emulator).list(name="stray") == []
@@ -406,7 +408,7 @@ def test_a_model_of_an_upload_that_never_arrived_is_refused(emulator, uploading_
 
     answer = requests.post(f"{emulator.endpoint}{MMS}/models", headers=headers(), timeout=10,
                            json={"name": "ghost", "url": f"aml://asset/{asset.json()['id']}",
-                                 "mimeType": "application/json"})
+                                 "mimeType": MIME})
 
     assert answer.status_code == 400 and "no files were uploaded" in answer.json()["message"]
     assert registry(emulator).list(name="ghost") == []
@@ -430,3 +432,63 @@ def test_an_upload_path_that_could_leave_its_container_is_refused(emulator, path
 
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"]["code"] == "UserError"
+
+
+# -- inside a run: the script's own run.register_model, with its run token --------------------
+
+INRUN_SCRIPT = """\
+from azureml.core.run import Run
+run = Run.get_context()
+model = run.register_model("from-inside", model_path="outputs/model.npz", tags={"by": "script"})
+print(type(run).__name__, model.id, model.run_id)
+"""
+
+
+def _in_run_environment(emulator, run_id, token):
+    """What a run's driver gives its script for the SDK's live run (the in-run part of issue
+    12): the workspace, the run, the emulator's endpoint and a token for that run only."""
+    return {**emulator_environment(emulator.home, os.environ["HOME"]),
+            "AZUREML_ARM_SUBSCRIPTION": "00000000-0000-0000-0000-000000000000",
+            "AZUREML_ARM_RESOURCEGROUP": "amlocal", "AZUREML_ARM_WORKSPACE_NAME": "local",
+            "AZUREML_ARM_PROJECT_NAME": "models", "AZUREML_RUN_ID": run_id,
+            "AZUREML_SERVICE_ENDPOINT": emulator.endpoint,
+            "AZUREML_DISCOVERY_SERVICE_ENDPOINT": f"{emulator.endpoint}/discovery",
+            "AZUREML_RUN_TOKEN": token}
+
+
+def run_token(emulator, run_id):
+    return TokenIssuer(emulator.home / "emulator" / "token-secret").issue(RUN_SCOPE + run_id)
+
+
+def test_a_script_registers_a_model_of_its_own_run_with_its_run_token(emulator, run_id, tmp_path):
+    script = tmp_path / "inside.py"
+    script.write_text(INRUN_SCRIPT)
+
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path,
+                          env=_in_run_environment(emulator, run_id, run_token(emulator, run_id)))
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["_SubmittedRun", "from-inside:1", run_id]
+    assert registry(emulator).get("from-inside", 1)["tags"] == {"by": "script"}
+
+
+def test_a_run_token_registers_models_of_its_own_run_only(emulator, run_id, tmp_path):
+    source = write_script(tmp_path / "src", "train.py", SCRIPT)
+    other = LocalBackend(emulator.home).submit(RunSpec(
+        source_dir=source, script="train.py", experiment="models", executor="process"))
+    assert other.wait()["status"] == "Completed"
+    token = {"Authorization": f"Bearer {run_token(emulator, run_id)}"}
+    stolen = requests.post(f"{emulator.endpoint}{MMS}/assets", headers=token, timeout=10, json={
+        "name": "stolen", "artifacts": [{"prefix": f"ExperimentRun/dcid.{other.id}/outputs"}]})
+    theirs = requests.post(f"{emulator.endpoint}{MMS}/assets", headers=headers(), timeout=10,
+                           json={"name": "theirs", "artifacts": [
+                               {"prefix": f"ExperimentRun/dcid.{other.id}/outputs"}]}).json()
+    via_their_asset = requests.post(
+        f"{emulator.endpoint}{MMS}/models", headers=token, timeout=10,
+        json={"name": "stolen", "url": f"aml://asset/{theirs['id']}", "mimeType": MIME})
+    listing = requests.get(f"{emulator.endpoint}{MMS}/models", headers=token, timeout=10)
+
+    assert stolen.status_code == via_their_asset.status_code == listing.status_code == 403
+    assert stolen.json()["statusCode"] == 403
+    assert registry(emulator).list(name="stolen") == []
