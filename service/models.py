@@ -110,10 +110,16 @@ def _model_asset(record):
 def _stored_asset(service, asset_id):
     if not _ASSET_ID.match(asset_id):
         return None
+    path = _assets_dir(service) / f"{asset_id}.json"
     try:
-        return json.loads((_assets_dir(service) / f"{asset_id}.json").read_text())
+        asset = json.loads(path.read_text())
+        asset["artifacts"][0]["prefix"]
     except FileNotFoundError:
         return None
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as error:
+        raise ServiceError(500, "ServiceError", f"asset {asset_id} is damaged ({path}: "
+                           f"{error}); it is not served") from None
+    return asset
 
 
 def find_asset(call, asset_id):
@@ -170,6 +176,9 @@ def create_asset(call):
         raise bad_request("an asset here holds exactly one artifact prefix: "
                           "{\"artifacts\": [{\"prefix\": \"ORIGIN/CONTAINER/PATH\"}]}")
     _check_files_allowed(call, *_model_files_prefix(artifacts[0]["prefix"])[:2])
+    for field in ("kvTags", "properties", "meta"):
+        if not isinstance(body.get(field) or {}, dict):
+            raise bad_request(f"an asset's {field} is an object")
     asset_id = uuid.uuid4().hex
     asset = {"id": asset_id, "name": name, "type": body.get("type"),
              "description": body.get("description"),

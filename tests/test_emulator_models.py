@@ -492,3 +492,16 @@ def test_a_run_token_registers_models_of_its_own_run_only(emulator, run_id, tmp_
     assert stolen.status_code == via_their_asset.status_code == listing.status_code == 403
     assert stolen.json()["statusCode"] == 403
     assert registry(emulator).list(name="stolen") == []
+
+
+def test_a_damaged_asset_is_reported_not_used(emulator, run_id):
+    asset = requests.post(f"{emulator.endpoint}{MMS}/assets", headers=headers(), timeout=10, json={
+        "name": "torn", "artifacts": [{"prefix": f"ExperimentRun/dcid.{run_id}/outputs"}]}).json()
+    (emulator.home / "emulator" / "assets" / f"{asset['id']}.json").write_text('{"id": ')
+
+    answer = requests.post(f"{emulator.endpoint}{MMS}/models", headers=headers(), timeout=10,
+                           json={"name": "torn", "url": f"aml://asset/{asset['id']}",
+                                 "mimeType": MIME})
+
+    assert answer.status_code == 500 and "is damaged" in answer.json()["message"]
+    assert registry(emulator).list(name="torn") == []
