@@ -83,13 +83,17 @@ def json_response(value, status=200):
     return value if isinstance(value, Response) else JSONResponse(value, status_code=status)
 
 
-def operation(paths, methods, auth="token", status=200, max_body=MAX_JSON_BODY):
+def operation(paths, methods, auth="token", status=200, max_body=MAX_JSON_BODY,
+              errors=error_response):
     """The Routes (one per path of `paths`, a path or a tuple of them) whose handler is the
     decorated function of a Call.
 
     auth: "token" (a valid bearer token whose scope allows the URL's run, if it names one) or
-    "public" (no token: discovery, and content URLs that carry their own signature).
+    "public" (no token: discovery, and content URLs that carry their own signature) or
+    "caller" (a valid bearer token of any scope: the operation decides what that scope allows).
     max_body: the largest body taken, in bytes (413 past it).
+    errors: renders a refusal, (status, code, message, details) -> Response; Azure's services
+    differ in their error bodies (Model Management's is not ARM's).
     """
 
     def decorate(function):
@@ -102,8 +106,9 @@ def operation(paths, methods, auth="token", status=200, max_body=MAX_JSON_BODY):
                             body=body, headers=dict(request.headers))
                 _check_workspace(call)
                 _check_run_id(call)
-                if auth == "token":
+                if auth != "public":
                     call.claims = _caller(service, request)
+                if auth == "token":
                     _check_scope(call)
                 result = await run_in_threadpool(function, call)
                 return json_response(result, status)
@@ -111,8 +116,7 @@ def operation(paths, methods, auth="token", status=200, max_body=MAX_JSON_BODY):
                 refusal = as_service_error(error)
                 if refusal is None:
                     return _internal_error(request, error)
-                return error_response(refusal.status, refusal.code, refusal.message,
-                                      refusal.details)
+                return errors(refusal.status, refusal.code, refusal.message, refusal.details)
             except Exception as error:  # a bug: said in Azure's shape, its traceback logged
                 return _internal_error(request, error)
 

@@ -326,6 +326,31 @@ def test_a_damaged_registry_copy_is_never_served(registry, amlocal_home, tmp_pat
         registry.download("m", 1, tmp_path / "down")
 
 
+def test_open_file_serves_one_checked_file_of_a_model(registry, amlocal_home, tmp_path):
+    folder = tmp_path / "model"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.bin").write_bytes(MODEL_BYTES)
+    (folder / "sub" / "b.bin").write_bytes(b"b" * 100)
+    registry.register("m", folder)
+    copy = amlocal_home / "models" / "m" / "1" / "model" / "sub" / "b.bin"
+
+    with registry.open_file("m", 1, "model/a.bin") as handle:
+        assert handle.read() == MODEL_BYTES
+    with pytest.raises(UserInputError, match="model m:1 has no file 'model/c.bin'"):
+        registry.open_file("m", 1, "model/c.bin")
+    with pytest.raises(ModelNotFoundError):
+        registry.open_file("m", 2, "model/a.bin")
+    copy.chmod(0o644)
+    copy.write_bytes(b"b" * 99 + b"X")
+    with pytest.raises(RunRecordCorruptedError, match="damaged: model/sub/b.bin is not the file"):
+        registry.open_file("m", 1, "model/sub/b.bin")
+    copy.unlink()
+    copy.symlink_to(folder / "sub" / "b.bin")  # the same bytes, but through a link: not followed
+    with pytest.raises(RunRecordCorruptedError, match="model/sub/b.bin is missing or not a "
+                                                      "regular file"):
+        registry.open_file("m", 1, "model/sub/b.bin")
+
+
 def test_a_damaged_record_is_reported_not_served(catalog, store, ws):
     with store.transaction() as conn:
         conn.execute("UPDATE models SET tags = '{not json' WHERE name = 'rnn'")

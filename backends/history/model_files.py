@@ -9,7 +9,8 @@ import os
 from pathlib import Path
 
 from amlocal.backends.history.run_files import sha256_of_file
-from amlocal.backends.history.run_folder import name_parts, stage_file
+from amlocal.backends.history.run_folder import (NotARunFile, RunFolder, copy_hashing, name_parts,
+                                                 printable, stage_file)
 from amlocal.errors import RunRecordCorruptedError, UserInputError
 
 
@@ -26,6 +27,31 @@ def verified_model_path(record, folder):
         if (size, digest) != (entry["size"], entry["sha256"]):
             raise damaged_model(record, _difference(entry, size))
     return folder / record["model_path"]
+
+
+def open_verified_model_file(record, folder, path):
+    """The model file `path` (one of `record`'s files, kept in `folder`), open for reading in
+    binary at its start, after checking its bytes against what was recorded: UserInputError for
+    a path the model does not have, RunRecordCorruptedError for a damaged file. Opened without
+    following any link, and only if it is a regular file."""
+    entry = next((entry for entry in record["files"] if entry["path"] == path), None)
+    if entry is None:
+        raise UserInputError(f"model {record['id']} has no file {printable(path)!r}")
+    try:
+        with RunFolder(folder) as model_folder:
+            handle = model_folder.open(path)
+    except (NotARunFile, OSError) as error:
+        raise damaged_model(record, f"{entry['path']} is missing or not a regular file "
+                            f"({error})") from None
+    try:
+        size, digest = copy_hashing(handle)
+        if (size, digest) != (entry["size"], entry["sha256"]):
+            raise damaged_model(record, _difference(entry, size))
+        handle.seek(0)
+    except BaseException:
+        handle.close()
+        raise
+    return handle
 
 
 def download_model(record, folder, target_dir, exist_ok=False):

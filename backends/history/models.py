@@ -31,7 +31,8 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from amlocal.backends.history.model_files import download_model, verified_model_path
+from amlocal.backends.history.model_files import (download_model, open_verified_model_file,
+                                                  verified_model_path)
 from amlocal.backends.history.model_input import (MODEL_NAME_RULE, collect_local_files,
                                                   is_valid_model_name, json_object, matches_filter,
                                                   model_entries, parse_filter, parse_model_id,
@@ -266,6 +267,12 @@ class ModelRegistry:
         """The registry's own copy of the model (file or folder), after checking its files."""
         record = self.get(name, version)
         return verified_model_path(record, self.model_dir(record["name"], record["version"]))
+
+    def open_file(self, name, version, path):
+        """File `path` of NAME:VERSION (a name in its record's `files`), open for reading in
+        binary, after checking it (see model_files.open_verified_model_file)."""
+        record = self.get(name, version)
+        return open_verified_model_file(record, self.model_dir(name, record["version"]), path)
 
     def download(self, name, version, target_dir, exist_ok=False):
         """Copy NAME:VERSION (latest when version is None) into target_dir; return the model's
