@@ -2,13 +2,16 @@
 
 Makes `from azureml.core.run import Run; Run.get_context()` return the local run, whether or not
 azureml-core is installed where the script runs:
-- without azureml-core, the stdlib-only stand-in package under shim/ provides `azureml.core.run`;
-- with azureml-core, its own package is used and only `Run.get_context` is redirected, because
-  real azureml-core would otherwise look for an Azure service and fall back to an offline run
-  that drops every metric.
+- with azureml-core, nothing is changed: its own `Run.get_context()` is the SDK's live run
+  (`_SubmittedRun`), talking to the emulator endpoint the run's driver serves (the AZUREML_*
+  variables amlocal sets, see backends/local/run_endpoint.py). As Azure ML's job wrapper does,
+  what the SDK has not sent yet is flushed when the script ends (azureml-core itself flushes only
+  on complete(), fail() or a kill signal, not at interpreter exit);
+- without azureml-core, the stdlib-only stand-in package under shim/ provides `azureml.core.run`
+  (runtime/amlocal_run.py), which writes to the run's telemetry file.
 Any other sitecustomize on the path still runs: this file would otherwise hide it.
 """
-import importlib.abc
+import atexit
 import importlib.machinery
 import importlib.util
 import os
@@ -19,7 +22,6 @@ _HERE = os.path.dirname(os.path.realpath(__file__))
 
 def _is_here(path):
     return os.path.realpath(path or ".") == _HERE
-_RUN_MODULE = "azureml.core.run"
 
 
 def _azureml_core_installed():
@@ -30,28 +32,15 @@ def _azureml_core_installed():
     return False
 
 
-class _RedirectGetContext(importlib.abc.MetaPathFinder):
-    """Patches azureml-core's Run.get_context right after azureml.core.run is executed."""
-
-    def find_spec(self, fullname, path, target=None):
-        if fullname != _RUN_MODULE:
-            return None
-        sys.meta_path.remove(self)
+def _flush_the_sdks_runs():
+    """Send what azureml-core's run objects of this process still hold (metrics, mostly)."""
+    run_module = sys.modules.get("azureml.core.run")
+    submitted = getattr(run_module, "_SubmittedRun", None)
+    for run in list(getattr(submitted, "_SubmittedRun__instances", {}).values()):
         try:
-            spec = importlib.util.find_spec(fullname)
-        finally:
-            sys.meta_path.insert(0, self)
-        if spec is None or spec.loader is None:
-            return spec
-        original_exec = spec.loader.exec_module
-
-        def exec_and_patch(module):
-            original_exec(module)
-            import amlocal_run
-            module.Run.get_context = classmethod(amlocal_run.get_context_for_azureml_core)
-
-        spec.loader.exec_module = exec_and_patch
-        return spec
+            run.flush()
+        except Exception as error:  # the script has ended: say it, do not hide its exit code
+            sys.stderr.write("amlocal: could not flush run %s at exit: %s\n" % (run.id, error))
 
 
 def _chain_next_sitecustomize():
@@ -62,8 +51,19 @@ def _chain_next_sitecustomize():
         spec.loader.exec_module(module)
 
 
+def _flush_at_exit():
+    """Run the flush when the main thread ends, before concurrent.futures stops taking work
+    (the SDK sends through a thread pool): its exit hook is registered first, and these hooks
+    run last registered first."""
+    import concurrent.futures.thread  # noqa: F401  (registers its exit hook now)
+    import threading
+
+    register = getattr(threading, "_register_atexit", None)  # Python 3.9+
+    (register or atexit.register)(_flush_the_sdks_runs)
+
+
 if _azureml_core_installed():
-    sys.meta_path.insert(0, _RedirectGetContext())
+    _flush_at_exit()
 else:
     sys.path.append(os.path.join(_HERE, "shim"))
 _chain_next_sitecustomize()

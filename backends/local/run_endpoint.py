@@ -1,0 +1,173 @@
+"""The emulator, served to one run by the process that drives it (lifecycle.RunDriver).
+
+Inside every local run, azureml-core's own `Run.get_context()` is the SDK's live run: it talks
+plain http to AZUREML_SERVICE_ENDPOINT with AZUREML_RUN_TOKEN. The run's driver serves that
+endpoint itself, with the emulator's code (amlocal.service.app, what `amlocal serve` runs), so it
+is there whether or not `amlocal serve` runs:
+
+    script --http--> 127.0.0.1:PORT (the launcher's relay) --> <run>/emulator/api.sock (driver)
+
+The driver listens on a Unix socket in the run's folder; the run's launcher (runtime/
+amlocal_launch.py) relays connections to 127.0.0.1:PORT to it. In a container that loopback is
+the container's own, so the container keeps network "none" and reaches nothing but this socket
+(mounted read-only: connecting needs no write access to the mount). With the process executor
+the relay listens on a free port of the host's loopback, which the driver picked (and hands to
+the launcher as a listening socket, so no other process can take the port in between).
+
+A socket rather than a network: nothing to create or remove in the Docker engine per run, no
+port on the host for a container, and a driver that adopts the run (recovery.py) serves the
+same path again, so the script keeps its endpoint. The in-run URL is kept beside the socket for
+that adopter.
+
+The run's token (scope run:<id>, tokens.py) lets the script read and write that run and its own
+children only. azureml-core renews it through GET .../runs/{id}/token before it expires.
+"""
+
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+from amlocal.service.tokens import RUN_SCOPE, RUN_TOKEN_SECONDS
+
+ENDPOINT_FOLDER = "emulator"
+SOCKET_NAME = "api.sock"
+URL_FILE = "url"
+# Inside a container the relay listens here: the container's loopback is its own, so every run
+# can have the same port.
+IN_CONTAINER_PORT = 8790
+# The first token lasts as long as the run may; azureml-core renews it from then on.
+FIRST_TOKEN_SECONDS = 30 * 24 * 3600
+START_TIMEOUT_S = 20
+STOP_TIMEOUT_S = 5
+# sun_path holds 108 bytes; a run folder's path may be longer.
+_UNIX_PATH_MAX = 100
+
+
+def endpoint_folder(run_dir):
+    return Path(run_dir) / ENDPOINT_FOLDER
+
+
+def loopback_listener():
+    """A listening socket on a free port of the host's loopback (for a process-executor run)."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    return listener
+
+
+def _bind_unix_socket(folder):
+    """A listening Unix socket at folder/SOCKET_NAME (a stale one from a dead driver replaced).
+
+    A long path is bound through /proc/self/fd, so the run folder's depth does not matter."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            os.unlink(SOCKET_NAME, dir_fd=folder_fd)
+        except FileNotFoundError:
+            pass
+        path = os.path.join(folder, SOCKET_NAME)
+        sock.bind(path if len(path) < _UNIX_PATH_MAX else f"/proc/self/fd/{folder_fd}/{SOCKET_NAME}")
+        # Owner only: a container's user is made its owner with the run's folders (ownership.py).
+        os.chmod(SOCKET_NAME, 0o600, dir_fd=folder_fd)
+    except BaseException:
+        sock.close()
+        raise
+    finally:
+        os.close(folder_fd)
+    sock.listen(64)
+    return sock
+
+
+class RunEndpoint:
+    """The emulator served on one run's socket, as seen from inside the run at `url`."""
+
+    def __init__(self, home, run):
+        self.home = Path(home)
+        self.run = run  # a jobs.LocalRun
+        self.folder = endpoint_folder(run.run_dir)
+        self.url = None
+        self._server = None
+        self._thread = None
+        self._service = None
+        self._socket = None
+
+    @property
+    def socket_path(self):
+        return self.folder / SOCKET_NAME
+
+    def serve(self, url):
+        """Serve the emulator for this run; the script will reach it at `url`."""
+        self.folder.mkdir(exist_ok=True)
+        (self.folder / URL_FILE).write_text(url + "\n")
+        self._start(url)
+        return self
+
+    def resume(self):
+        """Serve again what a driver that died served (None: the run had no endpoint)."""
+        try:
+            url = (self.folder / URL_FILE).read_text().strip()
+        except FileNotFoundError:
+            return None
+        self._start(url)
+        return self
+
+    def _start(self, url):
+        import uvicorn
+
+        from amlocal.service.app import create_app
+
+        self.url = url
+        self._socket = sock = _bind_unix_socket(self.folder)
+        app = create_app(self.home, url, echo=False)
+        self._service = app.app.state.service
+        # No logging configuration of uvicorn's own: this process's logging is the user's.
+        self._server = uvicorn.Server(uvicorn.Config(app, log_config=None, log_level="warning",
+                                                     access_log=False, lifespan="off"))
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
+                                        name=f"amlocal-endpoint-{self.run.id}", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise OSError(f"the run's emulator endpoint did not start on {self.socket_path}")
+            time.sleep(0.01)
+
+    def variables(self, base_environment=None):
+        """The environment azureml-core's Run.get_context() reads (wire document, "Inside a
+        run"); `base_environment`: the proxy settings a process-executor run inherits, which
+        must let 127.0.0.1 through."""
+        from amlocal.service.experiments import experiment_id
+
+        service = self._service
+        identity = service.identity
+        limit = self.run.spec.max_run_duration_seconds
+        seconds = limit + RUN_TOKEN_SECONDS if limit else FIRST_TOKEN_SECONDS
+        # No AZUREML_RUN_TOKEN_EXPIRY: azureml-core reads the expiry from the token's `exp`.
+        token = service.tokens.issue(RUN_SCOPE + self.run.id, seconds)
+        variables = {
+            "AZUREML_ARM_SUBSCRIPTION": identity.subscription_id,
+            "AZUREML_ARM_RESOURCEGROUP": identity.resource_group,
+            "AZUREML_ARM_WORKSPACE_NAME": identity.workspace_name,
+            "AZUREML_WORKSPACE_ID": identity.workspace_id,
+            "AZUREML_EXPERIMENT_ID": experiment_id(service, self.run.experiment),
+            "AZUREML_SERVICE_ENDPOINT": self.url,
+            "AZUREML_DISCOVERY_SERVICE_ENDPOINT": f"{self.url}/discovery",
+            "AZUREML_RUN_TOKEN": token,
+        }
+        if base_environment is not None:
+            for name in ("NO_PROXY", "no_proxy"):
+                variables[name] = ",".join(filter(None, (base_environment.get(name), "127.0.0.1")))
+        return variables
+
+    def stop(self):
+        """Stop serving (the script has ended) and remove the socket and its folder."""
+        if self._server is not None:
+            self._server.should_exit = True
+            self._thread.join(STOP_TIMEOUT_S)
+            self._server = None
+            self._socket.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
