@@ -4,13 +4,18 @@ run's folder, relayed to 127.0.0.1 by the launcher) with a token for that run al
 image without azureml-core keeps the stand-in. Both land in the same run history."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
+from amlocal.backends.history.store import RunStore
+from amlocal.backends.local.processes import process_alive
 from conftest import write_script
+from test_cli import invoke, last_json, wait_for
 
 pytest.importorskip("azureml.core", reason="the azure extra (CI installs it)")
 
@@ -186,6 +191,42 @@ def test_the_endpoint_works_from_a_run_folder_deeper_than_a_socket_path(emulator
     assert details["status"] == "Completed", details["error"]
     assert "context _SubmittedRun" in driver_log(handle)
     assert handle.get_metrics() == {"deep": [1]}
+
+
+def test_a_driver_that_adopts_the_run_serves_its_endpoint_again(amlocal_home, tmp_path):
+    # The script logs, its driver is killed, a new driver adopts the run (recovery.py): what the
+    # script logs after that still reaches the run history, at the same address.
+    go = tmp_path / "go"
+    source = write_script(tmp_path / "src", "train.py", textwrap.dedent("""
+        import os, sys, time
+        from azureml.core.run import Run
+        run = Run.get_context()
+        run.log("phase", 1)
+        run.flush()
+        print("started", flush=True)
+        deadline = time.time() + 120
+        while not os.path.exists(sys.argv[1]) and time.time() < deadline:
+            time.sleep(0.1)
+        run.log("phase", 2)
+        run.tag("adopted", "yes")
+    """))
+    run_id = last_json(invoke("run", source, "--script", "train.py", "--executor", "process",
+                              "--detach", "--json", "--", go))["id"]
+    store = RunStore()
+    wait_for(lambda: "started" in invoke("runs", "logs", run_id).stdout, timeout=120)
+    supervisor = store.get_run(run_id)["driver_pid"]
+
+    os.kill(supervisor, signal.SIGKILL)
+    wait_for(lambda: not process_alive(supervisor), timeout=10)
+    invoke("runs", "show", run_id)  # hands the run to a new driver
+    wait_for(lambda: store.get_run(run_id)["driver_pid"] != supervisor, timeout=30)
+    wait_for(lambda: (store.run_dir(run_id) / "emulator" / "api.sock").exists(), timeout=30)
+    go.touch()
+    waited = last_json(invoke("runs", "wait", run_id, "--json"))
+
+    assert waited["status"] == "Completed", waited["error"]
+    assert waited["tags"] == {"adopted": "yes"}
+    assert last_json(invoke("runs", "metrics", run_id, "--json")) == {"phase": [1, 2]}
 
 
 def test_the_endpoint_is_gone_once_the_run_has_ended(emulator, logged):

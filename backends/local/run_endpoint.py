@@ -71,8 +71,14 @@ def _bind_unix_socket(folder):
             pass
         path = os.path.join(folder, SOCKET_NAME)
         sock.bind(path if len(path) < _UNIX_PATH_MAX else f"/proc/self/fd/{folder_fd}/{SOCKET_NAME}")
-        # Owner only: a container's user is made its owner with the run's folders (ownership.py).
+        # Owner only, and the folder's owner: a container's user, once the folder was handed to
+        # it with the run's folders (ownership.py), so a driver that adopts the run and binds
+        # the socket again still lets the script in.
         os.chmod(SOCKET_NAME, 0o600, dir_fd=folder_fd)
+        owner = os.fstat(folder_fd)
+        if owner.st_uid != os.getuid():
+            os.chown(SOCKET_NAME, owner.st_uid, owner.st_gid, dir_fd=folder_fd,
+                     follow_symlinks=False)
     except BaseException:
         sock.close()
         raise
