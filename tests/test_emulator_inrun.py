@@ -229,6 +229,36 @@ def test_a_driver_that_adopts_the_run_serves_its_endpoint_again(amlocal_home, tm
     assert last_json(invoke("runs", "metrics", run_id, "--json")) == {"phase": [1, 2]}
 
 
+def test_without_the_in_run_sdk_the_stand_in_takes_the_call(emulator, tmp_path, monkeypatch):
+    monkeypatch.setenv("AMLOCAL_IN_RUN_SDK", "0")
+    source = write_script(tmp_path / "src", "train.py", textwrap.dedent("""
+        import os
+        from azureml.core.run import Run
+        run = Run.get_context()
+        print("context", type(run).__module__, "AZUREML_RUN_TOKEN" in os.environ, flush=True)
+        run.log("standin", 1)
+    """))
+
+    handle, details = submit(emulator.home, source)
+
+    assert details["status"] == "Completed", details["error"]
+    assert "context amlocal_run False" in driver_log(handle)
+    assert handle.get_metrics() == {"standin": [1]}
+
+
+def test_a_run_with_a_huge_time_limit_gets_a_token_azureml_core_can_read(emulator, tmp_path):
+    # The first token lasts as long as the run may, within what a datetime holds.
+    source = write_script(tmp_path / "src", "train.py", textwrap.dedent("""
+        from azureml.core.run import Run
+        Run.get_context().log("long", 1)
+    """))
+
+    handle, details = submit(emulator.home, source, max_run_duration_seconds=2**63 - 1)
+
+    assert details["status"] == "Completed", details["error"]
+    assert handle.get_metrics() == {"long": [1]}
+
+
 def test_the_endpoint_is_gone_once_the_run_has_ended(emulator, logged):
     handle, _ = logged
 

@@ -31,7 +31,7 @@ from amlocal.backends.local.compute import ComputeTargets, combine_node_resource
 from amlocal.backends.local.jobs import LocalRun, Prepared
 from amlocal.backends.local.queue_wake import QueueWaiter
 from amlocal.backends.local.recovery import reconcile_blockers
-from amlocal.backends.local.run_endpoint import RunEndpoint
+from amlocal.backends.local.run_endpoint import RunEndpoint, in_run_sdk
 from amlocal.backends.local.script_output import OUTPUT_DIR, append_note
 from amlocal.backends.history.store import BUILD_LOG, DRIVER_LOG, not_run_files
 from amlocal.backends.local.telemetry import end_open_children
@@ -367,7 +367,7 @@ class RunDriver:
 
     def _run_script(self, prepared, resources):
         (self.run_dir / DRIVER_LOG).touch()  # every run that ran has a driver log, as on Azure
-        self.endpoint = RunEndpoint(self.store.home, self.run)
+        self.endpoint = RunEndpoint(self.store.home, self.run) if in_run_sdk() else None
         self.job = self.executor.start(self.run, RUNTIME_DIR, prepared, self._emit_driver_line,
                                        resources, endpoint=self.endpoint)
         self.store.update_run(self.run_id, **self.job.identity())

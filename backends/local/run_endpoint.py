@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from amlocal.service.tokens import RUN_SCOPE, RUN_TOKEN_SECONDS
+from amlocal.validation import setting
 
 ENDPOINT_FOLDER = "emulator"
 SOCKET_NAME = "api.sock"
@@ -38,12 +39,21 @@ URL_FILE = "url"
 # Inside a container the relay listens here: the container's loopback is its own, so every run
 # can have the same port.
 IN_CONTAINER_PORT = 8790
-# The first token lasts as long as the run may; azureml-core renews it from then on.
+# The first token lasts as long as the run may (at most 30 days: azureml-core turns `exp` into a
+# datetime); azureml-core renews it from then on.
 FIRST_TOKEN_SECONDS = 30 * 24 * 3600
 START_TIMEOUT_S = 20
 STOP_TIMEOUT_S = 5
 # sun_path holds 108 bytes; a run folder's path may be longer.
 _UNIX_PATH_MAX = 100
+
+
+def in_run_sdk():
+    """AMLOCAL_IN_RUN_SDK=0: no endpoint, and where the script's Python has azureml-core its
+    Run.get_context() is redirected to the stand-in (runtime/amlocal_run.py), as before amlocal
+    served the SDK (an escape hatch while an operation the SDK needs is not emulated yet, such as
+    run.upload_file, whose blob upload needs https)."""
+    return bool(setting("AMLOCAL_IN_RUN_SDK", 1, 0, 1, whole=True))
 
 
 def endpoint_folder(run_dir):
@@ -151,7 +161,7 @@ class RunEndpoint:
         service = self._service
         identity = service.identity
         limit = self.run.spec.max_run_duration_seconds
-        seconds = limit + RUN_TOKEN_SECONDS if limit else FIRST_TOKEN_SECONDS
+        seconds = min(limit + RUN_TOKEN_SECONDS, FIRST_TOKEN_SECONDS) if limit else FIRST_TOKEN_SECONDS
         # No AZUREML_RUN_TOKEN_EXPIRY: azureml-core reads the expiry from the token's `exp`.
         token = service.tokens.issue(RUN_SCOPE + self.run.id, seconds)
         variables = {

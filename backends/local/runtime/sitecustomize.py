@@ -6,12 +6,15 @@ azureml-core is installed where the script runs:
   (`_SubmittedRun`), talking to the emulator endpoint the run's driver serves (the AZUREML_*
   variables amlocal sets, see backends/local/run_endpoint.py). As Azure ML's job wrapper does,
   what the SDK has not sent yet is flushed when the script ends (azureml-core itself flushes only
-  on complete(), fail() or a kill signal, not at interpreter exit);
+  on complete(), fail() or a kill signal, not at interpreter exit). A run without an endpoint
+  (AMLOCAL_IN_RUN_SDK=0) has only `Run.get_context` redirected to the stand-in, because
+  azureml-core would otherwise fall back to an offline run that drops every metric;
 - without azureml-core, the stdlib-only stand-in package under shim/ provides `azureml.core.run`
   (runtime/amlocal_run.py), which writes to the run's telemetry file.
 Any other sitecustomize on the path still runs: this file would otherwise hide it.
 """
 import atexit
+import importlib.abc
 import importlib.machinery
 import importlib.util
 import os
@@ -32,9 +35,36 @@ def _azureml_core_installed():
     return False
 
 
+_RUN_MODULE = "azureml.core.run"
+
+
+class _RedirectGetContext(importlib.abc.MetaPathFinder):
+    """Patches azureml-core's Run.get_context right after azureml.core.run is executed."""
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != _RUN_MODULE:
+            return None
+        sys.meta_path.remove(self)
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            sys.meta_path.insert(0, self)
+        if spec is None or spec.loader is None:
+            return spec
+        original_exec = spec.loader.exec_module
+
+        def exec_and_patch(module):
+            original_exec(module)
+            import amlocal_run
+            module.Run.get_context = classmethod(amlocal_run.get_context_for_azureml_core)
+
+        spec.loader.exec_module = exec_and_patch
+        return spec
+
+
 def _flush_the_sdks_runs():
     """Send what azureml-core's run objects of this process still hold (metrics, mostly)."""
-    run_module = sys.modules.get("azureml.core.run")
+    run_module = sys.modules.get(_RUN_MODULE)
     submitted = getattr(run_module, "_SubmittedRun", None)
     for run in list(getattr(submitted, "_SubmittedRun__instances", {}).values()):
         try:
@@ -62,8 +92,10 @@ def _flush_at_exit():
     (register or atexit.register)(_flush_the_sdks_runs)
 
 
-if _azureml_core_installed():
+if not _azureml_core_installed():
+    sys.path.append(os.path.join(_HERE, "shim"))
+elif os.environ.get("AZUREML_SERVICE_ENDPOINT"):
     _flush_at_exit()
 else:
-    sys.path.append(os.path.join(_HERE, "shim"))
+    sys.meta_path.insert(0, _RedirectGetContext())
 _chain_next_sitecustomize()
