@@ -26,11 +26,12 @@ children only. azureml-core renews it through GET .../runs/{id}/token before it 
 import os
 import shutil
 import socket
+import sys
 import threading
-import time
 from pathlib import Path
 
-from amlocal.service.tokens import RUN_SCOPE, RUN_TOKEN_SECONDS
+from amlocal.service.config import WorkspaceIdentity, emulator_dir
+from amlocal.service.tokens import RUN_SCOPE, RUN_TOKEN_SECONDS, TokenIssuer
 from amlocal.validation import setting
 
 ENDPOINT_FOLDER = "emulator"
@@ -42,8 +43,6 @@ IN_CONTAINER_PORT = 8790
 # The first token lasts as long as the run may (at most 30 days: azureml-core turns `exp` into a
 # datetime); azureml-core renews it from then on.
 FIRST_TOKEN_SECONDS = 30 * 24 * 3600
-START_TIMEOUT_S = 20
-STOP_TIMEOUT_S = 5
 # sun_path holds 108 bytes; a run folder's path may be longer.
 _UNIX_PATH_MAX = 100
 
@@ -99,7 +98,12 @@ def _bind_unix_socket(folder):
 
 
 class RunEndpoint:
-    """The emulator served on one run's socket, as seen from inside the run at `url`."""
+    """The emulator served on one run's socket, as seen from inside the run at `url`.
+
+    The socket listens as soon as `serve` returns; the app (Starlette and uvicorn, imported
+    here, a few tenths of a second) starts on a thread of its own meanwhile, while the script's
+    container or process starts: a connection made before then waits in the socket's backlog.
+    """
 
     def __init__(self, home, run):
         self.home = Path(home)
@@ -108,8 +112,7 @@ class RunEndpoint:
         self.url = None
         self._server = None
         self._thread = None
-        self._service = None
-        self._socket = None
+        self._stopping = threading.Event()
 
     @property
     def socket_path(self):
@@ -132,47 +135,49 @@ class RunEndpoint:
         return self
 
     def _start(self, url):
-        import uvicorn
-
-        from amlocal.service.app import create_app
-
         self.url = url
-        self._socket = sock = _bind_unix_socket(self.folder)
-        app = create_app(self.home, url, echo=False)
-        self._service = app.app.state.service
-        # No logging configuration of uvicorn's own: this process's logging is the user's.
-        self._server = uvicorn.Server(uvicorn.Config(app, log_config=None, log_level="warning",
-                                                     access_log=False, lifespan="off"))
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
-                                        name=f"amlocal-endpoint-{self.run.id}", daemon=True)
+        sock = _bind_unix_socket(self.folder)
+        self._thread = threading.Thread(target=self._serve_on, args=(sock,), daemon=True,
+                                        name=f"amlocal-endpoint-{self.run.id}")
         self._thread.start()
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise OSError(f"the run's emulator endpoint did not start on {self.socket_path}")
-            time.sleep(0.01)
+
+    def _serve_on(self, sock):
+        try:
+            import uvicorn
+
+            from amlocal.service.app import create_app
+
+            app = create_app(self.home, self.url, echo=False)
+            # No logging configuration of uvicorn's own: this process's logging is the user's.
+            server = uvicorn.Server(uvicorn.Config(app, log_config=None, log_level="warning",
+                                                   access_log=False, lifespan="off"))
+            self._server = server
+            if not self._stopping.is_set():
+                server.run(sockets=[sock])
+        except Exception as error:  # the script then finds its endpoint refusing, and says so
+            print(f"amlocal: the run's emulator endpoint failed: {type(error).__name__}: "
+                  f"{error}", file=sys.stderr)
+        finally:
+            sock.close()
 
     def variables(self, base_environment=None):
         """The environment azureml-core's Run.get_context() reads (wire document, "Inside a
         run"); `base_environment`: the proxy settings a process-executor run inherits, which
         must let 127.0.0.1 through."""
-        from amlocal.service.experiments import experiment_id
-
-        service = self._service
-        identity = service.identity
+        identity = WorkspaceIdentity.of_home(self.home)
+        tokens = TokenIssuer(emulator_dir(self.home) / "token-secret")
         limit = self.run.spec.max_run_duration_seconds
         seconds = min(limit + RUN_TOKEN_SECONDS, FIRST_TOKEN_SECONDS) if limit else FIRST_TOKEN_SECONDS
         # No AZUREML_RUN_TOKEN_EXPIRY: azureml-core reads the expiry from the token's `exp`.
-        token = service.tokens.issue(RUN_SCOPE + self.run.id, seconds)
         variables = {
             "AZUREML_ARM_SUBSCRIPTION": identity.subscription_id,
             "AZUREML_ARM_RESOURCEGROUP": identity.resource_group,
             "AZUREML_ARM_WORKSPACE_NAME": identity.workspace_name,
             "AZUREML_WORKSPACE_ID": identity.workspace_id,
-            "AZUREML_EXPERIMENT_ID": experiment_id(service, self.run.experiment),
+            "AZUREML_EXPERIMENT_ID": identity.experiment_id(self.run.experiment),
             "AZUREML_SERVICE_ENDPOINT": self.url,
             "AZUREML_DISCOVERY_SERVICE_ENDPOINT": f"{self.url}/discovery",
-            "AZUREML_RUN_TOKEN": token,
+            "AZUREML_RUN_TOKEN": tokens.issue(RUN_SCOPE + self.run.id, seconds),
         }
         if base_environment is not None:
             for name in ("NO_PROXY", "no_proxy"):
@@ -180,10 +185,9 @@ class RunEndpoint:
         return variables
 
     def stop(self):
-        """Stop serving (the script has ended) and remove the socket and its folder."""
+        """Stop serving (the script has ended) and remove the socket and its folder. Not waited
+        for: the script that used it is gone, and the app's thread ends on its own."""
+        self._stopping.set()
         if self._server is not None:
             self._server.should_exit = True
-            self._thread.join(STOP_TIMEOUT_S)
-            self._server = None
-            self._socket.close()
         shutil.rmtree(self.folder, ignore_errors=True)
