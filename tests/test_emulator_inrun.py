@@ -259,6 +259,28 @@ def test_a_run_with_a_huge_time_limit_gets_a_token_azureml_core_can_read(emulato
     assert handle.get_metrics() == {"long": [1]}
 
 
+def test_a_proxy_and_azureml_variables_of_the_submitters_shell_do_not_get_in_the_way(
+        emulator, tmp_path, monkeypatch):
+    # The process executor passes the proxy settings on (a download needs them): the endpoint on
+    # 127.0.0.1 is added to NO_PROXY. AZUREML_* of the shell are not passed on: amlocal sets them.
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    monkeypatch.setenv("NO_PROXY", "corp.example")
+    monkeypatch.setenv("AZUREML_RUN_TOKEN", "not-a-token")
+    source = write_script(tmp_path / "src", "train.py", textwrap.dedent("""
+        import os
+        from azureml.core.run import Run
+        print("no_proxy", os.environ["NO_PROXY"], flush=True)
+        Run.get_context().log("through", 1)
+    """))
+
+    handle, details = submit(emulator.home, source)
+
+    assert details["status"] == "Completed", details["error"]
+    assert "no_proxy corp.example,127.0.0.1" in driver_log(handle)
+    assert handle.get_metrics() == {"through": [1]}
+
+
 def test_the_endpoint_is_gone_once_the_run_has_ended(emulator, logged):
     handle, _ = logged
 

@@ -241,8 +241,6 @@ class RunDriver:
             return self._post_process_and_finish(
                 record["exit_code"], resumed=post_processing["status"] == run_status.STAGE_RUNNING)
         self.job = self.executor.attach(self.run, self._emit_driver_line)
-        if self.job is not None:
-            self.endpoint = RunEndpoint(self.store.home, self.run).resume()
         if self.job is None:
             self._open_stage = "Running"
             where = (f"its container {self.run.container_id or ''}".rstrip()
@@ -250,6 +248,7 @@ class RunDriver:
             raise AmlocalError(
                 f"the amlocal process driving this run exited, and the script is gone without a "
                 f"trace: {where} is gone and recorded no exit status")
+        self.endpoint = RunEndpoint(self.store.home, self.run).resume()  # at the same address
         return self._run_and_finish(self.compute.get(record["compute"]),
                                     Prepared(image=record["image"], detail=""), adopted=True,
                                     started_at=record["started_at"])

@@ -45,6 +45,7 @@ IN_CONTAINER_PORT = 8790
 FIRST_TOKEN_SECONDS = 30 * 24 * 3600
 # sun_path holds 108 bytes; a run folder's path may be longer.
 _UNIX_PATH_MAX = 100
+STOP_TIMEOUT_S = 5
 
 
 def in_run_sdk():
@@ -185,9 +186,12 @@ class RunEndpoint:
         return variables
 
     def stop(self):
-        """Stop serving (the script has ended) and remove the socket and its folder. Not waited
-        for: the script that used it is gone, and the app's thread ends on its own."""
+        """Stop serving (the script has ended) and remove the socket and its folder. Waited for:
+        until the listening socket is closed it holds the run history's file system (a home on
+        a mount of its own could not be unmounted)."""
         self._stopping.set()
         if self._server is not None:
             self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(STOP_TIMEOUT_S)
         shutil.rmtree(self.folder, ignore_errors=True)
