@@ -13,15 +13,15 @@ from starlette.routing import Route
 
 from amlocal.backends.history.store import RunStore
 from amlocal.validation import one_line
-from amlocal.service import (artifacts, blobs, compute, datastores, execution, experiments, history,
-                             metrics, models, snapshots, workspace)
+from amlocal.service import (artifacts, blobs, compute, datastores, events, execution, experiments,
+                             history, metrics, models, snapshots, workspace)
 from amlocal.service.config import WorkspaceIdentity, emulator_dir
 from amlocal.service.errors import error_response
 from amlocal.service.tokens import TokenIssuer, WORKSPACE_SCOPE
 
 # blobs first: its routes are chosen by the Host header, before any path route.
 FAMILIES = (blobs, workspace, experiments, compute, history, metrics, artifacts, snapshots,
-            datastores, execution, models)
+            datastores, execution, models, events)
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 REQUEST_LOG = "requests.log"
 
@@ -68,9 +68,10 @@ class RequestLog:
     to $AMLOCAL_HOME/emulator/requests.log. The query string is left out: content URLs carry
     their signature there."""
 
-    def __init__(self, app, log_path):
+    def __init__(self, app, log_path, echo=True):
         self.app = app
         self._path = log_path
+        self._echo = echo
         self._lock = threading.Lock()
 
     async def __call__(self, scope, receive, send):
@@ -101,12 +102,15 @@ class RequestLog:
         # A path may hold anything a client sent: the line stays one ASCII line.
         line = one_line(line).encode("ascii", "backslashreplace").decode("ascii")
         with self._lock:
-            print(line, file=sys.stderr, flush=True)
+            if self._echo:
+                print(line, file=sys.stderr, flush=True)
             with open(self._path, "a", encoding="ascii") as log:
                 log.write(line + "\n")
 
 
-def create_app(home, endpoint):
+def create_app(home, endpoint, echo=True):
+    """The emulator over the run history at `home`, as seen at `endpoint`; `echo`: its request
+    log goes to stderr too (a run's driver serves it without: stderr is the user's terminal)."""
     service = Service.over(home, endpoint)
     routes = [route for family in FAMILIES for routes in family.ROUTES for route in routes]
     # Last, for any method: a path that an operation has but a method it has not is a 501 too.
@@ -116,4 +120,4 @@ def create_app(home, endpoint):
     app.state.service = service
     log_path = emulator_dir(home) / REQUEST_LOG
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    return RequestLog(app, log_path)
+    return RequestLog(app, log_path, echo=echo)

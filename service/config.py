@@ -53,6 +53,10 @@ class WorkspaceIdentity:
         return (f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
                 f"/providers/Microsoft.MachineLearningServices/workspaces/{self.workspace_name}")
 
+    def experiment_id(self, name):
+        """An experiment's id: derived from the workspace and its name, so stable unstored."""
+        return str(uuid.uuid5(uuid.UUID(self.workspace_id), name))
+
     def matches(self, subscription_id, resource_group, workspace_name):
         # ARM treats resource group and resource names case-insensitively.
         return (subscription_id.lower() == self.subscription_id.lower()

@@ -12,7 +12,6 @@ import os
 import re
 import secrets
 import time
-import uuid
 from contextlib import contextmanager
 
 from amlocal.backends.history.store import iso_time
@@ -28,7 +27,7 @@ _NAME_FILTER = re.compile(r"\(name eq ([^()]*)\)")
 
 
 def experiment_id(service, name):
-    return str(uuid.uuid5(uuid.UUID(service.identity.workspace_id), name))
+    return service.identity.experiment_id(name)
 
 
 def _created_path(service):

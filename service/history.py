@@ -152,8 +152,9 @@ def patch_run(call):
         call.service.store.get_status(call.run_id)
     except RunNotFoundError:
         # A PATCH of a new id is how azureml-core creates runs (child_run, start_logging).
-        raise ServiceError(501, "NotImplemented", f"creating run {call.run_id!r} with PATCH "
-                           "(child_run, start_logging) is not emulated yet") from None
+        from amlocal.service.children import create_child  # it uses this module's checks
+
+        return run_dto(call.service, create_child(call, body, _checked).get_details())
     unknown = sorted(set(body) - {"runId", "tags", "properties"})
     if unknown:
         raise ServiceError(501, "NotImplemented", "changing a run's "

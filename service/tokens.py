@@ -5,7 +5,7 @@ when fewer than 95 s are left), so tokens are JWT-shaped; the emulator checks th
 expiry and the scope. A token's `scope` says what it may do:
 
     "workspace"         everything in the workspace (what `amlocal.emulator.auth()` carries)
-    "run:<run id>"      that run's URLs only (the token a run gets, later: AZUREML_RUN_TOKEN)
+    "run:<run id>"      that run's URLs and its children's only (AZUREML_RUN_TOKEN in a run)
     "read:<run id>"     read that run's files (the signed content URLs handed out for downloads)
 
 The secret is made once per $AMLOCAL_HOME (mode 0600) and kept, so tokens outlive a restart of
@@ -48,9 +48,21 @@ class Claims:
     scope: str
     expires: int
 
-    def allows_run(self, run_id):
-        """May this token act on run `run_id` (read or write its record, metrics, files)?"""
-        return self.scope == WORKSPACE_SCOPE or self.scope == RUN_SCOPE + run_id
+    def allows_run(self, run_id, parent_of=None):
+        """May this token act on run `run_id` (read or write its record, metrics, files)?
+
+        A run's token may also act on that run's own children: `parent_of(run_id)` names the
+        parent of run `run_id` (None when it has none, or when it does not exist yet).
+        """
+        if self.scope == WORKSPACE_SCOPE or self.scope == RUN_SCOPE + run_id:
+            return True
+        own_run = self.run_id
+        return own_run is not None and parent_of is not None and parent_of(run_id) == own_run
+
+    @property
+    def run_id(self):
+        """The run a run token is for (None for other tokens)."""
+        return self.scope[len(RUN_SCOPE):] if self.scope.startswith(RUN_SCOPE) else None
 
     def allows_reading_run(self, run_id):
         return self.allows_run(run_id) or self.scope == READ_SCOPE + run_id

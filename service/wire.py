@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from amlocal.backends.history.store import is_plain_run_id
-from amlocal.errors import AmlocalError
+from amlocal.errors import AmlocalError, RunNotFoundError
 from amlocal.validation import one_line
 from amlocal.service.errors import ServiceError, as_service_error, bad_request, error_response
 from amlocal.service.tokens import READ_SCOPE, READ_TOKEN_SECONDS, InvalidToken
@@ -185,7 +185,22 @@ def _check_scope(call):
     claims = call.claims
     if claims.is_workspace:
         return
-    if call.run_id is None or not claims.allows_run(call.run_id):
+    if call.run_id is None or not claims.allows_run(call.run_id, lambda run_id: _parent_of(call)):
         raise ServiceError(403, "AuthorizationFailed",
                            f"the token's scope ({claims.scope}) does not allow "
                            f"{call.method} {call.path}")
+
+
+def _parent_of(call):
+    """The parent of the URL's run: its record's, or for a run not created yet, the one the
+    request creates it under (azureml-core's child_run PATCHes a new id with its parentRunId)."""
+    try:
+        return call.service.store.get_run(call.run_id)["parent_id"]
+    except RunNotFoundError:
+        if call.method != "PATCH":
+            return None
+        try:
+            body = json.loads(call.body or b"{}")
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return body.get("parentRunId") if isinstance(body, dict) else None

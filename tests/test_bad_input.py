@@ -391,7 +391,11 @@ def test_a_bad_setting_is_one_line_at_submission_and_other_commands_still_work(
 
 
 def test_child_runs_of_a_run_with_the_longest_experiment_name_keep_what_they_log(amlocal_home,
-                                                                                 tmp_path):
+                                                                                 tmp_path,
+                                                                                 monkeypatch):
+    # The stand-in's API (AMLOCAL_IN_RUN_SDK=0): in this Python azureml-core's own run would
+    # upload files and images through the blob route, which needs https (issue 12, blobs).
+    monkeypatch.setenv("AMLOCAL_IN_RUN_SDK", "0")
     source = write_script(tmp_path / "src", "train.py", """
 from azureml.core.run import Run
 run = Run.get_context()
@@ -412,7 +416,11 @@ child.complete()
 
 
 def test_a_child_run_id_that_could_name_another_folder_is_refused_in_the_script(amlocal_home,
-                                                                               tmp_path):
+                                                                               tmp_path,
+                                                                               monkeypatch):
+    # The stand-in's own refusal (AMLOCAL_IN_RUN_SDK=0); azureml-core's child_run asks the
+    # emulator, which refuses the id with a 400 (wire.py's run id check).
+    monkeypatch.setenv("AMLOCAL_IN_RUN_SDK", "0")
     source = write_script(tmp_path / "src", "train.py", """
 from azureml.core.run import Run
 from azureml.exceptions import UserErrorException

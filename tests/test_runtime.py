@@ -20,7 +20,7 @@ from conftest import python_without_azureml
 RUN_ID = "mnist_1700000000_0a1b2c3d"
 
 
-def run_script(tmp_path, body, *, in_run=True, extra_path=()):
+def run_script(tmp_path, body, *, in_run=True, extra_path=(), extra_environment=None):
     """Run `body` as a training script; return (stdout, telemetry events without timestamps)."""
     source = tmp_path / "src"
     source.mkdir(exist_ok=True)
@@ -33,6 +33,7 @@ def run_script(tmp_path, body, *, in_run=True, extra_path=()):
         telemetry.parent.mkdir()
         environment.update(AZUREML_RUN_ID=RUN_ID, AZUREML_ARM_PROJECT_NAME="mnist",
                            AMLOCAL_TELEMETRY_FILE=str(telemetry))
+    environment.update(extra_environment or {})
     result = subprocess.run([python_without_azureml(), "train.py"], cwd=source, env=environment,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
@@ -221,7 +222,8 @@ FAKE_AZUREML_CORE = {
 }
 
 
-def test_with_azureml_core_installed_only_get_context_is_redirected(tmp_path):
+def test_without_an_emulator_endpoint_only_get_context_is_redirected(tmp_path):
+    # AMLOCAL_IN_RUN_SDK=0: the run has no AZUREML_SERVICE_ENDPOINT.
     site = tmp_path / "site-packages"
     for relative, text in FAKE_AZUREML_CORE.items():
         (site / relative).parent.mkdir(parents=True, exist_ok=True)
@@ -240,3 +242,24 @@ def test_with_azureml_core_installed_only_get_context_is_redirected(tmp_path):
     assert stdout.splitlines() == [
         "True True", str(site / "azureml" / "core" / "run.py"), f"amlocal_run {RUN_ID}"]
     assert events == [scalar("accuracy", 0.5)]
+
+
+def test_with_azureml_core_installed_its_own_get_context_is_left_alone(tmp_path):
+    # azureml-core's Run.get_context() is the SDK's live run, talking to the run's emulator
+    # endpoint (tests/test_emulator_inrun.py): the stand-in stays off the path.
+    site = tmp_path / "site-packages"
+    for relative, text in FAKE_AZUREML_CORE.items():
+        (site / relative).parent.mkdir(parents=True, exist_ok=True)
+        (site / relative).write_text(text)
+
+    stdout, events = run_script(tmp_path, """
+        import azureml.core.run
+        from azureml.core import Run
+        print(Run is azureml.core.run.Run, Run.FROM_FAKE_AZUREML_CORE)
+        print(azureml.core.run.__file__)
+        print(Run.get_context())
+    """, extra_path=[site], extra_environment={"AZUREML_SERVICE_ENDPOINT": "http://127.0.0.1:1"})
+
+    assert stdout.splitlines() == [
+        "True True", str(site / "azureml" / "core" / "run.py"), "REAL"]
+    assert events == []

@@ -6,6 +6,7 @@ import requests.exceptions
 from amlocal.backends.local import engine, images, ownership
 from amlocal.errors import AmlocalError
 from amlocal.backends.local.jobs import Job, Prepared
+from amlocal.backends.local.run_endpoint import IN_CONTAINER_PORT
 from amlocal.backends.local.run_settings import CONTAINER_LABEL, container_settings
 from amlocal.backends.local.script_output import OUTPUT_DIR, follow_output, prepare_output_file
 from amlocal.backends.history.snapshot import copy_working_directory
@@ -16,6 +17,9 @@ _STOPPED_BY_SIGNAL = (137, 143)
 _ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
 # What the script writes besides its working copy, in the run's folder (see run_settings.py).
 _WRITABLE_RUN_FOLDERS = ("outputs", "logs", "telemetry", OUTPUT_DIR)
+# Where the script reaches its emulator endpoint: the container's own loopback (the launcher's
+# relay listens there), so the container needs no network.
+IN_CONTAINER_URL = f"http://127.0.0.1:{IN_CONTAINER_PORT}"
 
 
 class DockerJob(Job):
@@ -94,17 +98,23 @@ class DockerExecutor:
         how = "found in cache" if prepared.cached else "built"
         return Prepared(image=prepared.tag, detail=f"image {prepared.tag} {how} (base {prepared.base_image})")
 
-    def start(self, run, runtime_dir, prepared, on_line, resources=None):
-        """Start the script of `run` (a jobs.LocalRun) in a container of the prepared image."""
+    def start(self, run, runtime_dir, prepared, on_line, resources=None, endpoint=None):
+        """Start the script of `run` (a jobs.LocalRun) in a container of the prepared image;
+        `endpoint` (a run_endpoint.RunEndpoint) is served for it on the container's loopback."""
         run_dir = run.run_dir
         working_dir = run_dir / "wd"
         copy_working_directory(run_dir / "snapshot", working_dir)
         prepare_output_file(run_dir)
         user = ownership.container_user(run.spec.run_as_root)
-        ownership.hand_over([working_dir, *(run_dir / name for name in _WRITABLE_RUN_FOLDERS)], user)
+        if endpoint is not None:
+            endpoint.serve(IN_CONTAINER_URL)
+        handed_over = [working_dir, *(run_dir / name for name in _WRITABLE_RUN_FOLDERS)]
+        # The endpoint's socket too: connecting to it takes its owner's rights (it is mounted
+        # read-only, so the script cannot replace it).
+        ownership.hand_over(handed_over + ([endpoint.folder] if endpoint else []), user)
         settings = container_settings(
             run, image=prepared.image, working_dir=working_dir, runtime_dir=runtime_dir,
-            user=ownership.docker_user(user), resources=resources)
+            user=ownership.docker_user(user), resources=resources, endpoint=endpoint)
         settings["mounts"] = [docker.types.Mount(
             target=mount["Target"], source=mount["Source"], type="bind",
             read_only=mount["ReadOnly"]) for mount in settings["mounts"]]

@@ -31,6 +31,7 @@ from amlocal.backends.local.compute import ComputeTargets, combine_node_resource
 from amlocal.backends.local.jobs import LocalRun, Prepared
 from amlocal.backends.local.queue_wake import QueueWaiter
 from amlocal.backends.local.recovery import reconcile_blockers
+from amlocal.backends.local.run_endpoint import RunEndpoint, in_run_sdk
 from amlocal.backends.local.script_output import OUTPUT_DIR, append_note
 from amlocal.backends.history.store import BUILD_LOG, DRIVER_LOG, not_run_files
 from amlocal.backends.local.telemetry import end_open_children
@@ -117,6 +118,7 @@ class RunDriver:
         self.compute = ComputeTargets(store)
         self.run = None  # the LocalRun, its typed spec read once from the record when driving starts
         self.job = None
+        self.endpoint = None  # the emulator served to the script while it runs (run_endpoint.py)
         self._killed = False
         self._open_stage = None  # a stage whose end could not be recorded (the disk was full)
         self._requeued = False  # a preempted run runs its Scaling and Running stages again
@@ -248,6 +250,7 @@ class RunDriver:
             raise AmlocalError(
                 f"the amlocal process driving this run exited, and the script is gone without a "
                 f"trace: {where} is gone and recorded no exit status")
+        self.endpoint = RunEndpoint(self.store.home, self.run).resume()  # at the same address
         return self._run_and_finish(self.compute.get(record["compute"]),
                                     Prepared(image=record["image"], detail=""), adopted=True,
                                     started_at=record["started_at"])
@@ -365,8 +368,9 @@ class RunDriver:
 
     def _run_script(self, prepared, resources):
         (self.run_dir / DRIVER_LOG).touch()  # every run that ran has a driver log, as on Azure
+        self.endpoint = RunEndpoint(self.store.home, self.run) if in_run_sdk() else None
         self.job = self.executor.start(self.run, RUNTIME_DIR, prepared, self._emit_driver_line,
-                                       resources)
+                                       resources, endpoint=self.endpoint)
         self.store.update_run(self.run_id, **self.job.identity())
         return self._follow_script(time.time())
 
@@ -484,6 +488,9 @@ class RunDriver:
                 self.job.wait()  # stopped: what it wrote until then is copied to the log
             self.job.cleanup()
             self.job = None
+        if self.endpoint is not None:  # the script has ended: nobody is left to serve
+            self.endpoint.stop()
+            self.endpoint = None
 
     def _remove_scratch(self):
         shutil.rmtree(self.run_dir / "wd", ignore_errors=True)

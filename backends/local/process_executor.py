@@ -14,6 +14,7 @@ import time
 
 from amlocal.backends.local.jobs import Job, Prepared, ScriptVanished
 from amlocal.backends.local.processes import process_alive, stop_process_group
+from amlocal.backends.local.run_endpoint import loopback_listener
 from amlocal.backends.local.run_settings import process_settings
 from amlocal.backends.local.script_output import (EXIT_STATUS_FILE, follow_output,
                                                    prepare_output_file)
@@ -99,16 +100,23 @@ class ProcessExecutor:
         version = ".".join(map(str, sys.version_info[:3]))
         return Prepared(image=None, detail=f"no image: Python {version} at {self.python}")
 
-    def start(self, run, runtime_dir, prepared, on_line, resources=None):
-        """Start the script of `run` (a jobs.LocalRun) as a subprocess, confined to its node."""
+    def start(self, run, runtime_dir, prepared, on_line, resources=None, endpoint=None):
+        """Start the script of `run` (a jobs.LocalRun) as a subprocess, confined to its node;
+        `endpoint` (a run_endpoint.RunEndpoint) is served for it on a free loopback port."""
         run_dir = run.run_dir
         working_dir = run_dir / "wd"
         copy_working_directory(run_dir / "snapshot", working_dir)
         prepare_output_file(run_dir)
         for mapped in ("outputs", "logs"):
             (working_dir / mapped).symlink_to(run_dir / mapped, target_is_directory=True)
+        listener = None
+        if endpoint is not None:
+            listener = loopback_listener()  # handed to the launcher: nobody can take the port
+            endpoint.serve(f"http://127.0.0.1:{listener.getsockname()[1]}")
         settings = process_settings(run, python=self.python, working_dir=working_dir,
-                                    runtime_dir=runtime_dir, base_environment=os.environ)
+                                    runtime_dir=runtime_dir, base_environment=os.environ,
+                                    endpoint=endpoint,
+                                    relay_fd=listener.fileno() if listener else None)
         cores = memory_limit = None
         if resources is not None:
             if resources.cpuset or resources.nano_cpus:
@@ -124,10 +132,15 @@ class ProcessExecutor:
         # No pipe to this process: the launcher writes the script's output to its file, so the
         # script outlives a killed driver. A session of its own keeps the terminal's Ctrl-C
         # (meant for amlocal, which cancels the run) away from the script.
-        process = subprocess.Popen(settings["args"], cwd=settings["cwd"], env=settings["env"],
-                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL, start_new_session=True,
-                                   preexec_fn=_confinement(cores, memory_limit))
+        try:
+            process = subprocess.Popen(settings["args"], cwd=settings["cwd"], env=settings["env"],
+                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL, start_new_session=True,
+                                       pass_fds=[listener.fileno()] if listener else [],
+                                       preexec_fn=_confinement(cores, memory_limit))
+        finally:
+            if listener is not None:
+                listener.close()  # the launcher has its own
         return ProcessJob(process.pid, run_dir, on_line, process=process, memory_limit=memory_limit)
 
     def attach(self, run, on_line):

@@ -10,6 +10,7 @@ Inside a container the run sees this layout (the process executor uses host path
     /amlocal/runtime            the run-side Run API (sitecustomize + amlocal_run), read-only
     /amlocal/telemetry          where the script's Run API appends what it logs
     /amlocal/output             the script's stdout and stderr, one file (see script_output.py)
+    /amlocal/emulator           the socket of the run's emulator endpoint, read-only (run_endpoint.py)
 """
 
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from amlocal.backends.base import DATAREFERENCE_PREFIX, substitute_data_referenc
 from amlocal.backends.local.script_output import (EXIT_STATUS_FILE, LAUNCHER, OUTPUT_DIR,
                                                    OUTPUT_FILE, OUTPUT_NAME)
 from amlocal.backends.history.store import TELEMETRY_FILE
+from amlocal.backends.local.run_endpoint import IN_CONTAINER_PORT, SOCKET_NAME
 
 IN_RUN_ROOT = PurePosixPath("/amlocal")
 IN_RUN_WORKDIR = IN_RUN_ROOT / "wd"
@@ -26,6 +28,7 @@ IN_RUN_RUNTIME = IN_RUN_ROOT / "runtime"
 IN_RUN_TELEMETRY = IN_RUN_ROOT / "telemetry"
 IN_RUN_INPUTS = IN_RUN_ROOT / "inputs"
 IN_RUN_OUTPUT = IN_RUN_ROOT / "output"
+IN_RUN_ENDPOINT = IN_RUN_ROOT / "emulator"
 WORKSPACE_NAME = "local"
 CONTAINER_LABEL = "amlocal.run_id"
 # Threads count as pids: 16 data-loader workers with a 64-thread BLAS pool each, plus the main
@@ -91,13 +94,15 @@ def script_command(python, script, arguments, paths):
     return [python, script, *substitute_data_references(arguments, paths.inputs)]
 
 
-def launched(python, runtime, output_file, command, exit_status_file=None):
+def launched(python, runtime, output_file, command, exit_status_file=None, relay=None):
     """argv that starts `command` through the run's launcher (runtime/amlocal_launch.py), its
     output going to `output_file`; isolated mode (-I -S) keeps the run's PYTHONPATH and its
-    sitecustomize for the script alone."""
+    sitecustomize for the script alone. `relay`: "LISTEN=SOCKET", the launcher's relay to the
+    run's emulator endpoint."""
     status = ["--exit-status", str(exit_status_file)] if exit_status_file else []
+    relaying = ["--relay", relay] if relay else []
     return [python, "-I", "-S", f"{runtime}/{LAUNCHER}", "--output", str(output_file), *status,
-            "--", *command]
+            *relaying, "--", *command]
 
 
 def container_paths(input_names):
@@ -143,12 +148,14 @@ def confinement_settings(run_as_root=False):
     return settings
 
 
-def container_settings(run, *, image, working_dir, runtime_dir, user=None, resources=None):
+def container_settings(run, *, image, working_dir, runtime_dir, user=None, resources=None,
+                       endpoint=None):
     """Keyword arguments for docker-py's `containers.create` for one run (a jobs.LocalRun).
 
     `working_dir` is the host copy of the snapshot the run works in; `user` the "uid:gid" the
     script runs as (None: the image's user); `resources` the NodeResources of the node(s) the run
-    was given (None: no limits). The spec's `run_as_root` opts out of the confinement.
+    was given (None: no limits); `endpoint` the run's emulator endpoint (run_endpoint.py, serving
+    at IN_CONTAINER_URL; None: none). The spec's `run_as_root` opts out of the confinement.
     Mounts are plain dicts in the Docker Engine API's shape (docker.types.Mount is such a dict).
     """
     spec, run_dir = run.spec, run.run_dir
@@ -169,16 +176,22 @@ def container_settings(run, *, image, working_dir, runtime_dir, user=None, resou
     ]
     mounts += [bind(inputs[name], paths.inputs[name], True) for name in sorted(inputs)]
     # The script's user has no home of its own in the image; libraries that cache under $HOME
-    # (matplotlib, chainer's dataset root) need one that is writable.
+    # (matplotlib, chainer's dataset root, azureml-core's ~/.azureml) need one that is writable.
     extra = {"HOME": "/tmp"}
     if resources is not None and resources.emulated_gpus:
         extra["AMLOCAL_EMULATED_GPUS"] = str(resources.emulated_gpus)
+    relay = None
+    if endpoint is not None:
+        mounts.append(bind(endpoint.folder, IN_RUN_ENDPOINT, True))
+        extra.update(endpoint.variables())
+        relay = f"127.0.0.1:{IN_CONTAINER_PORT}={IN_RUN_ENDPOINT / SOCKET_NAME}"
     environment = run_environment(run.id, run.experiment, paths, extra=extra,
                                   user_variables=spec.environment_variables)
     settings = {
         "image": image,
         "command": launched("python", paths.runtime, IN_RUN_OUTPUT / OUTPUT_NAME,
-                            script_command("python", spec.script, spec.arguments, paths)),
+                            script_command("python", spec.script, spec.arguments, paths),
+                            relay=relay),
         # The launcher writes the output to its file; dockerd need not keep a second copy.
         "log_config": {"Type": "none", "Config": {}},
         "working_dir": paths.workdir,
@@ -206,7 +219,8 @@ def inherited_environment(base_environment):
             if name in INHERITED_VARIABLES or name.startswith(INHERITED_PREFIXES)}
 
 
-def process_settings(run, *, python, working_dir, runtime_dir, base_environment):
+def process_settings(run, *, python, working_dir, runtime_dir, base_environment, endpoint=None,
+                     relay_fd=None):
     """argv, cwd and environment for running a run's script (a jobs.LocalRun) as a host
     subprocess (process executor).
 
@@ -214,6 +228,8 @@ def process_settings(run, *, python, working_dir, runtime_dir, base_environment)
     logs/ are links into the run history, and inputs are passed by their host paths (read-only
     is not enforced here: there is no mount namespace). Of `base_environment` (the submitter's)
     it sees only INHERITED_VARIABLES; the spec's environment_variables (--env) come on top.
+    `endpoint` is the run's emulator endpoint (run_endpoint.py; None: none), reached through
+    the listening socket `relay_fd` that the launcher inherits.
     """
     spec, run_dir, inputs = run.spec, run.run_dir, run.spec.inputs
     paths = RunPaths(
@@ -225,13 +241,15 @@ def process_settings(run, *, python, working_dir, runtime_dir, base_environment)
         inputs={name: str(inputs[name]) for name in sorted(inputs)},
     )
     environment = inherited_environment(base_environment)
-    environment.update(run_environment(run.id, run.experiment, paths,
+    extra = endpoint.variables(environment) if endpoint is not None else None
+    environment.update(run_environment(run.id, run.experiment, paths, extra=extra,
                                        user_variables=spec.environment_variables,
                                        inherited_pythonpath=environment.get("PYTHONPATH")))
+    relay = f"fd:{relay_fd}={endpoint.socket_path}" if endpoint is not None else None
     return {
         "args": launched(python, paths.runtime, f"{run_dir}/{OUTPUT_FILE}",
                          script_command(python, spec.script, spec.arguments, paths),
-                         exit_status_file=f"{run_dir}/{EXIT_STATUS_FILE}"),
+                         exit_status_file=f"{run_dir}/{EXIT_STATUS_FILE}", relay=relay),
         "cwd": paths.workdir,
         "env": environment,
     }

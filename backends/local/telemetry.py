@@ -106,20 +106,8 @@ class _Batch:
         """Record a child run the script started, Running as Azure shows it (see _CHILD_START)."""
         if self.conn.execute("SELECT 1 FROM runs WHERE id = ?", (child_id,)).fetchone():
             return
-        parent = self.conn.execute("SELECT * FROM runs WHERE id = ?", (self.run_id,)).fetchone()
-        child_dir = self.store.run_dir(child_id)
-        for folder in FILE_FOLDERS + (UPLOADS_FOLDER,):
-            (child_dir / folder).mkdir(parents=True, exist_ok=True)
-        self.store.insert_run_in(
-            self.conn, run_id=child_id, experiment=parent["experiment"],
-            executor=parent["executor"], compute=parent["compute"],
-            spec=dict(json.loads(parent["spec"]), child_of=self.run_id), tags={},
-            backend=parent["backend"], driver_pid=parent["driver_pid"], parent_id=self.run_id,
-            display_name=name or None)
-        for status in _CHILD_START:
-            self.store.set_status_in(self.conn, child_id, status)
-        # Its script is its parent's, running already: of its stages only Running is its own.
-        self.store.start_stage_in(self.conn, child_id, "Running")
+        insert_child_in(self.store, self.conn, self.run_id, child_id, name)
+        start_child_in(self.store, self.conn, child_id)
 
     def end_child(self, child_id, status, error):
         if end_child_in(self.store, self.conn, child_id, status) and error:
@@ -159,6 +147,29 @@ class _Batch:
 # environment or node of its own, those of its parent are ready. So it takes the shortest legal
 # path there in one moment: NotStarted -> Preparing -> Queued -> Running.
 _CHILD_START = tuple(run_status.path_to(run_status.NOT_STARTED, run_status.RUNNING))
+
+
+def insert_child_in(store, conn, parent_id, child_id, display_name=None):
+    """Record child run `child_id` of run `parent_id`, NotStarted, with its folders (inside the
+    caller's transaction): Run.child_run, through telemetry or the emulator's PATCH."""
+    parent = conn.execute("SELECT * FROM runs WHERE id = ?", (parent_id,)).fetchone()
+    child_dir = store.run_dir(child_id)
+    for folder in FILE_FOLDERS + (UPLOADS_FOLDER,):
+        (child_dir / folder).mkdir(parents=True, exist_ok=True)
+    store.insert_run_in(
+        conn, run_id=child_id, experiment=parent["experiment"], executor=parent["executor"],
+        compute=parent["compute"], spec=dict(json.loads(parent["spec"]), child_of=parent_id),
+        tags={}, backend=parent["backend"], driver_pid=parent["driver_pid"], parent_id=parent_id,
+        display_name=display_name or None)
+
+
+def start_child_in(store, conn, child_id):
+    """A NotStarted child run starts: Running at once, its script being its parent's."""
+    for status in _CHILD_START:
+        store.set_status_in(conn, child_id, status)
+    # Its script is its parent's, running already: of its stages only Running is its own.
+    store.start_stage_in(conn, child_id, "Running")
+
 
 _PATH_TO = {run_status.COMPLETED: (run_status.FINALIZING, run_status.COMPLETED),
             run_status.FAILED: (run_status.FAILED,),

@@ -1,6 +1,7 @@
 """Starts a run's script with its output going straight to a file. Standard library, Python 3.8+.
 
-    python -I -S amlocal_launch.py --output FILE [--exit-status FILE] -- PROGRAM ARGS...
+    python -I -S amlocal_launch.py --output FILE [--exit-status FILE] [--relay LISTEN=SOCKET]
+        -- PROGRAM ARGS...
 
 --output FILE is opened for appending (never through a symlink) and becomes the script's stdout
 and stderr, so every byte the script writes lands there however fast it writes, and no pipe ties
@@ -15,26 +16,41 @@ waits for it and then writes its exit status (as subprocess reports it: negative
 to that file atomically, so a driver that adopted the run, and is not the script's parent, still
 learns how it ended. SIGINT and SIGTERM reach the script through its process group; this process
 only outlasts them to record the status.
+
+With --relay, a process of its own relays every connection to LISTEN (127.0.0.1:PORT, which it
+binds, or fd:N, a listening socket it was handed) to the Unix socket SOCKET, where the run's
+driver serves the emulator (backends/local/run_endpoint.py): that is how azureml-core in the
+script reaches its run history from a container that has no network. The relay outlives SIGINT
+and SIGTERM (the SDK flushes its metrics through it when it gets them) and ends when the process
+that started it (the launcher, or the script it became) has ended.
 """
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 
-USAGE = "usage: amlocal_launch.py --output FILE [--exit-status FILE] -- PROGRAM ARGS..."
+USAGE = ("usage: amlocal_launch.py --output FILE [--exit-status FILE] [--relay LISTEN=SOCKET] "
+         "-- PROGRAM ARGS...")
+OPTIONS = ("--output", "--exit-status", "--relay")
+RELAY_CHUNK = 1 << 16
+PARENT_POLL_S = 0.2
+UNIX_PATH_MAX = 100  # sun_path holds 108 bytes
 
 
 def parse(argv):
     options = {}
     while argv and argv[0] != "--":
-        if len(argv) < 2 or argv[0] not in ("--output", "--exit-status"):
+        if len(argv) < 2 or argv[0] not in OPTIONS:
             sys.exit(USAGE)
         options[argv[0]] = argv[1]
         argv = argv[2:]
     if not argv[1:] or "--output" not in options:
         sys.exit(USAGE)
-    return options["--output"], options.get("--exit-status"), argv[1:]
+    return options, argv[1:]
 
 
 def redirect_output(path):
@@ -53,9 +69,102 @@ def write_atomically(path, text):
     os.replace(temporary, path)
 
 
+def _listener(listen):
+    if listen.startswith("fd:"):
+        return socket.socket(fileno=int(listen[len("fd:"):]))
+    host, _, port = listen.rpartition(":")
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((host, int(port)))
+    listener.listen(64)
+    return listener
+
+
+def _unix_address(path):
+    """A path connect() takes: a long one is reached through /proc/self/fd (sun_path is short)."""
+    if len(path) < UNIX_PATH_MAX:
+        return path
+    folder = os.open(os.path.dirname(path), os.O_RDONLY)
+    return "/proc/self/fd/%d/%s" % (folder, os.path.basename(path))
+
+
+def _pump(source, destination):
+    try:
+        while True:
+            data = source.recv(RELAY_CHUNK)
+            if not data:
+                break
+            destination.sendall(data)
+    except OSError:
+        pass
+    finally:
+        try:
+            destination.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+
+def _relay_connection(client, address):
+    upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        upstream.connect(address)
+    except OSError:
+        client.close()
+        upstream.close()
+        return
+    back = threading.Thread(target=_pump, args=(upstream, client))
+    back.daemon = True
+    back.start()
+    _pump(client, upstream)
+    back.join()
+    client.close()
+    upstream.close()
+
+
+def _relay_until_orphaned(listener, address, parent):
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+
+    def watch_parent():
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os._exit(0)
+
+    watcher = threading.Thread(target=watch_parent)
+    watcher.daemon = True
+    watcher.start()
+    while True:
+        client, _ = listener.accept()
+        worker = threading.Thread(target=_relay_connection, args=(client, address))
+        worker.daemon = True
+        worker.start()
+
+
+def start_relay(spec):
+    """Fork the relay of LISTEN=SOCKET (see the module's docstring); say so if it cannot start."""
+    listen, _, socket_path = spec.partition("=")
+    try:
+        listener = _listener(listen)
+        address = _unix_address(socket_path)
+    except (OSError, ValueError) as error:
+        sys.stderr.write("amlocal: no emulator endpoint in this run (relay %s: %s)\n"
+                         % (listen, error))
+        return
+    parent = os.getpid()
+    if os.fork() == 0:
+        try:
+            _relay_until_orphaned(listener, address, parent)
+        finally:
+            os._exit(0)
+    listener.close()
+
+
 def main(argv):
-    output, exit_status, command = parse(argv)
-    redirect_output(output)
+    options, command = parse(argv)
+    exit_status = options.get("--exit-status")
+    redirect_output(options["--output"])
+    if "--relay" in options:
+        start_relay(options["--relay"])
     if exit_status is None:
         os.execvp(command[0], command)
     # A Python handler, not SIG_IGN: an ignored signal would stay ignored in the script.

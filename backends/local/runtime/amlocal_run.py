@@ -482,5 +482,6 @@ def get_context(allow_offline=True):
 
 
 def get_context_for_azureml_core(cls, allow_offline=True, used_for_context_manager=False, **kwargs):
-    """Replacement for azureml-core's Run.get_context inside amlocal runs (see sitecustomize)."""
+    """Replacement for azureml-core's Run.get_context in runs without an emulator endpoint
+    (AMLOCAL_IN_RUN_SDK=0, see sitecustomize)."""
     return get_context(allow_offline=allow_offline)

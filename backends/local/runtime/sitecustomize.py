@@ -2,12 +2,18 @@
 
 Makes `from azureml.core.run import Run; Run.get_context()` return the local run, whether or not
 azureml-core is installed where the script runs:
-- without azureml-core, the stdlib-only stand-in package under shim/ provides `azureml.core.run`;
-- with azureml-core, its own package is used and only `Run.get_context` is redirected, because
-  real azureml-core would otherwise look for an Azure service and fall back to an offline run
-  that drops every metric.
+- with azureml-core, nothing is changed: its own `Run.get_context()` is the SDK's live run
+  (`_SubmittedRun`), talking to the emulator endpoint the run's driver serves (the AZUREML_*
+  variables amlocal sets, see backends/local/run_endpoint.py). As Azure ML's job wrapper does,
+  what the SDK has not sent yet is flushed when the script ends (azureml-core itself flushes only
+  on complete(), fail() or a kill signal, not at interpreter exit). A run without an endpoint
+  (AMLOCAL_IN_RUN_SDK=0) has only `Run.get_context` redirected to the stand-in, because
+  azureml-core would otherwise fall back to an offline run that drops every metric;
+- without azureml-core, the stdlib-only stand-in package under shim/ provides `azureml.core.run`
+  (runtime/amlocal_run.py), which writes to the run's telemetry file.
 Any other sitecustomize on the path still runs: this file would otherwise hide it.
 """
+import atexit
 import importlib.abc
 import importlib.machinery
 import importlib.util
@@ -19,7 +25,6 @@ _HERE = os.path.dirname(os.path.realpath(__file__))
 
 def _is_here(path):
     return os.path.realpath(path or ".") == _HERE
-_RUN_MODULE = "azureml.core.run"
 
 
 def _azureml_core_installed():
@@ -28,6 +33,9 @@ def _azureml_core_installed():
         if os.path.isfile(os.path.join(path, "azureml", "core", "__init__.py")):
             return True
     return False
+
+
+_RUN_MODULE = "azureml.core.run"
 
 
 class _RedirectGetContext(importlib.abc.MetaPathFinder):
@@ -54,6 +62,17 @@ class _RedirectGetContext(importlib.abc.MetaPathFinder):
         return spec
 
 
+def _flush_the_sdks_runs():
+    """Send what azureml-core's run objects of this process still hold (metrics, mostly)."""
+    run_module = sys.modules.get(_RUN_MODULE)
+    submitted = getattr(run_module, "_SubmittedRun", None)
+    for run in list(getattr(submitted, "_SubmittedRun__instances", {}).values()):
+        try:
+            run.flush()
+        except Exception as error:  # the script has ended: say it, do not hide its exit code
+            sys.stderr.write("amlocal: could not flush run %s at exit: %s\n" % (run.id, error))
+
+
 def _chain_next_sitecustomize():
     others = [p for p in sys.path if not _is_here(p)]
     spec = importlib.machinery.PathFinder.find_spec("sitecustomize", others)
@@ -62,8 +81,21 @@ def _chain_next_sitecustomize():
         spec.loader.exec_module(module)
 
 
-if _azureml_core_installed():
-    sys.meta_path.insert(0, _RedirectGetContext())
-else:
+def _flush_at_exit():
+    """Run the flush when the main thread ends, before concurrent.futures stops taking work
+    (the SDK sends through a thread pool): its exit hook is registered first, and these hooks
+    run last registered first."""
+    import concurrent.futures.thread  # noqa: F401  (registers its exit hook now)
+    import threading
+
+    register = getattr(threading, "_register_atexit", None)  # Python 3.9+
+    (register or atexit.register)(_flush_the_sdks_runs)
+
+
+if not _azureml_core_installed():
     sys.path.append(os.path.join(_HERE, "shim"))
+elif os.environ.get("AZUREML_SERVICE_ENDPOINT"):
+    _flush_at_exit()
+else:
+    sys.meta_path.insert(0, _RedirectGetContext())
 _chain_next_sitecustomize()
