@@ -31,7 +31,6 @@ from amlocal.backends.local.compute import ComputeTargets, combine_node_resource
 from amlocal.backends.local.jobs import LocalRun, Prepared
 from amlocal.backends.local.queue_wake import QueueWaiter
 from amlocal.backends.local.recovery import reconcile_blockers
-from amlocal.backends.local.run_endpoint import RunEndpoint, in_run_sdk
 from amlocal.backends.local.script_output import OUTPUT_DIR, append_note
 from amlocal.backends.history.store import BUILD_LOG, DRIVER_LOG, not_run_files
 from amlocal.backends.local.telemetry import end_open_children
@@ -250,6 +249,8 @@ class RunDriver:
             raise AmlocalError(
                 f"the amlocal process driving this run exited, and the script is gone without a "
                 f"trace: {where} is gone and recorded no exit status")
+        from amlocal.backends.local.run_endpoint import RunEndpoint  # the emulator: only for runs
+
         self.endpoint = RunEndpoint(self.store.home, self.run).resume()  # at the same address
         return self._run_and_finish(self.compute.get(record["compute"]),
                                     Prepared(image=record["image"], detail=""), adopted=True,
@@ -368,6 +369,8 @@ class RunDriver:
 
     def _run_script(self, prepared, resources):
         (self.run_dir / DRIVER_LOG).touch()  # every run that ran has a driver log, as on Azure
+        from amlocal.backends.local.run_endpoint import RunEndpoint, in_run_sdk  # only for runs
+
         self.endpoint = RunEndpoint(self.store.home, self.run) if in_run_sdk() else None
         self.job = self.executor.start(self.run, RUNTIME_DIR, prepared, self._emit_driver_line,
                                        resources, endpoint=self.endpoint)
