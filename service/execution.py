@@ -24,7 +24,10 @@ from pathlib import Path, PurePosixPath
 from amlocal.backends.base import DATAREFERENCE_PREFIX, RunSpec
 from amlocal.backends.history.compute_targets import ComputeTargetError
 from amlocal.errors import EngineUnavailableError, UserInputError
+from amlocal.service import snapshots
+from amlocal.service.blobs import BlobError
 from amlocal.service.config import emulator_dir
+from amlocal.service.datastores import datastore_folder
 from amlocal.service.environments import local_environment
 from amlocal.service.errors import ServiceError, bad_request
 from amlocal.service.submitted import keep_definition
@@ -178,12 +181,6 @@ def _datastore_input(service, name, reference):
         raise bad_request(f"data reference {name!r}: pathOnCompute is not emulated: the script "
                           f"finds the data at ${DATAREFERENCE_PREFIX}{name}")
     try:
-        from amlocal.service.blobs import BlobError
-        from amlocal.service.datastores import datastore_folder
-    except ImportError:
-        raise ServiceError(501, "NotImplemented",
-                           "data references to datastores are not emulated yet") from None
-    try:
         return datastore_folder(service.home, str(reference.get("dataStoreName") or ""),
                                 str(reference.get("pathOnDataStore") or ""))
     except (UserInputError, BlobError) as error:
@@ -284,11 +281,6 @@ def snapshot_run(call):
                           "needs the snapshot, or the project zip (AML_FORCE_EXECUTE_WITH_ZIP=true)")
 
     def materialize(folder):
-        try:
-            from amlocal.service import snapshots
-        except ImportError:
-            raise ServiceError(501, "NotImplemented", "snapshots are not emulated yet: submit "
-                               "with AML_FORCE_EXECUTE_WITH_ZIP=true") from None
         try:
             snapshots.materialize(call.service.home, str(snapshot_id), folder)
         except UserInputError as error:

@@ -35,6 +35,7 @@ from amlocal.backends.history.models import ModelNotFoundError, ModelRegistry
 from amlocal.backends.history.run_folder import name_parts
 from amlocal.backends.history.store import is_plain_run_id, iso_time
 from amlocal.errors import UserInputError
+from amlocal.service.blobs import BlobStore
 from amlocal.service.config import emulator_dir
 from amlocal.service.errors import ServiceError, bad_request
 from amlocal.service.tokens import InvalidToken
@@ -389,10 +390,6 @@ def _chunks(handle):
 # -- Model.register's upload ------------------------------------------------------------------
 
 def _blob_store(service):
-    # The blob store and its https route (blobs.py) are issue 12's "blobs" part: imported when
-    # an upload is asked for, so that model management stands without them.
-    from amlocal.service.blobs import BlobStore
-
     return BlobStore(service.home, service.tokens)
 
 

@@ -358,7 +358,6 @@ def _model_files(emulator, model_id):
 def uploading_workspace(emulator, monkeypatch, tmp_path):
     """A workspace whose blob uploads go through the emulator's https route (blobs.py), in a
     working folder of its own (Model.register takes only paths under the working folder)."""
-    pytest.importorskip("amlocal.service.blobs", reason="the blob route (issue 12's blobs part)")
     for variable in ("HTTPS_PROXY", "NO_PROXY", "REQUESTS_CA_BUNDLE"):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.chdir(tmp_path)

@@ -2,9 +2,10 @@
 runs the script on the local backend (its stages, queue, executors and history), and
 wait_for_completion(show_output=True) streams its output and ends with its status.
 
-The project goes as a zip (AML_FORCE_EXECUTE_WITH_ZIP=true). azureml-core still uploads a
-snapshot beside it; where the emulator does not serve snapshots yet (their blob upload needs the
-https route), the `zip_submission` fixture skips that upload in this process, and only then.
+Most tests send the project as a zip (the `zip_submission` fixture sets
+AML_FORCE_EXECUTE_WITH_ZIP=true: startrun); azureml-core still uploads a snapshot beside it,
+through the blob route. test_a_run_submitted_with_its_snapshot_runs_from_it takes the default
+path (snapshotrun).
 """
 
 import io
@@ -57,12 +58,6 @@ print("the script ends with GREETING", os.environ.get("GREETING"))
 @pytest.fixture
 def zip_submission(emulator, monkeypatch):
     monkeypatch.setenv("AML_FORCE_EXECUTE_WITH_ZIP", "true")
-    answer = requests.get(f"{emulator.endpoint}/content/v1.0{WS_PATH}/snapshots/latest/metadata",
-                          headers=amlocal.emulator.auth().get_authentication_header(), timeout=30)
-    if answer.status_code == 501:
-        from azureml._restclient.snapshots_client import SnapshotsClient
-
-        monkeypatch.setattr(SnapshotsClient, "create_snapshot", lambda self, *a, **k: None)
 
 
 @pytest.fixture(scope="module")
@@ -297,10 +292,6 @@ def test_a_run_submitted_with_its_snapshot_runs_from_it(emulator, workspace, mon
                                                         tmp_path, capsys):
     """snapshotrun: azureml-core uploads the snapshot, then names it (no zip)."""
     monkeypatch.delenv("AML_FORCE_EXECUTE_WITH_ZIP", raising=False)
-    answer = requests.get(f"{emulator.endpoint}/content/v1.0{WS_PATH}/snapshots/latest/metadata",
-                          headers=amlocal.emulator.auth().get_authentication_header(), timeout=30)
-    if answer.status_code == 501:
-        pytest.skip("the emulator does not serve snapshots yet (the blob route)")
     source = write_script(tmp_path / "src", "train.py", SCRIPT)
     run = Experiment(workspace, "submitted").submit(script_config(source, host_python()))
     assert run.wait_for_completion(show_output=True)["status"] == "Completed"
@@ -312,10 +303,6 @@ def test_a_run_submitted_with_its_snapshot_runs_from_it(emulator, workspace, mon
 
 def test_a_data_reference_to_the_datastore_is_an_input_of_the_run(
         emulator, workspace, zip_submission, tmp_path):
-    answer = requests.get(f"{emulator.endpoint}/datastore/v1.0{WS_PATH}/default",
-                          headers=amlocal.emulator.auth().get_authentication_header(), timeout=30)
-    if answer.status_code == 501:
-        pytest.skip("the emulator does not serve datastores yet (the blob route)")
     data = tmp_path / "data"
     data.mkdir()
     (data / "digits.txt").write_text("0 1 2\n")

@@ -222,12 +222,17 @@ FAKE_AZUREML_CORE = {
 }
 
 
-def test_without_an_emulator_endpoint_only_get_context_is_redirected(tmp_path):
-    # AMLOCAL_IN_RUN_SDK=0: the run has no AZUREML_SERVICE_ENDPOINT.
-    site = tmp_path / "site-packages"
+def fake_azureml_core(site):
+    """Write FAKE_AZUREML_CORE into the folder `site`; return it, for a run's extra path."""
     for relative, text in FAKE_AZUREML_CORE.items():
         (site / relative).parent.mkdir(parents=True, exist_ok=True)
         (site / relative).write_text(text)
+    return site
+
+
+def test_without_an_emulator_endpoint_only_get_context_is_redirected(tmp_path):
+    # AMLOCAL_IN_RUN_SDK=0: the run has no AZUREML_SERVICE_ENDPOINT.
+    site = fake_azureml_core(tmp_path / "site-packages")
 
     stdout, events = run_script(tmp_path, """
         import azureml.core.run
@@ -247,10 +252,7 @@ def test_without_an_emulator_endpoint_only_get_context_is_redirected(tmp_path):
 def test_with_azureml_core_installed_its_own_get_context_is_left_alone(tmp_path):
     # azureml-core's Run.get_context() is the SDK's live run, talking to the run's emulator
     # endpoint (tests/test_emulator_inrun.py): the stand-in stays off the path.
-    site = tmp_path / "site-packages"
-    for relative, text in FAKE_AZUREML_CORE.items():
-        (site / relative).parent.mkdir(parents=True, exist_ok=True)
-        (site / relative).write_text(text)
+    site = fake_azureml_core(tmp_path / "site-packages")
 
     stdout, events = run_script(tmp_path, """
         import azureml.core.run
