@@ -18,6 +18,28 @@ from amlocal.errors import UserInputError
 from amlocal.workspace_config import WorkspaceConfigError, find_config, read_config
 
 LOCAL_WORKSPACE = "local"
+# The local workspace's Azure-shaped names, the ones the emulator (`amlocal serve`) serves it
+# under: notebooks print them as strings, and a config.json or Workspace(...) naming them is this
+# workspace, not one on Azure.
+LOCAL_SUBSCRIPTION_ID = "00000000-0000-0000-0000-000000000000"
+LOCAL_RESOURCE_GROUP = "amlocal"
+LOCAL_LOCATION = "local"
+
+
+def _names_local(subscription_id, resource_group):
+    return ((subscription_id, resource_group) in ((None, None), ("", ""))
+            or (str(subscription_id).lower() == LOCAL_SUBSCRIPTION_ID
+                and str(resource_group).lower() == LOCAL_RESOURCE_GROUP))
+
+
+def _names_an_emulator(config_file):
+    """Whether a config file is one a running emulator wrote (it names its endpoint): runs in
+    that workspace go through azureml-core to the emulator, as they would to Azure."""
+    try:
+        with open(config_file, encoding="utf-8") as handle:
+            return "endpoint" in json.load(handle)
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 class WorkspaceException(UserInputError):
@@ -38,14 +60,14 @@ def _azure_unavailable(what):
 class Workspace:
     """The local workspace: compute targets and runs in the run history on this machine.
 
-    Attributes as in azureml-core: name ("local"), subscription_id and resource_group (None, no
-    Azure subscription is involved), location (None), compute_targets.
+    Attributes as in azureml-core: name ("local"), subscription_id (all zeros: no Azure
+    subscription is involved), resource_group ("amlocal"), location ("local"), compute_targets.
     """
 
     def __init__(self, subscription_id=None, resource_group=None, workspace_name=LOCAL_WORKSPACE,
                  auth=None, _location=None, _disable_service_check=False, _workspace_id=None,
                  sku="basic", tags=None, _cloud="AzureCloud"):
-        if subscription_id or resource_group:
+        if not _names_local(subscription_id, resource_group):
             raise _azure_unavailable(f"Workspace(subscription_id={subscription_id!r}, "
                                      f"resource_group={resource_group!r}, ...)")
         if workspace_name != LOCAL_WORKSPACE:
@@ -54,9 +76,9 @@ class Workspace:
         from amlocal.backends import default_home
 
         self.name = LOCAL_WORKSPACE
-        self.subscription_id = None
-        self.resource_group = None
-        self.location = None
+        self.subscription_id = LOCAL_SUBSCRIPTION_ID
+        self.resource_group = LOCAL_RESOURCE_GROUP
+        self.location = LOCAL_LOCATION
         self.tags = tags
         self.sku = sku
         self._home = default_home()
@@ -75,7 +97,7 @@ class Workspace:
             subscription_id, resource_group, workspace_name = read_config(found)
         except WorkspaceConfigError as error:
             raise WorkspaceException(str(error)) from None
-        if subscription_id or resource_group:
+        if not _names_local(subscription_id, resource_group) or _names_an_emulator(found):
             return Workspace._on_azure(found, subscription_id, resource_group, workspace_name)
         return Workspace(workspace_name=workspace_name)
 

@@ -1,10 +1,11 @@
 """The image recipes in docker/, which both backends build from: where they are, which have a GPU
-build.
+build; what Azure ML's own base images and conda specifications become here.
 
 The local backend builds a recipe's Dockerfile on this host (local/images.py); the Azure backend
 hands the same Dockerfile to Azure ML's image build (azure/translate_v1.py).
 """
 
+import re
 from pathlib import Path
 
 from amlocal.errors import AmlocalError, UserInputError
@@ -37,3 +38,65 @@ def recipe_dir(recipe):
 def gpu_build(recipe):
     """The recipe's GPU build, or None where it has none."""
     return GPU_RECIPES.get(recipe)
+
+
+# Azure ML's base images (the default one and the curated ones' bases) live in a registry that is
+# not reachable here, and are Ubuntu with conda: they are built on amlocal's local base instead,
+# and the build log says so and what differs.
+AZURE_IMAGE_PREFIX = "mcr.microsoft.com/azureml/"
+LOCAL_BASE = ("amlocal's local base (python:3.11-slim-bookworm, or amlocal/base:bookworm where no "
+              "registry is reachable: Debian 12, Python 3.11)")
+# The Python of the local base (Debian 12's, and python:3.11-slim's).
+LOCAL_PYTHON_VERSION = "3.11"
+# What Azure's image names say about them, and how each reads in the build log.
+_IMAGE_FACTS = ((re.compile(r"ubuntu(\d+\.\d+)"), "Ubuntu {} there, Debian 12 here"),
+                (re.compile(r"openmpi(\d[\d.]*)"), "Open MPI {} there, no MPI here"),
+                (re.compile(r"intelmpi(\d[\d.]*)"), "Intel MPI {} there, no MPI here"),
+                (re.compile(r"cuda(\d[\d.]*)"), "CUDA {} there, no CUDA here"))
+# Conda specification entries that are the environment's tools, not packages to install.
+_CONDA_TOOLS = ("python", "pip")
+
+
+def is_azure_base_image(image):
+    """Whether `image` is one of Azure ML's own base images (None: Azure's default one)."""
+    return image is None or image.startswith(AZURE_IMAGE_PREFIX)
+
+
+def azure_base_image_notes(image, python_version=None):
+    """The build log's lines for an environment on Azure's base image `image`, built here on the
+    local base; `python_version`: the one its conda specification asks for, if any."""
+    differences = [template.format(found.group(1)) for pattern, template in _IMAGE_FACTS
+                   if (found := pattern.search(image or ""))]
+    if python_version:
+        differences.append(f"Python {python_version} there (the conda specification's), "
+                           f"the base's {LOCAL_PYTHON_VERSION} here")
+    differences.append("no conda here: pip packages go into a virtual environment")
+    return [f"Azure's base image {image or '(the default)'} cannot be pulled here: the "
+            f"environment is built on {LOCAL_BASE}.", f"What differs: {'; '.join(differences)}."]
+
+
+def package_name(entry):
+    """A conda or pip requirement's name: `conda-forge::numpy=1.21` -> `numpy`."""
+    return re.split(r"[\s=<>!~\[;@]", entry.split("::")[-1].strip(), maxsplit=1)[0].lower()
+
+
+def conda_specification_parts(document):
+    """(python version or None, conda-only packages, pip entries) of a conda specification (the
+    parsed YAML, or azureml-core's condaDependencies object); ValueError when it is malformed."""
+    if not isinstance(document, dict):
+        raise ValueError("a conda specification must be a mapping (name, channels, dependencies)")
+    dependencies = document.get("dependencies") or []
+    if not isinstance(dependencies, list):
+        raise ValueError("the conda specification's dependencies must be a list")
+    version, conda_only, pip = None, [], []
+    for entry in dependencies:
+        if isinstance(entry, dict):
+            listed = entry.get("pip") or []
+            if not isinstance(listed, list):
+                raise ValueError("the conda specification's pip entry must be a list")
+            pip += [str(item).strip() for item in listed if str(item).strip()]
+        elif package_name(str(entry)) == "python":
+            version = str(entry).split("=", 1)[1].lstrip("=") if "=" in str(entry) else None
+        elif package_name(str(entry)) not in _CONDA_TOOLS:
+            conda_only.append(str(entry))
+    return version, conda_only, pip

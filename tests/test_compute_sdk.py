@@ -305,7 +305,8 @@ def test_delete_is_refused_while_a_run_waits_for_the_target(ws):
 # -- the workspace --------------------------------------------------------------------------------
 
 def test_without_a_config_file_the_workspace_is_local(ws, amlocal_home):
-    assert (ws.name, ws.subscription_id, ws.resource_group, ws.location) == ("local", None, None, None)
+    assert (ws.name, ws.subscription_id, ws.resource_group, ws.location) == (
+        "local", "00000000-0000-0000-0000-000000000000", "amlocal", "local")
     assert ws._home == amlocal_home
     assert ws.compute_targets == {}
     assert Workspace.get("local").name == "local"

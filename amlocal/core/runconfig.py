@@ -1,5 +1,6 @@
-"""Mirrors `azureml.core.runconfig`."""
+"""Mirrors `azureml.core.runconfig` (which also offers CondaDependencies)."""
 
+from amlocal.environment import CondaDependencies
 from amlocal.script_run_config import DockerConfiguration, RunConfiguration
 
-__all__ = ["DockerConfiguration", "RunConfiguration"]
+__all__ = ["CondaDependencies", "DockerConfiguration", "RunConfiguration"]

@@ -1,6 +1,10 @@
-"""`HyperDriveRun`: the parent run of a sweep, with azureml-train-core's methods."""
+"""`HyperDriveRun`: the parent run of a sweep, with azureml-train-core's methods; and
+`PrimaryMetricGoal`, which azureml-train-core's notebooks import from here."""
 
 from amlocal.run import Run
+from amlocal.train.hyperdrive.runconfig import PrimaryMetricGoal
+
+__all__ = ["HyperDriveRun", "PrimaryMetricGoal"]
 
 
 class HyperDriveRun(Run):
