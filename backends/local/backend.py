@@ -15,6 +15,7 @@ from amlocal.backends.base import (LOG_TAIL_LINES, Backend, LogLine, RecordedSpe
 from amlocal.backends.local.compute import ComputeTargets, target_has_gpus, target_has_real_gpus
 from amlocal.backends.local.lifecycle import (POLL_INTERVAL_S, RunDriver, max_preemptions,
                                                stop_grace_s)
+from amlocal.backends.local.opendatasets import with_open_datasets
 from amlocal.backends.local.recovery import reconcile_run, start_supervisor
 from amlocal.backends.history.run_folder import write_file
 from amlocal.backends.history.snapshot import snapshot_files, take_snapshot
@@ -108,6 +109,7 @@ class LocalBackend(Backend):
             spec = dataclasses.replace(spec, environment=dataclasses.replace(
                 spec.environment, recipe=gpu_recipe))
         files = snapshot_files(spec.source_dir)
+        spec = with_open_datasets(spec, files, self.home)
         # The run takes its place in the target's queue when it is created, so runs get their
         # nodes in the order they were submitted, however long each one's image takes to build.
         run_id = self.store.create_run(

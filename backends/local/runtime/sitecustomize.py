@@ -11,6 +11,8 @@ azureml-core is installed where the script runs:
   azureml-core would otherwise fall back to an offline run that drops every metric;
 - without azureml-core, the stdlib-only stand-in package under shim/ provides `azureml.core.run`
   (runtime/amlocal_run.py), which writes to the run's telemetry file.
+Where azureml.opendatasets is not installed, opendatasets/ provides its MNIST from amlocal's
+dataset cache (mounted into runs that use it).
 Any other sitecustomize on the path still runs: this file would otherwise hide it.
 """
 import atexit
@@ -27,12 +29,16 @@ def _is_here(path):
     return os.path.realpath(path or ".") == _HERE
 
 
-def _azureml_core_installed():
+def _installed(*package):
     paths = [p for p in sys.path if not _is_here(p)]
     for path in paths:
-        if os.path.isfile(os.path.join(path, "azureml", "core", "__init__.py")):
+        if os.path.isfile(os.path.join(path, "azureml", *package, "__init__.py")):
             return True
     return False
+
+
+def _azureml_core_installed():
+    return _installed("core")
 
 
 _RUN_MODULE = "azureml.core.run"
@@ -92,6 +98,8 @@ def _flush_at_exit():
     (register or atexit.register)(_flush_the_sdks_runs)
 
 
+if not _installed("opendatasets"):
+    sys.path.append(os.path.join(_HERE, "opendatasets"))
 if not _azureml_core_installed():
     sys.path.append(os.path.join(_HERE, "shim"))
 elif os.environ.get("AZUREML_SERVICE_ENDPOINT"):
