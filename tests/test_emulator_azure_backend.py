@@ -218,3 +218,29 @@ def test_an_emulator_config_whose_emulator_is_gone_says_start_amlocal_serve(tmp_
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "start one with `amlocal serve`" in lines[0], result.stderr
+
+
+@pytest.mark.docker
+def test_a_dockerfile_that_takes_no_pip_settings_installs_through_the_hosts(docker_client):
+    """The self-contained Dockerfile the Azure backend sends writes an empty pip configuration
+    of its own: built here unchanged, its pip still reaches the index with the host's settings
+    (CA bundle, index URLs), from the pip-configured local base."""
+    import uuid
+
+    from amlocal.backends.local import images
+
+    dockerfile = ("ARG BASE_IMAGE=python:3.11-slim-bookworm\nFROM ${BASE_IMAGE}\n"
+                  f"# {uuid.uuid4()} (a build of its own)\n"
+                  "RUN mkdir -p /tmp/amlocal-pip && : > /tmp/amlocal-pip/pip.conf\n"
+                  "ENV PIP_CONFIG_FILE=/tmp/amlocal-pip/pip.conf\n"
+                  "RUN python3 -m pip download --no-deps --dest /tmp/wheels six==1.16.0\n")
+    lines = []
+    prepared = images.ensure_image(docker_client, "python", dockerfile=dockerfile,
+                                   on_line=lines.append)
+    try:
+        assert not prepared.cached
+        assert any(line.startswith("The Dockerfile takes no pip settings from the build context: "
+                                   f"it is built on {images.PIP_BASE_REPOSITORY}:") for line in lines)
+        assert any("Saved /tmp/wheels/six-1.16.0" in line for line in lines), "\n".join(lines[-20:])
+    finally:
+        docker_client.images.remove(prepared.tag, force=True)
