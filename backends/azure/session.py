@@ -91,44 +91,30 @@ class EmulatorWorkspace:
     """The emulator (`amlocal serve`) that wrote a workspace config, and what reaching it
     needs: its endpoint, its run history, and the environment of its blob route."""
 
-    def __init__(self, home, endpoint, blob_proxy):
+    def __init__(self, home, endpoint):
         self.home = Path(home)
         self.endpoint = endpoint
-        self.blob_proxy = blob_proxy
         self._lock = threading.Lock()
         self._depth = 0
         self._saved = {}
 
     @classmethod
     def of_config(cls, config_path):
-        """The EmulatorWorkspace of `config_path`, or None for an Azure ML workspace's config:
-        an emulator's is <home>/emulator/config.json and names its "endpoint"."""
-        from amlocal.service.config import CONFIG_NAME, emulator_dir, read_config
+        """The EmulatorWorkspace of `config_path`, or None for an Azure ML workspace's config."""
+        from amlocal.emulator import serving_home
 
-        path = Path(config_path)
-        try:
-            document = read_config(path)
-        except (OSError, ValueError):
-            return None
-        endpoint = document.get("endpoint")
-        home = path.parent.parent
-        if (not isinstance(endpoint, str) or path.name != CONFIG_NAME
-                or emulator_dir(home).resolve() != path.parent.resolve()):
-            return None
-        blob_proxy = document.get("blob_proxy")
-        return cls(home, endpoint, blob_proxy if isinstance(blob_proxy, str) else None)
+        found = serving_home(config_path)
+        return cls(*found) if found else None
 
     def blob_route_environment(self):
-        """The variables azureml-core's blob traffic needs (service.config.client_environment),
-        computed as for a process with no proxy of its own: the emulator's CONNECT proxy is
-        the only https proxy its blob host can be reached through."""
-        from amlocal.service.config import client_environment
+        """The variables azureml-core's blob traffic needs, computed as for a process with no
+        proxy of its own: the emulator's CONNECT proxy is the only https proxy its blob host
+        can be reached through."""
+        from amlocal.emulator import blob_route_environment
 
-        if self.blob_proxy is None:
-            return {}
         environ = {key: value for key, value in os.environ.items()
                    if key not in _PROXY_VARIABLES}
-        return client_environment(self.home, self.endpoint, self.blob_proxy, environ)
+        return blob_route_environment(self.endpoint, self.home, environ)
 
     @contextlib.contextmanager
     def blob_route(self):
