@@ -156,6 +156,25 @@ def test_a_run_from_another_history_keeps_its_azure_record_there(emulator, compu
 
 
 @pytest.mark.docker
+def test_a_file_input_is_mounted_as_that_file(emulator, compute, docker_client, tmp_path):
+    """An input that is one file is uploaded into its folder of the datastore and referenced
+    as the file (translate_v1.InputUpload.path_on_datastore): the run reads that file."""
+    rows = tmp_path / "rows.csv"
+    rows.write_text("1,2,3\n")
+    source = write_script(tmp_path / "src", "read.py",
+                          "import os\nprint('rows:', open(os.environ['AZUREML_DATAREFERENCE_rows'])"
+                          ".read().strip())\n")
+    result = amlocal("run", source, "--script", "read.py", "--recipe", "chainer",
+                     "--backend", "azure", "--workspace-config", emulator.config_path,
+                     "--compute", compute, "--input", f"rows={rows}", "--json",
+                     home=emulator.home)
+
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "rows: 1,2,3" in result.stdout
+    assert show(last_json(result)["id"], emulator.home)["inputs"]["rows"].endswith("/rows.csv")
+
+
+@pytest.mark.docker
 def test_canceling_an_azure_run_cancels_the_emulators_run(emulator, compute, docker_client,
                                                           tmp_path):
     home = tmp_path / "client-home"
