@@ -19,6 +19,7 @@ import copy
 import os
 import socket
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from amlocal.backends.history.store import default_home
@@ -120,21 +121,42 @@ def _target(endpoint, home):
                       service_config.WORKSPACE_NAME)
 
 
-def use_blob_route(endpoint, home):
-    """Set, in this process's environment, what azureml-core's blob uploads need to reach the
-    emulator's https route (service.config.client_environment: HTTPS_PROXY when none is set,
-    NO_PROXY for the emulator's address, REQUESTS_CA_BUNDLE with the emulator's CA added to the
-    bundle in use). Returns the variables it set; nothing when the emulator at `endpoint` left
-    no config.json naming its proxy."""
+def blob_route_environment(endpoint, home, environ):
+    """What a client process whose environment is `environ` must set for azureml-core's blob
+    uploads to reach the https route of the emulator at `endpoint` (service.config.
+    client_environment: HTTPS_PROXY when none is set, NO_PROXY for the emulator's address,
+    REQUESTS_CA_BUNDLE with the emulator's CA added to the bundle in use); nothing when the
+    emulator at `endpoint` left no config.json naming its proxy."""
     try:
         config = read_config(config_path(home))
     except (OSError, ValueError):
         return {}
     if config.get("endpoint") != endpoint or not isinstance(config.get("blob_proxy"), str):
         return {}
-    changes = service_config.client_environment(home, endpoint, config["blob_proxy"], os.environ)
+    return service_config.client_environment(home, endpoint, config["blob_proxy"], environ)
+
+
+def use_blob_route(endpoint, home):
+    """Set, in this process's environment, what blob uploads need (blob_route_environment).
+    Returns the variables it set."""
+    changes = blob_route_environment(endpoint, home, os.environ)
     os.environ.update(changes)
     return changes
+
+
+def serving_home(workspace_config):
+    """(run history, endpoint) of the emulator that wrote the workspace config file
+    `workspace_config` (<home>/emulator/config.json, naming its "endpoint"); None for any other
+    workspace config (an Azure ML workspace's)."""
+    path = Path(workspace_config)
+    home = path.parent.parent
+    if path != config_path(home):
+        return None
+    try:
+        endpoint = read_config(path).get("endpoint")
+    except (OSError, ValueError):
+        return None
+    return (home, endpoint) if isinstance(endpoint, str) else None
 
 
 def auth(endpoint=None, home=None):

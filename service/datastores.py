@@ -9,8 +9,11 @@ of the blob store: `datastore_folder` gives it (to mount read-only) and `BlobSto
 copies it.
 """
 
+import os
+import stat
+
 from amlocal.errors import UserInputError
-from amlocal.service.blobs import BlobStore
+from amlocal.service.blobs import BlobStore, check_blob_name
 from amlocal.service.config import BLOB_ACCOUNT, BLOB_DOMAIN, WorkspaceIdentity
 from amlocal.service.errors import not_found
 from amlocal.service.tokens import WORKSPACE_TOKEN_SECONDS
@@ -26,13 +29,41 @@ def datastore_container(identity):
 
 
 def datastore_folder(home, datastore_name, path=""):
-    """The host folder that is `path` of datastore `datastore_name` in the run history at
-    `home` (made if missing; for a run to mount read-only). UserInputError for another
-    datastore; blobs.BlobError for a path that could leave the datastore."""
+    """The host path that is `path` of datastore `datastore_name` in the run history at
+    `home`, for a run to mount read-only, readable by the run's user: the file where `path`
+    names a blob, else the folder of blobs under it (made if missing). UserInputError for
+    another datastore; blobs.BlobError for a path that could leave the datastore."""
     if datastore_name != DEFAULT_DATASTORE:
         raise UserInputError(f"datastore {datastore_name!r} does not exist: the emulator has "
                              f"{DEFAULT_DATASTORE!r} only")
-    return BlobStore(home).folder(datastore_container(WorkspaceIdentity.of_home(home)), path)
+    store = BlobStore(home)
+    container = datastore_container(WorkspaceIdentity.of_home(home))
+    parts = check_blob_name(path.strip("/")) if path.strip("/") else ()
+    if parts:
+        blob = store.folder(container, "/".join(parts[:-1])) / parts[-1]
+        if blob.is_file() and not blob.is_symlink():
+            blob.chmod(stat.S_IMODE(blob.stat().st_mode) | 0o444)
+            return blob
+    folder = store.folder(container, path)
+    readable_by_all(folder)
+    return folder
+
+
+def readable_by_all(top):
+    """Let any user read `top` and what is under it, following no link.
+
+    The blob store keeps what it receives owner-only, but a root submitter's script runs as
+    an unprivileged user (backends/local/ownership.py) that must read the data it mounts, as
+    a job on Azure reads its mounted datastore."""
+    for _path, dirnames, filenames, dir_fd in os.fwalk(top, follow_symlinks=False):
+        os.chmod(dir_fd, stat.S_IMODE(os.fstat(dir_fd).st_mode) | 0o555)
+        for name in filenames:
+            try:
+                mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+                if stat.S_ISREG(mode):
+                    os.chmod(name, stat.S_IMODE(mode) | 0o444, dir_fd=dir_fd)
+            except FileNotFoundError:  # (replaced or deleted meanwhile)
+                pass
 
 
 def datastore_dto(service, with_secret=True):

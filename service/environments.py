@@ -8,7 +8,9 @@ specification. Here it is amlocal's `python` recipe (docker/python) on a local b
   cannot be pulled here: they map to amlocal's local base, and the run's build log says so and
   what differs (the OS, the Python version the conda specification asks for, conda, MPI, CUDA);
 * any other base image (`Environment.from_docker_image`) is used as it is;
-* a Dockerfile environment (`environment.docker.base_dockerfile`) is built as written;
+* a Dockerfile environment (`environment.docker.base_dockerfile`) is built as written, its
+  `ARG BASE_IMAGE` given amlocal's local base (with this host's pip settings as its global pip
+  configuration, images.pip_configured_base), as Azure's base images map to it;
 * the conda specification's pip packages are installed with pip (there is no conda here): a
   conda-only package is refused in one line naming it, `python=X` and `pip` are not packages to
   install; with `python.user_managed_dependencies` nothing is installed, as on Azure.
@@ -35,6 +37,7 @@ _CONDA_TOOLS = ("python", "pip")
 _INDEX_OPTIONS = ("--index-url", "-i", "--extra-index-url", "--find-links", "-f")
 _PASSED_OPTIONS = ("--pre", "--prefer-binary")
 _INTERPRETERS = ("python", "python3")
+_BASE_IMAGE_ARG = re.compile(r"^\s*ARG\s+BASE_IMAGE(?:=(\S+))?\s*$", re.MULTILINE | re.IGNORECASE)
 # What Azure's image names say about them, and how each reads in the build log.
 _IMAGE_FACTS = ((re.compile(r"ubuntu(\d+\.\d+)"), "Ubuntu {} there, Debian 12 here"),
                 (re.compile(r"openmpi(\d[\d.]*)"), "Open MPI {} there, no MPI here"),
@@ -103,6 +106,16 @@ def _azure_image_notes(image, python_version):
     differences.append("no conda here: pip packages go into a virtual environment")
     return [f"Azure's base image {image} cannot be pulled here: the environment is built on "
             f"{LOCAL_BASE}.", f"What differs: {'; '.join(differences)}."]
+
+
+def _dockerfile_base_notes(dockerfile):
+    declared = _BASE_IMAGE_ARG.search(dockerfile)
+    if declared is None:
+        return ["Its FROM lines name their images themselves (no ARG BASE_IMAGE): they must be "
+                "on this machine, as no registry is pulled from."]
+    return [f"Its base image (ARG BASE_IMAGE, {declared.group(1) or 'no default'} on Azure) is "
+            f"{LOCAL_BASE} here, given as the build argument BASE_IMAGE, with this host's pip "
+            "settings (index, proxy, CA bundle) as the base's global pip configuration."]
 
 
 def _refuse_unsupported(name, python, docker):
@@ -175,6 +188,7 @@ def local_environment(environment, use_docker=False):
         packages = tuple(_pip_requirements(name, pip, notes))
     if dockerfile is not None:
         notes.append("A Dockerfile environment: its Dockerfile is built as written.")
+        notes += _dockerfile_base_notes(dockerfile)
     elif azure_image:
         notes += _azure_image_notes(image or "(none)", version)
         image = None

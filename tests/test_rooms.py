@@ -26,6 +26,10 @@ SWEEP_ALGORITHMS = ("amlocal.train.hyperdrive.policy", "amlocal.train.hyperdrive
 # script: backends/local/run_endpoint.py is the one module of backends/ that may import it.
 RUN_ENDPOINT = BACKENDS / "local" / "run_endpoint.py"
 SERVICE = "amlocal.service"
+# The Azure backend's seam signs in to an emulator's workspace (`amlocal serve`'s config.json)
+# with the emulator's client side, amlocal.emulator, as a user's azureml-core code does.
+AZURE_SESSION = BACKENDS / "azure" / "session.py"
+EMULATOR_CLIENT = "amlocal.emulator"
 
 
 def module_name(path, root=BACKENDS):
@@ -99,9 +103,11 @@ def test_backends_import_neither_the_cli_nor_the_sdk_shapes():
                 and not within(module, "amlocal.backends", *BACKEND_MAY_USE, *SWEEP_ALGORITHMS,
                                *allowed))
 
-    others = [path for path in sources(".") if path != RUN_ENDPOINT]
+    others = [path for path in sources(".") if path not in (RUN_ENDPOINT, AZURE_SESSION)]
     assert offences(others, reaches_up) == []
     assert offences([RUN_ENDPOINT], lambda module: reaches_up(module, allowed=(SERVICE,))) == []
+    assert offences([AZURE_SESSION],
+                    lambda module: reaches_up(module, allowed=(EMULATOR_CLIENT,))) == []
 
 
 def test_the_run_side_runtime_imports_nothing_of_amlocal():

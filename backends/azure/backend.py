@@ -16,6 +16,7 @@ Nothing here imports azureml: the translation and the session do, when first use
 local backend (and listing Azure runs already in the history) works without the `azure` extra.
 """
 
+import json
 import queue
 import tempfile
 import threading
@@ -35,6 +36,9 @@ from amlocal.validation import setting
 from amlocal.workspace_config import WorkspaceConfigError, find_config, read_config
 
 EXECUTOR = "amlcompute"
+# The run property that holds the Azure side of a run the emulator of this same history ran
+# (AzureBackend._record).
+AZURE_PROPERTY = "amlocal.azure"
 DEFAULT_DATASTORE = "workspaceblobstore"
 # Log files that hold a script's output on Azure ML, newest runtime first.
 DRIVER_LOGS = ("user_logs/std_log.txt", "azureml-logs/70_driver_log.txt")
@@ -216,23 +220,32 @@ class AzureBackend(Backend):
                  f"{submission.compute.name}")
         result = session.submit(spec.experiment, submission.config, submission.tags, run_id)
         handle = self._record(spec, submission, result, workspace, datastore, files=files)
-        progress(f"Web View: {self.store.get_run(handle.id)['spec']['azure']['portal_url']}")
+        progress(f"Web View: {_azure_part(self.store.get_run(handle.id))['portal_url']}")
         on_event(StatusChanged(handle.id, self.store.get_status(handle.id)))
         return handle
 
     def _record(self, spec, submission, result, workspace, datastore, files=None, sweep=None):
-        """Keep the submitted run in the local history (one history); return its handle."""
+        """Keep the submitted run in the local history (one history); return its handle.
+
+        Where the workspace is the emulator serving this same history, the run Azure ML started
+        is already in it, as the emulator's local run under the same id: that run's record is
+        the one record, and the Azure side is added to it (AZURE_PROPERTY)."""
         from amlocal.backends.history.snapshot import snapshot_files, take_snapshot
 
-        files = files if files is not None else snapshot_files(spec.source_dir)
-        record_spec = dict(spec.to_json(), azure={
+        azure = {
             "workspace": workspace,
+            "config_file": str(self.session().config_path),
             "portal_url": redact(result.get("portal_url")),
             "environment": submission.environment.name,
             "datastore": datastore,
             "uploads": [upload.describe() for upload in submission.uploads],
             "compute": {"name": submission.compute.name, "vm_size": submission.compute.vm_size},
-        })
+        }
+        if self._serves_this_history():
+            self.store.add_properties(result["run_id"], {AZURE_PROPERTY: json.dumps(azure)})
+            return AzureRunHandle(self, result["run_id"])
+        files = files if files is not None else snapshot_files(spec.source_dir)
+        record_spec = dict(spec.to_json(), azure=azure)
         if sweep is not None:
             record_spec["sweep"] = sweep
         self.store.create_run(
@@ -242,6 +255,11 @@ class AzureBackend(Backend):
         handle = AzureRunHandle(self, result["run_id"])
         handle.mirror(result.get("status"))
         return handle
+
+    def _serves_this_history(self):
+        """Whether the workspace is the emulator (`amlocal serve`) of this run history."""
+        emulator = getattr(self.session(), "emulator", None)
+        return emulator is not None and emulator.home.resolve() == Path(self.home).resolve()
 
     @staticmethod
     def _ensure_compute(session, plan, workspace, progress):
@@ -271,6 +289,9 @@ class AzureBackend(Backend):
         if record["backend"] != self.name:
             from amlocal.errors import RunNotFoundError
             raise RunNotFoundError(f"run {run_id} ran on the {record['backend']} backend, not on Azure")
+        if self._workspace_config is None and self._session is None:
+            # The workspace the run was submitted to, wherever this command runs from.
+            self._workspace_config = record["spec"].get("azure", {}).get("config_file")
         return AzureRunHandle(self, run_id)
 
     def list_runs(self, experiment=None, limit=None):
@@ -304,8 +325,8 @@ class AzureRunHandle(RunHandle):
         the ones the run made while nobody looked). A status that cannot follow the recorded one
         (an old answer) is ignored."""
         status = run_status.from_azure(observed) if observed else None
-        if status is None:
-            return
+        if status is None or self.store.get_run(self.id)["backend"] != AzureBackend.name:
+            return  # (a run the emulator ran in this history: its local driver records it)
         try:
             steps = run_status.path_to(self.store.get_status(self.id), status)
         except IllegalTransitionError:
@@ -339,15 +360,15 @@ class AzureRunHandle(RunHandle):
         if refresh and not run_status.is_terminal(self.store.get_status(self.id)):
             self.refresh()
         record = self.store.get_run(self.id)
-        azure = record["spec"].get("azure", {})
-        # What Azure keeps (nodes, stages, the exit code) is on the portal, not mirrored here.
+        azure = _azure_part(record)
+        details = run_details(record, self.store.run_dir(self.id))
+        if record["backend"] == AzureBackend.name:
+            # What Azure keeps (nodes, stages, the exit code) is on the portal, not mirrored
+            # here; a run the emulator of this history ran has its local record's.
+            details.update(nodes=[], preemptions=0, image=azure.get("environment"),
+                           exit_code=None, stages=[])
         return redact_data({
-            **run_details(record, self.store.run_dir(self.id)),
-            "nodes": [],
-            "preemptions": 0,
-            "image": azure.get("environment"),
-            "exit_code": None,
-            "stages": [],
+            **details,
             "portal_url": azure.get("portal_url"),
             "workspace": azure.get("workspace"),
             "uploads": azure.get("uploads", []),
@@ -481,6 +502,14 @@ class AzureRunHandle(RunHandle):
         return self._session.register_model(self.id, model_name, model_path=model_path,
                                             **{key: value for key, value in metadata.items()
                                                if value is not None})
+
+
+def _azure_part(record):
+    """The Azure side of a run record: its spec's, or the property of a run the emulator of
+    this history ran."""
+    if AZURE_PROPERTY in record["properties"]:
+        return json.loads(record["properties"][AZURE_PROPERTY])
+    return record["spec"].get("azure", {})
 
 
 def _metric_record(name, kind, value, position):

@@ -11,11 +11,21 @@ login (`az login`), else a service principal from AZUREML_SERVICE_PRINCIPAL_ID /
 AZUREML_SERVICE_PRINCIPAL_PASSWORD / AZUREML_SERVICE_PRINCIPAL_TENANT_ID or a managed identity,
 else an interactive (device code) sign-in. Credentials stay inside azureml-core: amlocal never
 reads or stores them.
+
+A workspace config that an emulator wrote (`amlocal serve`: <home>/emulator/config.json, with
+its "endpoint") is the emulator's workspace: the session signs in with amlocal.emulator.auth
+(the emulator's own tokens, never a login), and every azureml-core call it makes runs with the
+emulator's blob route in the environment (emulator_environment), since the SDK's datastore
+uploads, artifact downloads and log streaming go to the emulator's blob host through its https
+proxy. That environment is set for the session's calls only and put back after each, so a proxy
+the user has for other hosts keeps working in the rest of the process.
 """
 
 import contextlib
 import io
+import os
 import tempfile
+import threading
 from pathlib import Path
 
 from amlocal.backends.azure.errors import (AzureAuthenticationError, AzureComputeError,
@@ -74,34 +84,115 @@ def _message(error):
     return redact(" ".join(str(message).split()))
 
 
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy")
+
+
+class EmulatorWorkspace:
+    """The emulator (`amlocal serve`) that wrote a workspace config, and what reaching it
+    needs: its endpoint, its run history, and the environment of its blob route."""
+
+    def __init__(self, home, endpoint):
+        self.home = Path(home)
+        self.endpoint = endpoint
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._saved = {}
+
+    @classmethod
+    def of_config(cls, config_path):
+        """The EmulatorWorkspace of `config_path`, or None for an Azure ML workspace's config."""
+        from amlocal.emulator import serving_home
+
+        found = serving_home(config_path)
+        return cls(*found) if found else None
+
+    def blob_route_environment(self):
+        """The variables azureml-core's blob traffic needs, computed as for a process with no
+        proxy of its own: the emulator's CONNECT proxy is the only https proxy its blob host
+        can be reached through."""
+        from amlocal.emulator import blob_route_environment
+
+        environ = {key: value for key, value in os.environ.items()
+                   if key not in _PROXY_VARIABLES}
+        return blob_route_environment(self.endpoint, self.home, environ)
+
+    @contextlib.contextmanager
+    def blob_route(self):
+        """Set the blob route's environment for the block (nested and concurrent blocks share
+        one setting; the last to leave puts the process's own values back)."""
+        with self._lock:
+            if self._depth == 0:
+                changes = self.blob_route_environment()
+                if changes:
+                    for name in _PROXY_VARIABLES + tuple(changes):
+                        self._saved.setdefault(name, os.environ.get(name))
+                    for name in _PROXY_VARIABLES:
+                        os.environ.pop(name, None)
+                    os.environ.update(changes)
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if self._depth == 0:
+                    for name, value in self._saved.items():
+                        if value is None:
+                            os.environ.pop(name, None)
+                        else:
+                            os.environ[name] = value
+                    self._saved = {}
+
+    def auth(self):
+        """amlocal.emulator.auth for this emulator (EmulatorNotRunningError when it does not
+        answer: the message says to start `amlocal serve`)."""
+        from amlocal.emulator import auth
+
+        with self.blob_route():
+            return auth(self.endpoint, self.home)
+
+
 class AzureSession:
     """One Azure ML workspace, named by a config.json, reached through azureml-core."""
 
     def __init__(self, config_path, auth=None):
         require_sdk()
         self.config_path = str(config_path)
+        self.emulator = EmulatorWorkspace.of_config(config_path)
         self._auth = auth
         self._workspace = None
         self._runs = {}
+
+    def _route(self):
+        """On an emulator's workspace, its blob route in the environment for the block."""
+        return self.emulator.blob_route() if self.emulator else contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def _call(self, what):
+        """One azureml-core call: its errors as amlocal's (_azure_call), made on the route."""
+        with self._route(), _azure_call(what):
+            yield
 
     # -- the workspace ---------------------------------------------------------------------------
 
     def _ws(self):
         if self._workspace is None:
             from azureml.core import Workspace
-            with _azure_call(f"opening the workspace named in {self.config_path}"):
+            if self._auth is None and self.emulator is not None:
+                self._auth = self.emulator.auth()
+            with self._call(f"opening the workspace named in {self.config_path}"):
                 self._workspace = Workspace.from_config(path=self.config_path, auth=self._auth)
         return self._workspace
 
     def workspace_info(self):
         """{subscription_id, resource_group, workspace_name, location} (signs in on first use)."""
         ws = self._ws()
-        with _azure_call("reading the workspace"):
+        with self._call("reading the workspace"):
             return {"subscription_id": ws.subscription_id, "resource_group": ws.resource_group,
                     "workspace_name": ws.name, "location": ws.location}
 
     def default_datastore(self):
-        with _azure_call("reading the workspace's default datastore"):
+        with self._call("reading the workspace's default datastore"):
             return self._ws().get_default_datastore().name
 
     # -- compute ---------------------------------------------------------------------------------
@@ -113,8 +204,10 @@ class AzureSession:
         """
         from azureml.core.compute import AmlCompute, ComputeTarget
         from azureml.exceptions import ComputeTargetException
+        workspace = self._ws()
         try:
-            target = ComputeTarget(workspace=self._ws(), name=name)
+            with self._route():
+                target = ComputeTarget(workspace=workspace, name=name)
         except ComputeTargetException:
             return None
         if not isinstance(target, AmlCompute):
@@ -125,7 +218,7 @@ class AzureSession:
     def create_compute(self, name, provisioning):
         """Create AmlCompute `name` from a provisioning configuration and wait until it exists."""
         from azureml.core.compute import ComputeTarget
-        with _azure_call(f"creating compute target {name!r}"):
+        with self._call(f"creating compute target {name!r}"):
             target = ComputeTarget.create(self._ws(), name, provisioning)
             target.wait_for_completion(show_output=False)
             if getattr(target, "provisioning_state", None) == "Failed":
@@ -137,7 +230,7 @@ class AzureSession:
     def upload_input(self, upload):
         """Upload one named input (translate_v1.InputUpload); files already there are kept."""
         from azureml.core import Datastore
-        with _azure_call(f"uploading input {upload.name!r} to datastore {upload.datastore!r}"):
+        with self._call(f"uploading input {upload.name!r} to datastore {upload.datastore!r}"):
             datastore = Datastore.get(self._ws(), upload.datastore)
             if upload.is_file:
                 datastore.upload_files([str(upload.source)], target_path=upload.target_path,
@@ -151,7 +244,7 @@ class AzureSession:
     def submit(self, experiment, config, tags, run_id):
         """Experiment.submit; returns {run_id, status, portal_url}."""
         from azureml.core import Experiment
-        with _azure_call(f"submitting run {run_id} to experiment {experiment!r}"):
+        with self._call(f"submitting run {run_id} to experiment {experiment!r}"):
             run = Experiment(self._ws(), experiment).submit(config, tags=tags or None, run_id=run_id)
             self._runs[run.id] = run
             return {"run_id": run.id, "status": run.get_status(),
@@ -160,7 +253,7 @@ class AzureSession:
     def submit_hyperdrive(self, experiment, config, tags):
         """Experiment.submit of a HyperDriveConfig; returns {run_id, status, portal_url}."""
         from azureml.core import Experiment
-        with _azure_call(f"submitting a HyperDrive run to experiment {experiment!r}"):
+        with self._call(f"submitting a HyperDrive run to experiment {experiment!r}"):
             run = Experiment(self._ws(), experiment).submit(config, tags=tags or None)
             self._runs[run.id] = run
             return {"run_id": run.id, "status": run.get_status(),
@@ -169,54 +262,53 @@ class AzureSession:
     def _run(self, run_id):
         if run_id not in self._runs:
             from azureml.core import Run
-            with _azure_call(f"finding run {run_id}"):
+            with self._call(f"finding run {run_id}"):
                 self._runs[run_id] = Run.get(self._ws(), run_id)
         return self._runs[run_id]
 
     def run_details(self, run_id):
         """Run.get_details() (status, startTimeUtc, endTimeUtc, error, ...), logFiles left out:
         their URLs carry SAS tokens."""
-        with _azure_call(f"reading run {run_id}"):
+        with self._call(f"reading run {run_id}"):
             details = dict(self._run(run_id).get_details())
         details.pop("logFiles", None)
         return details
 
     def portal_url(self, run_id):
-        with _azure_call(f"reading run {run_id}"):
+        with self._call(f"reading run {run_id}"):
             return self._run(run_id).get_portal_url()
 
     def wait_for_completion(self, run_id, on_line):
         """Run.wait_for_completion(show_output=True), its output handed line by line to
-        `on_line` (redacted). Ctrl-C stops waiting (KeyboardInterrupt), not the run."""
-        from azureml.exceptions import ExperimentExecutionException
+        `on_line` (redacted). Ctrl-C stops waiting (KeyboardInterrupt), not the run.
+
+        It is what wait_for_completion(show_output=True) does, with the output stream handed
+        to azureml-core rather than sys.stdout redirected: whatever `on_line` prints (to this
+        process's stdout, from this thread or another) must not come back as run output."""
         writer = _LineWriter(on_line)
         run = self._run(run_id)
         try:
-            with _azure_call(f"following run {run_id}"), contextlib.redirect_stdout(writer):
-                try:
-                    run.wait_for_completion(show_output=True, raise_on_error=False)
-                except ExperimentExecutionException as error:
-                    if "interrupted" in str(error):
-                        raise KeyboardInterrupt from None
-                    raise
+            with self._call(f"following run {run_id}"):
+                run._stream_run_output(file_handle=writer, wait_post_processing=False,
+                                       raise_on_error=False)
         finally:
             writer.close_pending()
 
     def cancel(self, run_id):
-        with _azure_call(f"canceling run {run_id}"):
+        with self._call(f"canceling run {run_id}"):
             self._run(run_id).cancel()
 
     def metrics(self, run_id):
         """Run.get_metrics(): {name: value, or [values] for a name logged more than once}."""
-        with _azure_call(f"reading the metrics of run {run_id}"):
+        with self._call(f"reading the metrics of run {run_id}"):
             return self._run(run_id).get_metrics()
 
     def file_names(self, run_id):
-        with _azure_call(f"listing the files of run {run_id}"):
+        with self._call(f"listing the files of run {run_id}"):
             return list(self._run(run_id).get_file_names())
 
     def download_file(self, run_id, name, output_file_path):
-        with _azure_call(f"downloading {name} of run {run_id}"):
+        with self._call(f"downloading {name} of run {run_id}"):
             self._run(run_id).download_file(name, output_file_path=str(output_file_path))
 
     def read_text_file(self, run_id, name):
@@ -226,7 +318,7 @@ class AzureSession:
             return target.read_text(errors="replace")
 
     def set_tags(self, run_id, tags, remove=()):
-        with _azure_call(f"tagging run {run_id}"):
+        with self._call(f"tagging run {run_id}"):
             run = self._run(run_id)
             if tags:
                 run.set_tags(dict(tags))
@@ -235,18 +327,18 @@ class AzureSession:
             return dict(run.get_tags())
 
     def add_properties(self, run_id, properties):
-        with _azure_call(f"adding properties to run {run_id}"):
+        with self._call(f"adding properties to run {run_id}"):
             run = self._run(run_id)
             run.add_properties(dict(properties))
             return dict(run.get_properties())
 
     def children(self, run_id):
-        with _azure_call(f"listing the child runs of {run_id}"):
+        with self._call(f"listing the child runs of {run_id}"):
             return [child.id for child in self._run(run_id).get_children()]
 
     def register_model(self, run_id, model_name, model_path=None, **kwargs):
         """Run.register_model; returns {name, version, id}."""
-        with _azure_call(f"registering model {model_name!r} from run {run_id}"):
+        with self._call(f"registering model {model_name!r} from run {run_id}"):
             model = self._run(run_id).register_model(model_name=model_name,
                                                      model_path=model_path, **kwargs)
             return {"name": model.name, "version": model.version, "id": model.id}

@@ -10,6 +10,7 @@ import ast
 import configparser
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -27,6 +28,11 @@ DEBIAN_BASE_PACKAGES = ("python3", "python3-pip", "python3-venv", "ca-certificat
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 IMAGE_REPOSITORY_PREFIX = "amlocal/"
 BUILD_CA_BUNDLE = "/tmp/amlocal-pip/ca-bundle.pem"
+# A base with the host's pip settings as its global pip configuration, for Dockerfiles that do
+# not take them from the build context themselves (see pip_configured_base).
+PIP_BASE_REPOSITORY = "amlocal/pip-base"
+PIP_BASE_FOLDER = "/etc/amlocal-pip"
+_COPIES_PIP_SETTINGS = re.compile(r"^\s*(?:COPY|ADD)\s[^\n]*\bamlocal-pip\b", re.MULTILINE | re.IGNORECASE)
 SYSTEM_CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
 # pip options worth carrying into a build; anything else in the host's pip config stays behind.
 _CARRIED_PIP_OPTIONS = ("index-url", "extra-index-url", "trusted-host", "timeout", "retries",
@@ -132,11 +138,11 @@ def pip_settings_for_build(config, environ):
     return settings
 
 
-def pip_conf_text(settings):
+def pip_conf_text(settings, cert_path=BUILD_CA_BUNDLE):
     parser = configparser.ConfigParser(interpolation=None)
     parser["global"] = dict(settings.options)
     if settings.cert_file:
-        parser["global"]["cert"] = BUILD_CA_BUNDLE
+        parser["global"]["cert"] = cert_path
     lines = []
     for section in parser.sections():
         lines.append(f"[{section}]")
@@ -144,16 +150,29 @@ def pip_conf_text(settings):
     return "\n".join(lines) + "\n"
 
 
+def write_pip_folder(destination, pip_settings, cert_path=BUILD_CA_BUNDLE):
+    """amlocal-pip/ of a build context: pip.conf (its cert at `cert_path` in the image) and the
+    CA bundle."""
+    pip_folder = Path(destination) / "amlocal-pip"
+    pip_folder.mkdir(exist_ok=True)
+    (pip_folder / "pip.conf").write_text(pip_conf_text(pip_settings, cert_path))
+    if pip_settings.cert_file:
+        shutil.copyfile(pip_settings.cert_file, pip_folder / "ca-bundle.pem")
+    return pip_folder
+
+
 def write_build_context(destination, recipe_folder, pip_packages, pip_settings):
     """Assemble the build context: the recipe, requirements.txt and amlocal-pip/."""
     destination = Path(destination)
     shutil.copytree(recipe_folder, destination, dirs_exist_ok=True)
     (destination / "requirements.txt").write_text("".join(f"{p}\n" for p in pip_packages))
-    pip_folder = destination / "amlocal-pip"
-    pip_folder.mkdir(exist_ok=True)
-    (pip_folder / "pip.conf").write_text(pip_conf_text(pip_settings))
-    if pip_settings.cert_file:
-        shutil.copyfile(pip_settings.cert_file, pip_folder / "ca-bundle.pem")
+    write_pip_folder(destination, pip_settings)
+
+
+def takes_pip_settings(dockerfile):
+    """Whether a Dockerfile copies the host's pip settings from the build context itself (as
+    amlocal's recipes do, `COPY amlocal-pip/ ...`)."""
+    return _COPIES_PIP_SETTINGS.search(dockerfile) is not None
 
 
 # -- the engine side ------------------------------------------------------------------------
@@ -219,29 +238,72 @@ def ensure_image(client, recipe, pip_packages=(), base_image=None, on_line=lambd
     for skipped in settings.skipped:
         on_line(f"(not carried into the build: host pip setting {skipped}, which names a "
                 "local path or file the build cannot reach)")
-    build_args = {"BASE_IMAGE": base_name}
-    build_args.update({name: os.environ[name] for name in PROXY_VARIABLES if os.environ.get(name)})
+    build_base = base_name
+    if dockerfile is not None and not takes_pip_settings(dockerfile):
+        build_base = pip_configured_base(client, base_name, base_id, settings, on_line,
+                                         should_cancel)
     with tempfile.TemporaryDirectory(prefix="amlocal-build-") as context:
         write_build_context(context, folder, pip_packages, settings)
         if dockerfile is not None:
             Path(context, "Dockerfile").write_text(dockerfile)
-        stream = client.api.build(path=context, tag=tag, buildargs=build_args, rm=True,
-                                  forcerm=True, decode=True, network_mode="host", pull=False)
-        try:
-            for chunk in stream:
-                if should_cancel():
-                    raise ImageBuildError("image build canceled")
-                if "error" in chunk:
-                    raise ImageBuildError(f"image build failed: {chunk['error'].strip()}")
-                text = chunk.get("stream") or chunk.get("status") or ""
-                for line in text.splitlines():
-                    if line.strip():
-                        on_line(line.rstrip())
-        finally:
-            stream.close()
+        _build(client, context, tag, build_base, on_line, should_cancel)
+    return PreparedImage(tag=tag, base_image=base_name, cached=False)
+
+
+def _build(client, context, tag, base_name, on_line, should_cancel):
+    """Build the context folder as `tag` with BASE_IMAGE=`base_name` and the host's proxy
+    variables, its output line by line to `on_line`."""
+    build_args = {"BASE_IMAGE": base_name}
+    build_args.update({name: os.environ[name] for name in PROXY_VARIABLES if os.environ.get(name)})
+    stream = client.api.build(path=context, tag=tag, buildargs=build_args, rm=True,
+                              forcerm=True, decode=True, network_mode="host", pull=False)
+    try:
+        for chunk in stream:
+            if should_cancel():
+                raise ImageBuildError("image build canceled")
+            if "error" in chunk:
+                raise ImageBuildError(f"image build failed: {chunk['error'].strip()}")
+            text = chunk.get("stream") or chunk.get("status") or ""
+            for line in text.splitlines():
+                if line.strip():
+                    on_line(line.rstrip())
+    finally:
+        stream.close()
     if local_image(client, tag) is None:
         raise ImageBuildError(f"image build ended without producing {tag}")
-    return PreparedImage(tag=tag, base_image=base_name, cached=False)
+
+
+_PIP_BASE_DOCKERFILE = f"""\
+ARG BASE_IMAGE
+FROM ${{BASE_IMAGE}}
+COPY amlocal-pip/ {PIP_BASE_FOLDER}/
+RUN cp {PIP_BASE_FOLDER}/pip.conf /etc/pip.conf
+"""
+
+
+def pip_configured_base(client, base_name, base_id, settings, on_line=lambda line: None,
+                        should_cancel=lambda: False):
+    """`base_name` with the host's pip settings (index URLs, CA bundle) as its global pip
+    configuration (/etc/pip.conf, the CA in /etc/amlocal-pip/), built once and cached.
+
+    For a Dockerfile that does not copy amlocal-pip/ itself (the self-contained one the Azure
+    backend sends, a user's): pip in any of its stages then reaches the index as pip on this
+    host does, and the Dockerfile's text is built unchanged. Its image keeps that configuration
+    (it is built for this host, which has it).
+    """
+    with tempfile.TemporaryDirectory(prefix="amlocal-pip-base-") as context:
+        pip_folder = write_pip_folder(context, settings, f"{PIP_BASE_FOLDER}/ca-bundle.pem")
+        Path(context, "Dockerfile").write_text(_PIP_BASE_DOCKERFILE)
+        digest = hashlib.sha256(f"{base_id}\0{_PIP_BASE_DOCKERFILE}".encode())
+        for name, content in recipe_files(pip_folder):
+            digest.update(name.encode() + b"\0" + content)
+        tag = f"{PIP_BASE_REPOSITORY}:{digest.hexdigest()[:16]}"
+        if local_image(client, tag) is None:
+            _build(client, context, tag, base_name, lambda line: None, should_cancel)
+    on_line(f"The Dockerfile takes no pip settings from the build context: it is built on {tag}, "
+            f"{base_name} with this host's pip settings as its global pip configuration "
+            "(/etc/pip.conf)")
+    return tag
 
 
 def build_debian_base(client, tag=DEBIAN_BASE_IMAGE, suite="bookworm", mirror=DEBIAN_MIRROR,
