@@ -14,8 +14,8 @@
 #
 # PYTHON may be a virtual environment's python with CuPy's CUDA libraries as PyPI wheels
 # (nvidia-cuda-runtime-cu11, nvidia-cublas-cu11, nvidia-cuda-nvrtc-cu11, as in docker/chainer-gpu):
-# their lib folders then go on LD_LIBRARY_PATH, for the dynamic linker to find them as it finds
-# them in the image through its ld.so cache.
+# their lib folders then go on LD_LIBRARY_PATH (which the process executor passes to the run), for
+# the dynamic linker to find them as it finds them in the image through its ld.so cache.
 set -u
 cd "$(dirname "$0")/.."
 OUT_DIR=${OUT:-/tmp/gpu_check}
@@ -85,7 +85,6 @@ echo "== the trainer through amlocal's process executor, --gpu_id 0"
 if "$PY" -c 'import amlocal.cli.main' 2>/dev/null; then
     AMLOCAL_HOME=/tmp/gpu_check_amlocal timeout 120 "$PY" -m amlocal run trainer \
         --executor process --gpu --script chainer_mnist.py \
-        ${LD_LIBRARY_PATH:+--env "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"} \
         --input "mnist=$DATA" -- --gpu_id 0 --epochs 1 --data-dir '$AZUREML_DATAREFERENCE_mnist' \
         2>&1 | tee "$OUT_DIR/amlocal_run.txt"
 else
