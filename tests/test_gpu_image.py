@@ -69,9 +69,10 @@ def test_the_gpu_image_builds_offline_and_passes_its_no_gpu_check(amlocal_home, 
 
     output, events = result.stdout, result.stderr  # the script's output; the run's stages
     assert result.exit_code == 0, output + events
-    preparing = next(line for line in events.splitlines() if line.startswith("[Preparing] Completed"))
+    preparing = next(line for line in events.splitlines()
+                     if line.startswith("[Preparing] Completed"))
     if local_image(docker_client, CUDA_BASE_IMAGE) is None:
-        assert f"(base {PUBLIC_BASE_IMAGE})" in preparing or f"(base {DEBIAN_BASE_IMAGE})" in preparing
+        assert any(f"(base {base})" in preparing for base in (PUBLIC_BASE_IMAGE, DEBIAN_BASE_IMAGE))
     if "built" in preparing:  # not found in cache: the build log says how big the image is
         assert "Built image amlocal/chainer-gpu:" in events and " MB" in events
     passed = [line for line in output.splitlines() if line.startswith("ok   ")]
@@ -100,7 +101,8 @@ def test_gpu_with_the_gpu_recipe_on_a_host_without_one_is_refused_before_any_bui
 
 @pytest.mark.docker
 @NO_GPU
-def test_an_engine_without_gpu_support_is_told_which_package_to_install(amlocal_home, docker_client):
+def test_an_engine_without_gpu_support_is_told_which_package_to_install(amlocal_home,
+                                                                         docker_client):
     if engine.has_nvidia_runtime(docker_client):
         pytest.skip("this engine can give containers GPUs")
     created = invoke("compute", "create", "gpu", "--vm-size", "STANDARD_NC6", "--max-nodes", 1,

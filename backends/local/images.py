@@ -32,7 +32,7 @@ SYSTEM_CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/c
 # pip options worth carrying into a build; anything else in the host's pip config stays behind.
 _CARRIED_PIP_OPTIONS = ("index-url", "extra-index-url", "trusted-host", "timeout", "retries",
                         "proxy", "default-timeout")
-# The base a recipe's Dockerfile names for itself, `ARG BASE_IMAGE=<image>` (chainer-gpu: nvidia/cuda).
+# The base a recipe's Dockerfile names for itself: `ARG BASE_IMAGE=<image>` (nvidia/cuda...).
 _DEFAULT_BASE_ARG = re.compile(rb"^ARG\s+BASE_IMAGE=(\S+)\s*$", re.MULTILINE)
 
 
