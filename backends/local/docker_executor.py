@@ -6,6 +6,7 @@ import requests.exceptions
 from amlocal.backends.local import engine, images, ownership
 from amlocal.errors import AmlocalError
 from amlocal.backends.local.jobs import Job, Prepared
+from amlocal.backends.recipes import GPU_RECIPES
 from amlocal.backends.local.run_endpoint import IN_CONTAINER_PORT
 from amlocal.backends.local.run_settings import CONTAINER_LABEL, container_settings
 from amlocal.backends.local.script_output import OUTPUT_DIR, follow_output, prepare_output_file
@@ -86,12 +87,12 @@ class DockerExecutor:
     def prepare(self, spec, on_line, should_cancel):
         """Find or build the image of the run's spec (a RunSpec)."""
         environment = spec.environment
-        if environment.recipe.endswith("-gpu") and not engine.has_nvidia_runtime(self.client):
-            raise AmlocalError(
-                "the run asks for GPUs but this Docker engine cannot give containers GPUs: install "
-                "the NVIDIA Container Toolkit (https://docs.nvidia.com/datacenter/cloud-native/"
-                "container-toolkit/install-guide.html) and restart Docker, or run with "
-                "--executor process (the run then uses the GPU that CuPy sees)")
+        # Only a GPU request needs the NVIDIA runtime: a GPU recipe without one (`--recipe
+        # chainer-gpu` and no --gpu) runs with no GPUs, so its image can be checked on any host.
+        if (spec.use_gpu and environment.recipe in GPU_RECIPES.values()
+                and not engine.has_nvidia_runtime(self.client)):
+            raise AmlocalError("the run asks for GPUs but this Docker engine cannot give "
+                               f"containers GPUs: {engine.GPU_SUPPORT_HINT}")
         prepared = images.ensure_image(
             self.client, environment.recipe, environment.pip_packages, environment.base_image,
             on_line=on_line, should_cancel=should_cancel, dockerfile=environment.dockerfile)

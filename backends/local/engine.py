@@ -35,6 +35,18 @@ def engine_answers():
     return True
 
 
+# What a host needs for --gpu with Docker, by the package names of the distributions that NVIDIA's
+# repository serves (the package is called the same in each).
+GPU_SUPPORT_HINT = (
+    "install the NVIDIA Container Toolkit, package nvidia-container-toolkit from NVIDIA's "
+    "repository (Debian/Ubuntu: `sudo apt-get install nvidia-container-toolkit`; Fedora/RHEL: "
+    "`sudo dnf install nvidia-container-toolkit`; openSUSE: `sudo zypper install "
+    "nvidia-container-toolkit`; see https://docs.nvidia.com/datacenter/cloud-native/"
+    "container-toolkit/latest/install-guide.html), then `sudo nvidia-ctk runtime configure "
+    "--runtime=docker` and restart Docker; or run with --executor process (the run then uses "
+    "the GPU that CuPy sees)")
+
+
 def has_nvidia_runtime(client):
     """Whether containers of this engine can be given NVIDIA GPUs (the NVIDIA Container Toolkit:
     an "nvidia" runtime, or the hook that serves `--gpus` requests)."""

@@ -37,6 +37,8 @@ SYSTEM_CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/c
 # pip options worth carrying into a build; anything else in the host's pip config stays behind.
 _CARRIED_PIP_OPTIONS = ("index-url", "extra-index-url", "trusted-host", "timeout", "retries",
                         "proxy", "default-timeout")
+# The base a recipe's Dockerfile names for itself: `ARG BASE_IMAGE=<image>` (nvidia/cuda...).
+_DEFAULT_BASE_ARG = re.compile(rb"^ARG\s+BASE_IMAGE=(\S+)\s*$", re.MULTILINE)
 
 
 class ImageBuildError(AmlocalError):
@@ -72,6 +74,13 @@ def environment_hash(files, pip_packages, base_image_id):
 
 def image_tag(recipe, digest):
     return f"{IMAGE_REPOSITORY_PREFIX}{recipe}:{digest[:16]}"
+
+
+def recipe_default_base(files):
+    """The BASE_IMAGE default of the Dockerfile among a recipe's `files`, or None."""
+    dockerfile = dict(files).get("Dockerfile", b"")
+    match = _DEFAULT_BASE_ARG.search(dockerfile)
+    return match.group(1).decode() if match else None
 
 
 # -- the host's pip settings -----------------------------------------------------------------
@@ -189,14 +198,20 @@ def local_image(client, name):
         return None
 
 
-def resolve_base_image(client, requested=None):
+def resolve_base_image(client, requested=None, preferred=None):
     """The base image to build on, as (name, image id).
 
-    An explicit request must exist or be pullable. Otherwise the public default is used when it
-    is on this machine, else the Debian base that `amlocal base-image build` imports, else the
-    public default is pulled.
+    An explicit request must exist or be pullable. Otherwise the first of `preferred` (the
+    recipe's own default, e.g. nvidia/cuda), the public default and the Debian base that
+    `amlocal base-image build` imports that is on this machine is used, else `preferred` (or the
+    public default) is pulled. So a recipe whose libraries all come from PyPI builds on the local
+    base where no registry answers.
     """
-    candidates = [requested] if requested else [PUBLIC_BASE_IMAGE, DEBIAN_BASE_IMAGE]
+    if requested:
+        candidates = [requested]
+    else:
+        candidates = list(dict.fromkeys(name for name in (preferred, PUBLIC_BASE_IMAGE,
+                                                          DEBIAN_BASE_IMAGE) if name))
     for name in candidates:
         image = local_image(client, name)
         if image is not None:
@@ -224,11 +239,12 @@ def ensure_image(client, recipe, pip_packages=(), base_image=None, on_line=lambd
     """
     folder = recipe_dir(recipe)
     files = recipe_files(folder)
+    preferred_base = recipe_default_base(files)
     if dockerfile is not None:  # Environment.from_dockerfile: the user's Dockerfile, not ours
         recipe = "custom"
         files = [(name, content) for name, content in files if name != "Dockerfile"]
         files.append(("Dockerfile", dockerfile.encode()))
-    base_name, base_id = resolve_base_image(client, base_image)
+    base_name, base_id = resolve_base_image(client, base_image, preferred_base)
     tag = image_tag(recipe, environment_hash(files, pip_packages, base_id))
     if local_image(client, tag) is not None:
         return PreparedImage(tag=tag, base_image=base_name, cached=True)
@@ -246,13 +262,14 @@ def ensure_image(client, recipe, pip_packages=(), base_image=None, on_line=lambd
         write_build_context(context, folder, pip_packages, settings)
         if dockerfile is not None:
             Path(context, "Dockerfile").write_text(dockerfile)
-        _build(client, context, tag, build_base, on_line, should_cancel)
+        built = _build(client, context, tag, build_base, on_line, should_cancel)
+    on_line(f"Built image {tag}: {built.attrs['Size'] / 1e6:.0f} MB")
     return PreparedImage(tag=tag, base_image=base_name, cached=False)
 
 
 def _build(client, context, tag, base_name, on_line, should_cancel):
     """Build the context folder as `tag` with BASE_IMAGE=`base_name` and the host's proxy
-    variables, its output line by line to `on_line`."""
+    variables, its output line by line to `on_line`; returns the built image."""
     build_args = {"BASE_IMAGE": base_name}
     build_args.update({name: os.environ[name] for name in PROXY_VARIABLES if os.environ.get(name)})
     stream = client.api.build(path=context, tag=tag, buildargs=build_args, rm=True,
@@ -269,8 +286,10 @@ def _build(client, context, tag, base_name, on_line, should_cancel):
                     on_line(line.rstrip())
     finally:
         stream.close()
-    if local_image(client, tag) is None:
+    built = local_image(client, tag)
+    if built is None:
         raise ImageBuildError(f"image build ended without producing {tag}")
+    return built
 
 
 _PIP_BASE_DOCKERFILE = f"""\
