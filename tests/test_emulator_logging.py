@@ -228,3 +228,60 @@ def test_a_new_run_with_a_bad_request_is_refused_and_not_recorded(emulator):
     for run_id in ("bad-status", "bad-name"):
         with pytest.raises(Exception):
             store.get_run(run_id)
+
+
+# -- metric ingestion: every value, in logging order --------------------------------------------
+
+def test_thousands_of_values_logged_read_back_complete_and_in_logging_order(emulator):
+    """azureml-core sends its metric batches from several threads at once: a batch may arrive
+    after one holding later values."""
+    run = experiment().start_logging(snapshot_directory=None)
+    for value in range(2000):
+        run.log("loss", value)
+    run.complete()
+
+    assert Run(experiment(), run.id).get_metrics()["loss"] == list(range(2000))
+    assert LocalBackend(emulator.home).get_run(run.id).get_metrics()["loss"] == list(range(2000))
+
+
+def _value(name, value, created, step=None):
+    return {"name": name, "columns": {name: "int"},
+            "properties": {"uxMetricType": "azureml.v1.scalar"},
+            "value": [{"metricId": f"{name}-{value}", "createdUtc": created, "data": {name: value},
+                       **({"step": step} if step is not None else {})}]}
+
+
+def test_a_batch_that_arrives_late_takes_its_place_by_the_time_it_was_logged(emulator):
+    run = experiment().start_logging(snapshot_directory=None)
+    url = f"{emulator.endpoint}/metric/v2.0{WS_PATH}/runs/{run.id}/batch"
+    headers = amlocal.emulator.auth().get_authentication_header()
+
+    def post(*metrics):
+        answer = requests.post(url, json={"values": list(metrics), "reportErrors": True},
+                               headers=headers, timeout=30)
+        assert answer.status_code == 200, answer.text
+
+    post(_value("loss", 3, "2026-12-01T10:00:03.000000Z"),
+         _value("loss", 4, "2026-12-01T10:00:04.000000Z"))
+    post(_value("loss", 1, "2026-12-01T10:00:01.000000Z"),
+         _value("loss", 2, "2026-12-01T10:00:02.000000Z"),
+         _value("loss", 5, "2026-12-01T10:00:05.000000Z"))
+    post(_value("loss", 6, "2026-12-01T10:00:05.000000Z"))  # a tie: after the one there first
+    post(_value("stepped", 7, "2026-12-01T10:00:06.000000Z", step=70))
+
+    assert Run(experiment(), run.id).get_metrics()["loss"] == [1, 2, 3, 4, 5, 6]
+    records = LocalBackend(emulator.home).get_run(run.id).get_metric_records()
+    assert [record["step"] for record in records if record["name"] == "stepped"] == [70]
+    run.complete()
+
+
+@pytest.mark.parametrize("step", ["1", -1, True, 1.5])
+def test_a_step_that_is_not_a_whole_number_from_0_is_refused(emulator, step):
+    run = experiment().start_logging(snapshot_directory=None)
+    answer = requests.post(f"{emulator.endpoint}/metric/v2.0{WS_PATH}/runs/{run.id}/batch",
+                           json={"values": [_value("loss", 1, "2026-12-01T10:00:00Z", step=step)]},
+                           headers=amlocal.emulator.auth().get_authentication_header(), timeout=30)
+
+    assert answer.status_code == 400 and "whole number" in answer.json()["error"]["message"]
+    assert LocalBackend(emulator.home).get_run(run.id).get_metrics() == {}
+    run.complete()
