@@ -62,7 +62,8 @@ def serve(workdir):
 
 
 def summary(values, unit="s", digits=3):
-    return f"min {min(values):.{digits}f} {unit}, median {statistics.median(values):.{digits}f} {unit}"
+    return (f"min {min(values):.{digits}f} {unit}, "
+            f"median {statistics.median(values):.{digits}f} {unit}")
 
 
 def wait_for(predicate, timeout=600, interval=0.005):
@@ -144,7 +145,7 @@ def submit_through_emulator(workspace, store, config):
     started = time.time()
     run = Experiment(workspace, "bench-submit").submit(config)
     returned = time.time()
-    running = wait_for(lambda: running_at(store, run.id) is not None)
+    wait_for(lambda: running_at(store, run.id) is not None)
     wait_until_ended(store, run.id)
     return running_at(store, run.id) - started, returned - started, store.get_run(run.id)
 
@@ -152,7 +153,7 @@ def submit_through_emulator(workspace, store, config):
 def submit_with_amlocal_run(store, source, executor):
     started = time.time()
     result = subprocess.run([*AMLOCAL, "run", str(source), "--script", "train.py",
-                             "--executor", executor, "--compute", CLUSTER,
+                             "--executor", executor, "--recipe", "python", "--compute", CLUSTER,
                              "--experiment", "bench-cli", "--json"],
                             capture_output=True, text=True, timeout=600)
     if result.returncode != 0:
@@ -169,7 +170,7 @@ def environment_for(executor, workdir):
         environment.python.user_managed_dependencies = True
         return environment
     requirements = workdir / "requirements.txt"
-    requirements.write_text("# nothing: the local base has what the script needs\n")
+    requirements.write_text("")  # the local base has what the script needs
     return Environment.from_pip_requirements("bench-pip", str(requirements))
 
 

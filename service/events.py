@@ -3,8 +3,8 @@
 Who sets a status: a run that a driver runs (every `amlocal run`, a sweep's children) gets its
 statuses from that driver, from its script's exit code, as Azure ML's service sets them, so its
 script's Start, Completed, Failed and Canceled events change nothing; a child run its parent's
-script created or an interactive run (start_logging; children.py) has no driver, and its events move it through the run-status state
-machine: Start (NotStarted -> Preparing -> Queued -> Running), then Completed, Failed or Canceled.
+script created and an interactive run (start_logging) have no driver (children.py): their events
+move them through the run-status state machine: Start (NotStarted -> Preparing -> Queued -> Running), then Completed, Failed or Canceled.
 An Error event (what `run.fail()` sends) is the run's error: a driven run then ends Failed,
 as when the stand-in's Run.fail() is called. Heartbeats and warnings are taken and dropped.
 """
@@ -69,8 +69,9 @@ def post_events(call):
             raise bad_request("each event of the batch needs its data.RunId",
                               code="ValidationError")
         if not call.claims.allows_run(run_id, lambda child: _parent_of(call.service, child)):
-            raise ServiceError(403, "AuthorizationFailed", f"the token's scope ({call.claims.scope})"
-                               f" does not allow events of run {run_id[:100]!r}")
+            raise ServiceError(403, "AuthorizationFailed", "the token's scope "
+                               f"({call.claims.scope}) does not allow events of run "
+                               f"{run_id[:100]!r}")
         calls.append((dataclasses.replace(call, params={**call.params, "run_id": run_id}), event))
     for run_call, event in calls:
         _apply(run_call, event)

@@ -230,14 +230,15 @@ def _insert_in_logging_order(conn, run_id, name, records):
         later = []
     else:
         start = first_later
-        later = [(row["metric_type"], row["value"], row["step"], row["logged_at"], row["description"])
-                 for row in conn.execute(
+        later = [(row["metric_type"], row["value"], row["step"], row["logged_at"],
+                  row["description"]) for row in conn.execute(
                      "SELECT metric_type, value, step, logged_at, description FROM metrics "
                      "WHERE run_id = ? AND name = ? AND position >= ? ORDER BY position",
                      (run_id, name, start))]
         conn.execute("DELETE FROM metrics WHERE run_id = ? AND name = ? AND position >= ?",
                      (run_id, name, start))
-    new = [(kind, json.dumps(value), step, logged_at, "") for kind, value, step, logged_at in records]
+    new = [(kind, json.dumps(value), step, logged_at, "")
+           for kind, value, step, logged_at in records]
     merged = heapq.merge(later, new, key=lambda record: record[3])  # stable: earlier rows first
     conn.executemany(_INSERT, [(run_id, name, position, kind, value, step, description, logged_at)
                                for position, (kind, value, step, logged_at, description)

@@ -76,7 +76,8 @@ def test_an_interactive_run_logs_tags_uploads_and_completes(emulator, tmp_path, 
     run.log_row("roc", fpr=0.1, tpr=0.8)
     run.tag("team", "vision")
     run.upload_file("uploaded/notes.txt", str(tmp_path / "notes.txt"))
-    (tmp_path / "outputs" / "model.txt").write_text("weights")  # written after start: uploaded by complete()
+    # Written after the start: complete() uploads the outputs folder.
+    (tmp_path / "outputs" / "model.txt").write_text("weights")
 
     run.complete()
 
@@ -218,8 +219,8 @@ def test_a_run_token_creates_and_starts_children_of_its_own_run_only(emulator):
 def test_a_new_run_with_a_bad_request_is_refused_and_not_recorded(emulator):
     headers = amlocal.emulator.auth().get_authentication_header()
     base = f"{history_url(emulator)}/runs/"
-    answer = requests.patch(base + "bad-status", json={"runId": "bad-status", "status": "Completed"},
-                            headers=headers, timeout=30)
+    answer = requests.patch(base + "bad-status", headers=headers, timeout=30,
+                            json={"runId": "bad-status", "status": "Completed"})
     assert answer.status_code == 400 and "NotStarted" in answer.json()["error"]["message"]
     answer = requests.patch(base + "bad-name", json={"runId": "bad-name", "name": "a\x1b[2Jb"},
                             headers=headers, timeout=30)
