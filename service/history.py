@@ -12,6 +12,7 @@ import uuid
 from amlocal.backends.base import DEFAULT_EXPERIMENT
 from amlocal.backends.history.store import BUILD_LOG, DRIVER_LOG, iso_time
 from amlocal.errors import RunNotFoundError
+from amlocal.service.children import add_properties, create_run
 from amlocal.service.errors import ServiceError, not_found
 from amlocal.service.submitted import submitted_definition
 from amlocal.service.experiments import HISTORY, experiment_id
@@ -135,7 +136,7 @@ def get_run_details(call):
     return run_details_dto(call.service, handle.get_details(), handle.get_file_names())
 
 
-def _checked(changes, current, kind):
+def checked_changes(changes, current, kind):
     """Azure's limits on a run's tags or properties, checked on what they would become."""
     if not isinstance(changes, dict):
         raise ServiceError(400, "ValidationError", f"{kind}s must be an object of strings")
@@ -152,17 +153,15 @@ def patch_run(call):
         call.service.store.get_status(call.run_id)
     except RunNotFoundError:
         # A PATCH of a new id is how azureml-core creates runs (child_run, start_logging).
-        from amlocal.service.children import create_child  # it uses this module's checks
-
-        return run_dto(call.service, create_child(call, body, _checked).get_details())
+        return run_dto(call.service, create_run(call, body, checked_changes).get_details())
     unknown = sorted(set(body) - {"runId", "tags", "properties"})
     if unknown:
         raise ServiceError(501, "NotImplemented", "changing a run's "
                            f"{', '.join(unknown)} with PATCH is not emulated yet")
     handle = run_handle(call)
     details = handle.get_details()
-    tags = _checked(body.get("tags", {}), details["tags"], "tag")
-    properties = _checked(body.get("properties", {}), details["properties"], "property")
+    tags = checked_changes(body.get("tags", {}), details["tags"], "tag")
+    properties = checked_changes(body.get("properties", {}), details["properties"], "property")
     for key, value in properties.items():
         if details["properties"].get(key, value) != value:
             raise ServiceError(400, "UserError", f"property {key!r} of run {call.run_id} is "
@@ -171,7 +170,7 @@ def patch_run(call):
     if tags:
         handle.set_tags(tags)
     if properties:
-        handle.add_properties(properties)
+        add_properties(call.service, handle, properties)
     return run_dto(call.service, handle.get_details())
 
 

@@ -7,8 +7,12 @@ azureml.v1.list or azureml.v1.table, one MetricV2 value per element, row or tabl
 Artifact-backed metrics (images, confusion matrices, ...) are not served yet.
 """
 
+import heapq
+import json
 import math
+import time
 import uuid
+from datetime import datetime, timezone
 
 from amlocal.backends.history.store import iso_time
 from amlocal.errors import UserInputError
@@ -149,6 +153,9 @@ def _checked_metric(metric):
     if any(stepped) and not all(stepped):
         raise _invalid(f"metric {name!r}: if step is specified for a metric it must be "
                        "specified for all values")
+    if any(stepped) and not all(isinstance(value["step"], int) and not isinstance(
+            value["step"], bool) and 0 <= value["step"] < 2 ** 63 for value in values):
+        raise _invalid(f"metric {name!r}: a step is a whole number from 0")
     for value in values:
         data = value.get("data") if isinstance(value, dict) else None
         if not isinstance(data, dict) or set(data) - set(columns):
@@ -174,21 +181,74 @@ def _check_cell(name, column, declared, cell):
     raise _invalid(f"a value of column {column!r} of metric {name!r} is not a scalar")
 
 
+def _logged_at(value):
+    """When run.log was called: the value's createdUtc (azureml-core stamps it then, to the
+    microsecond), as a timestamp; now where it names no time."""
+    try:
+        created = datetime.fromisoformat(value["createdUtc"])
+    except (KeyError, TypeError, ValueError):
+        return time.time()
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=timezone.utc)
+    return created.timestamp()
+
+
 def _amlocal_records(name, kind, columns, values):
-    """What the run history records for one checked metric of a batch: (type, value) pairs."""
+    """What the run history records for one checked metric of a batch: (type, value, step,
+    logged_at) tuples."""
     rows = [value["data"] for value in values]
     if kind == SCALAR:
-        return [("scalar", row.get(name)) for row in rows]
+        return [("scalar", row.get(name), value.get("step"), _logged_at(value))
+                for row, value in zip(rows, values)]
+    if not rows:
+        return []
+    logged_at = _logged_at(values[0])
     if kind == LIST:
-        return [("list", [row.get(name) for row in rows])] if rows else []
+        return [("list", [row.get(name) for row in rows], None, logged_at)]
     if len(rows) == 1:
-        return [("row", rows[0])]
-    return [("table", {column: [row.get(column) for row in rows] for column in columns})] \
-        if rows else []
+        return [("row", rows[0], None, logged_at)]
+    return [("table", {column: [row.get(column) for row in rows] for column in columns}, None,
+             logged_at)]
+
+
+_INSERT = ("INSERT INTO metrics (run_id, name, position, metric_type, value, step, description, "
+           "logged_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+
+
+def _insert_in_logging_order(conn, run_id, name, records):
+    """Add a metric's new values, each at its place in the metric's logging order (the time
+    run.log was called, ties in arrival order): azureml-core sends its batches from several
+    threads at once, so a batch can arrive after one holding later values. The values logged
+    after the earliest new one (a batch or two, usually none) are taken out and put back merged
+    with the new ones."""
+    records = sorted(records, key=lambda record: record[3])
+    first_later = conn.execute("SELECT MIN(position) FROM metrics WHERE run_id = ? AND name = ? "
+                               "AND logged_at > ?", (run_id, name, records[0][3])).fetchone()[0]
+    if first_later is None:
+        start = conn.execute("SELECT COALESCE(MAX(position) + 1, 0) FROM metrics "
+                             "WHERE run_id = ? AND name = ?", (run_id, name)).fetchone()[0]
+        later = []
+    else:
+        start = first_later
+        later = [(row["metric_type"], row["value"], row["step"], row["logged_at"],
+                  row["description"]) for row in conn.execute(
+                     "SELECT metric_type, value, step, logged_at, description FROM metrics "
+                     "WHERE run_id = ? AND name = ? AND position >= ? ORDER BY position",
+                     (run_id, name, start))]
+        conn.execute("DELETE FROM metrics WHERE run_id = ? AND name = ? AND position >= ?",
+                     (run_id, name, start))
+    new = [(kind, json.dumps(value), step, logged_at, "")
+           for kind, value, step, logged_at in records]
+    merged = heapq.merge(later, new, key=lambda record: record[3])  # stable: earlier rows first
+    conn.executemany(_INSERT, [(run_id, name, position, kind, value, step, description, logged_at)
+                               for position, (kind, value, step, logged_at, description)
+                               in enumerate(merged, start)])
 
 
 @operation(METRIC_RUN + "/batch", ["POST"])
 def post_run_metrics(call):
+    """A batch of metrics, checked whole against Azure's rules, then written in one transaction
+    (the names limit is checked inside it, so two batches at once cannot pass it together)."""
     body = call.json_object()
     metrics = body.get("values")
     if not isinstance(metrics, list):
@@ -198,16 +258,20 @@ def post_run_metrics(call):
     if rows > MAX_ROWS_PER_BATCH:
         raise _invalid(f"the batch holds {rows} values; one upload may hold at most "
                        f"{MAX_ROWS_PER_BATCH}")
-    handle = run_handle(call)
-    known = set(handle.get_metrics())
-    names = known | {name for name, _, _, _ in checked}
-    if len(names) > MAX_METRIC_NAMES:
-        raise _invalid(f"run {call.run_id} would have {len(names)} metric names; a run may "
-                       f"have at most {MAX_METRIC_NAMES}")
-    store = call.service.store
+    run_handle(call)  # the run must be there, in the URL's experiment
+    records = {}
     for name, kind, columns, values in checked:
-        for metric_type, value in _amlocal_records(name, kind, columns, values):
-            store.add_metric(call.run_id, name, metric_type, value)
+        records.setdefault(name, []).extend(_amlocal_records(name, kind, columns, values))
+    with call.service.store.transaction() as conn:
+        known = {row["name"] for row in conn.execute(
+            "SELECT DISTINCT name FROM metrics WHERE run_id = ?", (call.run_id,))}
+        names = known | set(records)
+        if len(names) > MAX_METRIC_NAMES:
+            raise _invalid(f"run {call.run_id} would have {len(names)} metric names; a run may "
+                           f"have at most {MAX_METRIC_NAMES}")
+        for name, metric_records in records.items():
+            if metric_records:
+                _insert_in_logging_order(conn, call.run_id, name, metric_records)
     return {"errors": []}
 
 

@@ -1,5 +1,6 @@
 """The local backend: runs on this machine, history under $AMLOCAL_HOME."""
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -21,7 +22,7 @@ from amlocal.backends.history.run_folder import write_file
 from amlocal.backends.history.snapshot import snapshot_files, take_snapshot
 from amlocal.backends.history.store import BUILD_LOG, DRIVER_LOG, RunStore, run_details
 from amlocal.backends.recipes import gpu_build, recipe_dir
-from amlocal.errors import RunRecordCorruptedError, UserInputError
+from amlocal.errors import IllegalTransitionError, RunRecordCorruptedError, UserInputError
 
 SWEEP_EXECUTOR = "sweep"  # the executor name of a sweep's parent run: it runs no script itself
 READ_CHUNK_BYTES = 4 << 20  # how much of a followed log is read at once
@@ -307,6 +308,12 @@ class LocalRunHandle(RunHandle):
             return
         self.store.try_set_status(self.id, run_status.CANCEL_REQUESTED,
                                   **({"error": reason} if reason else {}))
+        if self.store.get_run(self.id)["spec"].get("interactive"):
+            # Experiment.start_logging's run: nothing runs it, so nothing is left to stop.
+            if self.store.try_set_status(self.id, run_status.CANCELED):
+                with contextlib.suppress(IllegalTransitionError):  # it had not started
+                    self.store.finish_stage(self.id, "Running", run_status.STAGE_CANCELED)
+            return
         if force and self._driven_here():
             self._driver.kill()
         self._reconcile()
