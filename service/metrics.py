@@ -7,13 +7,12 @@ azureml.v1.list or azureml.v1.table, one MetricV2 value per element, row or tabl
 Artifact-backed metrics (images, confusion matrices, ...) are not served yet.
 """
 
-import heapq
-import json
 import math
 import time
 import uuid
 from datetime import datetime, timezone
 
+from amlocal.backends.history.metric_batches import TooManyMetricNames, add_metric_batch
 from amlocal.backends.history.store import iso_time
 from amlocal.errors import UserInputError
 from amlocal.service.errors import ServiceError, not_found
@@ -211,40 +210,6 @@ def _amlocal_records(name, kind, columns, values):
              logged_at)]
 
 
-_INSERT = ("INSERT INTO metrics (run_id, name, position, metric_type, value, step, description, "
-           "logged_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
-
-
-def _insert_in_logging_order(conn, run_id, name, records):
-    """Add a metric's new values, each at its place in the metric's logging order (the time
-    run.log was called, ties in arrival order): azureml-core sends its batches from several
-    threads at once, so a batch can arrive after one holding later values. The values logged
-    after the earliest new one (a batch or two, usually none) are taken out and put back merged
-    with the new ones."""
-    records = sorted(records, key=lambda record: record[3])
-    first_later = conn.execute("SELECT MIN(position) FROM metrics WHERE run_id = ? AND name = ? "
-                               "AND logged_at > ?", (run_id, name, records[0][3])).fetchone()[0]
-    if first_later is None:
-        start = conn.execute("SELECT COALESCE(MAX(position) + 1, 0) FROM metrics "
-                             "WHERE run_id = ? AND name = ?", (run_id, name)).fetchone()[0]
-        later = []
-    else:
-        start = first_later
-        later = [(row["metric_type"], row["value"], row["step"], row["logged_at"],
-                  row["description"]) for row in conn.execute(
-                     "SELECT metric_type, value, step, logged_at, description FROM metrics "
-                     "WHERE run_id = ? AND name = ? AND position >= ? ORDER BY position",
-                     (run_id, name, start))]
-        conn.execute("DELETE FROM metrics WHERE run_id = ? AND name = ? AND position >= ?",
-                     (run_id, name, start))
-    new = [(kind, json.dumps(value), step, logged_at, "")
-           for kind, value, step, logged_at in records]
-    merged = heapq.merge(later, new, key=lambda record: record[3])  # stable: earlier rows first
-    conn.executemany(_INSERT, [(run_id, name, position, kind, value, step, description, logged_at)
-                               for position, (kind, value, step, logged_at, description)
-                               in enumerate(merged, start)])
-
-
 @operation(METRIC_RUN + "/batch", ["POST"])
 def post_run_metrics(call):
     """A batch of metrics, checked whole against Azure's rules, then written in one transaction
@@ -262,16 +227,11 @@ def post_run_metrics(call):
     records = {}
     for name, kind, columns, values in checked:
         records.setdefault(name, []).extend(_amlocal_records(name, kind, columns, values))
-    with call.service.store.transaction() as conn:
-        known = {row["name"] for row in conn.execute(
-            "SELECT DISTINCT name FROM metrics WHERE run_id = ?", (call.run_id,))}
-        names = known | set(records)
-        if len(names) > MAX_METRIC_NAMES:
-            raise _invalid(f"run {call.run_id} would have {len(names)} metric names; a run may "
-                           f"have at most {MAX_METRIC_NAMES}")
-        for name, metric_records in records.items():
-            if metric_records:
-                _insert_in_logging_order(conn, call.run_id, name, metric_records)
+    try:
+        add_metric_batch(call.service.store, call.run_id, records, MAX_METRIC_NAMES)
+    except TooManyMetricNames as error:
+        raise _invalid(f"run {call.run_id} would have {error.names} metric names; a run may "
+                       f"have at most {MAX_METRIC_NAMES}") from None
     return {"errors": []}
 
 
