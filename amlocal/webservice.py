@@ -144,19 +144,14 @@ class Webservice:
 
     def __new__(cls, workspace, name):
         if cls is Webservice:
-            record = _translated(_services(workspace).records.get, name)
-            cls = _CLASSES[record["kind"]]
+            cls = _CLASSES[_record_of(_services(workspace), name)["kind"]]
         return super().__new__(cls)
 
     def __init__(self, workspace, name):
         self.workspace = workspace
         self.name = name
         self._services = _services(workspace)
-        try:
-            self._record = self._services.records.get(name)
-        except AmlocalError:
-            raise WebserviceException(f"WebserviceNotFound: Webservice with name {name} not found "
-                                      "in provided workspace") from None
+        self._record = _record_of(self._services, name)
         if self._webservice_type is not None and self._record["kind"] != self._webservice_type:
             raise WebserviceException(f"WebserviceNotFound: {name} is a {self._record['kind']} "
                                       f"service, not {self._webservice_type}")
@@ -325,6 +320,16 @@ class Webservice:
                 continue
             services.append(_CLASSES[record["kind"]](workspace, record["name"]))
         return services
+
+
+def _record_of(services, name):
+    from amlocal.backends.history.services import ServiceNotFoundError
+
+    try:
+        return services.records.get(name)
+    except ServiceNotFoundError:
+        raise WebserviceException(f"WebserviceNotFound: Webservice with name {name} not found "
+                                  "in provided workspace") from None
 
 
 def _has_tags(recorded, wanted):
