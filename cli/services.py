@@ -3,6 +3,7 @@ read the logs of and delete them (backends/local/services.py)."""
 
 import datetime
 import json
+from pathlib import Path
 
 import click
 
@@ -154,11 +155,17 @@ def logs(name, tail, as_json):
 
 @services.command()
 @click.argument("name")
-@click.option("--data", required=True, help="The request body (JSON text), as run() gets it.")
+@click.option("--data", required=True,
+              help="The request body (JSON text), as run() gets it; @FILE reads it from FILE.")
 @click.option("--key", help="The key to send [default: the service's primary key].")
 @json_option
 def invoke(name, data, key, as_json):
     """POST --data to the service's /score and print the answer."""
+    if data.startswith("@"):
+        try:
+            data = Path(data[1:]).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise UserInputError(f"--data {data}: cannot read it ({error})") from None
     try:
         json.loads(data)
     except ValueError as error:
