@@ -301,3 +301,37 @@ def test_deployment_configurations_refuse_what_amlocal_cannot_emulate():
     assert config._environment_spec().recipe == "python"
     assert AksWebservice.deploy_configuration().auth_enabled is True
     assert AciWebservice.deploy_configuration().auth_enabled is False
+
+
+SCHEMA_SCORE = """
+from inference_schema.parameter_types.standard_py_parameter_type import StandardPythonParameterType
+from inference_schema.schema_decorators import input_schema, output_schema
+
+def init():
+    pass
+
+@input_schema("data", StandardPythonParameterType([[1.0, 2.0]]))
+@output_schema(StandardPythonParameterType([3.0]))
+def run(data):
+    return [sum(row) for row in data]
+"""
+
+
+def test_an_environment_with_inference_schema_serves_swagger_and_keyword_arguments(model_home,
+                                                                                 tmp_path):
+    source = write_script(tmp_path / "app", "score.py", SCHEMA_SCORE)
+    environment = Environment("schema-scoring")
+    environment.python.conda_dependencies.add_pip_package("inference-schema==1.8")
+    ws = Workspace.from_config()
+    service = Model.deploy(ws, "with-schema", [Model(ws, "mnist")],
+                           InferenceConfig(entry_script="score.py", source_directory=str(source),
+                                           environment=environment),
+                           LocalWebservice.deploy_configuration())
+    service.wait_for_deployment(timeout_sec=600)
+
+    assert service.run(json.dumps({"data": [[1, 2], [3, 4.5]]})) == [3, 7.5]
+    swagger = requests.get(service.swagger_uri)
+    assert swagger.status_code == 200
+    document = swagger.json()
+    assert document["swagger"] == "2.0" and "/score" in document["paths"]
+    assert document["definitions"]["ServiceInput"]["properties"]["data"]["type"] == "array"

@@ -3,7 +3,9 @@
 It keeps the contract of Azure ML's inference server (azureml-inference-server-http) for an
 entry script with init() and run(raw_data):
     GET  /              200 "Healthy" once init() has returned
-    POST /score         the request body (text) to run(); its result as JSON; 500 if run() raises
+    POST /score         the request body (text) to run(), or for a run() decorated with
+                        inference-schema the body's JSON object as keyword arguments (as Azure's
+                        server does); its result as JSON; 500 if run() raises
     GET  /swagger.json  an OpenAPI 2 document when run() is decorated with inference-schema, else 404
 With a keys file (AMLOCAL_KEYS_FILE: {"primaryKey", "secondaryKey"}), /score asks for
 `Authorization: Bearer <key>` (401 without it), reading the file on every request so that a
@@ -51,15 +53,22 @@ def current_keys():
     return [key for key in (keys.get("primaryKey"), keys.get("secondaryKey")) if key]
 
 
+def schema_decorated(run):
+    """Whether run() uses inference-schema's decorators (the package may not be installed)."""
+    try:
+        from inference_schema.schema_util import is_schema_decorated
+    except ImportError:
+        return False
+    return is_schema_decorated(run)
+
+
 def swagger_document(run):
     """The OpenAPI document of a run() decorated with inference-schema, or None."""
-    try:
-        from inference_schema.schema_util import get_input_schema, get_output_schema
-    except ImportError:
+    if not schema_decorated(run):
         return None
+    from inference_schema.schema_util import get_input_schema, get_output_schema
+
     input_schema, output_schema = get_input_schema(run), get_output_schema(run)
-    if not input_schema and not output_schema:
-        return None
     return {"swagger": "2.0", "info": {"title": "amlocal web service", "version": "1.0"},
             "schemes": ["http"], "consumes": ["application/json"], "produces": ["application/json"],
             "paths": {"/score": {"post": {
@@ -114,10 +123,14 @@ class ScoringHandler(http.server.BaseHTTPRequestHandler):
             self._reply(401, json.dumps({"message": "Authorization: Bearer <key> is required "
                                          "(the service's primary or secondary key)"}))
             return
+        text = body.decode("utf-8", errors="replace")
         try:
             with _run_lock:
-                result = self.entry.run(body.decode("utf-8", errors="replace"))
-            answer = json.dumps(result)
+                if schema_decorated(self.entry.run):
+                    result = self.entry.run(**json.loads(text))
+                else:
+                    result = self.entry.run(text)
+            answer = json.dumps(result, default=_as_json)
         except Exception:
             traceback.print_exc()
             self._reply(500, json.dumps({"message": traceback.format_exc(limit=-1).strip()}))
@@ -128,6 +141,13 @@ class ScoringHandler(http.server.BaseHTTPRequestHandler):
         scheme, _, given = (self.headers.get("Authorization") or "").partition(" ")
         return scheme.lower() == "bearer" and any(
             hmac.compare_digest(given.strip().encode(), key.encode()) for key in keys)
+
+
+def _as_json(value):
+    """What json cannot write itself: NumPy arrays and scalars (what models return)."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"run() returned a {type(value).__name__}, which is not JSON")
 
 
 class ScoringServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
