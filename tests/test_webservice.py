@@ -2,8 +2,8 @@
 real Docker engine: a Chainer MNIST model registered, deployed with trainer/score.py, scored."""
 
 import json
-import shutil
-import time
+import os
+import socket
 
 import pytest
 import requests
@@ -335,3 +335,26 @@ def test_an_environment_with_inference_schema_serves_swagger_and_keyword_argumen
     document = swagger.json()
     assert document["swagger"] == "2.0" and "/score" in document["paths"]
     assert document["definitions"]["ServiceInput"]["properties"]["data"]["type"] == "array"
+
+
+def test_a_port_in_use_or_a_fifo_in_the_source_is_refused_in_one_line_and_leaves_nothing(
+        model_home, tmp_path, docker_client):
+    source = write_script(tmp_path / "app", "score.py", ECHO_ENVIRONMENT % "one")
+    ws = Workspace.from_config()
+    config = InferenceConfig(entry_script="score.py", source_directory=str(source))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(WebserviceException, match="could not start service") as raised:
+            Model.deploy(ws, "port-taken", [Model(ws, "mnist")], config,
+                         LocalWebservice.deploy_configuration(port=port))
+    assert "\n" not in str(raised.value)
+    os.mkfifo(source / "pipe")
+    with pytest.raises(WebserviceException, match="FIFO"):
+        Model.deploy(ws, "fifo", [Model(ws, "mnist")], config,
+                     LocalWebservice.deploy_configuration())
+
+    assert Webservice.list(ws) == [] and containers_of(docker_client, model_home) == []
+    assert not (model_home / "services" / "fifo").exists()
+    assert not (model_home / "services" / "port-taken").exists()

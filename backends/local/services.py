@@ -20,6 +20,7 @@ state is what the containers say when asked: Transitioning until the server answ
 then Unhealthy if its container dies; Failed when it never answered (an init() that raised).
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -35,6 +36,7 @@ from amlocal.backends.base import EnvironmentSpec
 from amlocal.backends.history import services as records
 from amlocal.backends.history.services import (FAILED, HEALTHY, TRANSITIONING, UNHEALTHY,
                                                ServiceRecords, validate_service_name)
+from amlocal.backends.history.snapshot import take_snapshot
 from amlocal.backends.history.store import RunStore
 from amlocal.backends.registries import HistoryModelRegistry
 from amlocal.backends.local.run_settings import PIDS_LIMIT
@@ -62,11 +64,19 @@ class ServiceError(AmlocalError):
     """A service could not be deployed, changed or reached."""
 
 
-def _engine_errors():
+@contextlib.contextmanager
+def _engine_refusals(doing):
+    """The Docker engine's refusals (a port in use, an engine gone) as one-line ServiceErrors."""
     import docker.errors
     import requests.exceptions
 
-    return docker.errors.DockerException, requests.exceptions.RequestException
+    try:
+        yield
+    except docker.errors.APIError as error:
+        reason = (error.explanation or str(error)).splitlines()[0]
+        raise ServiceError(f"could not {doing}: the Docker engine says {reason}") from None
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
+        raise ServiceError(f"could not {doing}: {str(error).splitlines()[0]}") from None
 
 
 class LocalServices:
@@ -106,20 +116,20 @@ class LocalServices:
                     "environment": asdict(environment or EnvironmentSpec()),
                     **_checked_resources(port, cpu_cores, memory_gb),
                     "auth_enabled": bool(auth_enabled), "env_vars": dict(env_vars or {})}
-        if self.records.exists(name):
-            if not overwrite:
-                raise records.ServiceExistsError(
-                    f"a service named {name!r} already exists (delete it, or deploy with "
-                    "overwrite)")
-            self.delete(name)
+        if self.records.exists(name) and not overwrite:
+            raise records.ServiceExistsError(
+                f"a service named {name!r} already exists (delete it, or deploy with overwrite)")
         image = self._ensure_image(settings["environment"], on_line)
+        if overwrite and self.records.exists(name):
+            self.delete(name)  # only once the new image is there: a failed build keeps the old
         keys = _new_keys() if auth_enabled or kind != "Local" else {}
         self.records.create(name, kind, settings, keys=keys, image=image, tags=tags or {},
                             description=description)
         try:
             self._write_folder(name, settings, keys)
-            relay = self._start_relay(name, image, settings["port"])
-            scorer = self._start_scorer(name, image, settings)
+            with _engine_refusals(f"start service {name!r}"):
+                relay = self._start_relay(name, image, settings["port"])
+                scorer = self._start_scorer(name, image, settings)
         except BaseException:
             self.delete(name)
             raise
@@ -155,15 +165,17 @@ class LocalServices:
             self._write_keys(name, keys)
 
     def _copy_source(self, name, settings):
-        """A fresh copy of the source folder, with mount points for the models inside it."""
+        """A fresh snapshot of the source folder (taken as for runs: .amlignore, symlinks inside
+        it only, no FIFOs or devices, Azure's size limits), with the models' mount points."""
         app = self.folder(name) / "app"
         staging = app.with_name("app.new")
         shutil.rmtree(staging, ignore_errors=True)
         try:
-            # Symlinks stay links: they resolve inside the container, never on the host.
-            shutil.copytree(settings["source_dir"], staging, symlinks=True)
-        except (OSError, shutil.Error) as error:
+            take_snapshot(settings["source_dir"], staging)
+        except (OSError, UserInputError) as error:
             shutil.rmtree(staging, ignore_errors=True)
+            if isinstance(error, UserInputError):
+                raise
             raise ServiceError(f"could not copy the source folder {settings['source_dir']}: "
                                f"{error}") from None
         for model in settings["models"]:
@@ -286,7 +298,8 @@ class LocalServices:
 
     def _restart_scorer(self, record, settings, image):
         self._remove_container(record["scorer_id"])
-        scorer = self._start_scorer(record["name"], image, settings)
+        with _engine_refusals(f"restart service {record['name']!r}"):
+            scorer = self._start_scorer(record["name"], image, settings)
         return self.records.update(record["name"], scorer_id=scorer.id, state=TRANSITIONING,
                                    error=None, healthy_at=None)
 
