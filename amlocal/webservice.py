@@ -75,9 +75,9 @@ class WebserviceDeploymentConfiguration:
         self.secondary_key = secondary_key
 
     def validate_configuration(self):
-        from amlocal.backends.local.services import _checked_resources
+        from amlocal.backends.local.service_settings import checked_resources
 
-        _translated(_checked_resources, self.port, self.cpu_cores, self.memory_gb)
+        _translated(checked_resources, self.port, self.cpu_cores, self.memory_gb)
         if self.tags is not None and not isinstance(self.tags, dict):
             raise WebserviceException("Error, tags must be a dict")
 
@@ -212,13 +212,13 @@ class Webservice:
 
     @property
     def scoring_uri(self):
-        from amlocal.backends.local.services import scoring_uri
+        from amlocal.backends.local.service_settings import scoring_uri
 
         return scoring_uri(self._record)
 
     @property
     def swagger_uri(self):
-        from amlocal.backends.local.services import swagger_uri
+        from amlocal.backends.local.service_settings import swagger_uri
 
         return swagger_uri(self._record)
 

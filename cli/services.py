@@ -23,7 +23,7 @@ def _services():
 
 
 def _describe(record):
-    from amlocal.backends.local.services import describe
+    from amlocal.backends.local.service_settings import describe
 
     return describe(record)
 

@@ -40,8 +40,11 @@ from amlocal.backends.history.snapshot import take_snapshot
 from amlocal.backends.history.store import RunStore
 from amlocal.backends.registries import HistoryModelRegistry
 from amlocal.backends.local.run_settings import PIDS_LIMIT
+from amlocal.backends.local.service_settings import (APP_ROOT, MODELS_FOLDER, base_url,
+                                                     checked_resources, checked_source,
+                                                     model_dir_variable, model_mount, new_keys,
+                                                     scoring_uri)
 from amlocal.errors import AmlocalError, UserInputError
-from amlocal.validation import usable_path
 
 KINDS = ("Local", "ACI", "AKS")
 SERVICE_LABEL = "amlocal.service"
@@ -49,8 +52,6 @@ HOME_LABEL = "amlocal.home"  # the run history a service's containers belong to
 ROLE_LABEL = "amlocal.service_role"
 NETWORK = "amlocal-services"
 RELAY_PORT = 5001  # the inference server's port in Azure's images
-APP_ROOT = "/var/azureml-app"
-MODELS_FOLDER = "azureml-models"
 RUNTIME_DIR = Path(__file__).resolve().parent / "runtime"
 _IN_CONTAINER_RUNTIME = "/opt/amlocal-score"
 _IN_CONTAINER_SOCKET_DIR = "/var/run/amlocal-score"
@@ -112,9 +113,9 @@ class LocalServices:
         if kind not in KINDS:
             raise UserInputError(f"unknown service kind {kind!r}: one of {', '.join(KINDS)}")
         settings = {"models": self._resolve_models(models),
-                    **_checked_source(entry_script, source_dir),
+                    **checked_source(entry_script, source_dir),
                     "environment": asdict(environment or EnvironmentSpec()),
-                    **_checked_resources(port, cpu_cores, memory_gb),
+                    **checked_resources(port, cpu_cores, memory_gb),
                     "auth_enabled": bool(auth_enabled), "env_vars": dict(env_vars or {})}
         if self.records.exists(name) and not overwrite:
             raise records.ServiceExistsError(
@@ -122,7 +123,7 @@ class LocalServices:
         image = self._ensure_image(settings["environment"], on_line)
         if overwrite and self.records.exists(name):
             self.delete(name)  # only once the new image is there: a failed build keeps the old
-        keys = _new_keys() if auth_enabled or kind != "Local" else {}
+        keys = new_keys() if auth_enabled or kind != "Local" else {}
         self.records.create(name, kind, settings, keys=keys, image=image, tags=tags or {},
                             description=description)
         try:
@@ -275,9 +276,9 @@ class LocalServices:
         if models is not None:
             settings["models"] = self._resolve_models(models)
         if entry_script is not None or source_dir is not None:
-            settings.update(_checked_source(entry_script or settings["entry_script"],
+            settings.update(checked_source(entry_script or settings["entry_script"],
                                             source_dir or settings["source_dir"]))
-        resources = _checked_resources(settings["port"], cpu_cores or settings["cpu_cores"],
+        resources = checked_resources(settings["port"], cpu_cores or settings["cpu_cores"],
                                        memory_gb or settings["memory_gb"])
         settings.update(resources)
         if auth_enabled is not None:
@@ -288,7 +289,7 @@ class LocalServices:
         if environment is not None:
             settings["environment"] = asdict(environment)
             image = self._ensure_image(settings["environment"], on_line)
-        keys = record["keys"] or (_new_keys() if settings["auth_enabled"] else {})
+        keys = record["keys"] or (new_keys() if settings["auth_enabled"] else {})
         self.records.update(name, settings=settings, image=image, keys=keys,
                             tags=record["tags"] if tags is None else tags,
                             description=record["description"] if description is None
@@ -308,7 +309,7 @@ class LocalServices:
         if key not in ("Primary", "Secondary"):
             raise UserInputError(f"key must be 'Primary' or 'Secondary', got {key!r}")
         record = self.records.get(name)
-        keys = dict(record["keys"] or _new_keys())
+        keys = dict(record["keys"] or new_keys())
         keys[f"{key.lower()}Key"] = set_key if set_key else secrets.token_urlsafe(24)
         if record["auth_enabled"]:
             self._write_keys(name, keys)
@@ -431,27 +432,6 @@ class LocalServices:
                                f"{error}") from None
 
 
-def base_url(record):
-    return f"http://127.0.0.1:{record['port']}" if record.get("port") else None
-
-
-def scoring_uri(record):
-    return f"{base_url(record)}/score" if record.get("port") else None
-
-
-def swagger_uri(record):
-    return f"{base_url(record)}/swagger.json" if record.get("port") else None
-
-
-def model_mount(model):
-    return f"{APP_ROOT}/{MODELS_FOLDER}/{model['name']}/{model['version']}"
-
-
-def model_dir_variable(models):
-    """AZUREML_MODEL_DIR as Azure ML sets it: the one model's folder, or the folder of all."""
-    return model_mount(models[0]) if len(models) == 1 else f"{APP_ROOT}/{MODELS_FOLDER}"
-
-
 def _bind(source, target, read_only):
     return {"Type": "bind", "Source": str(source), "Target": target, "ReadOnly": read_only}
 
@@ -462,47 +442,3 @@ def _published_port(container):
     if not published:
         raise ServiceError("the engine published no port for the service's relay")
     return int(published[0]["HostPort"])
-
-
-def _new_keys():
-    return {"primaryKey": secrets.token_urlsafe(24), "secondaryKey": secrets.token_urlsafe(24)}
-
-
-def _checked_source(entry_script, source_dir):
-    """{entry_script (relative to source_dir, posix), source_dir (absolute)}, checked."""
-    source = usable_path(source_dir, "source_directory").resolve()
-    if not source.is_dir():
-        raise UserInputError(f"source_directory {str(source_dir)!r} is not a folder")
-    entry = usable_path(entry_script, "entry_script")
-    script = (entry if entry.is_absolute() else source / entry).resolve()
-    if not script.is_relative_to(source):
-        raise UserInputError(f"entry_script {str(entry_script)!r} is not inside the source "
-                             f"folder {source}")
-    if not script.is_file():
-        raise UserInputError(f"entry_script {str(entry_script)!r} is not a file in {source}")
-    return {"entry_script": script.relative_to(source).as_posix(), "source_dir": str(source)}
-
-
-def _checked_resources(port, cpu_cores, memory_gb):
-    if port is not None and (isinstance(port, bool) or not isinstance(port, int)
-                             or not 1 <= port <= 65535):
-        raise UserInputError(f"port must be an integer in range [1, 65535], got {port!r}")
-    for what, value in (("cpu_cores", cpu_cores), ("memory_gb", memory_gb)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or not value > 0):
-            raise UserInputError(f"{what} must be a number above 0, got {value!r}")
-    return {"port": port, "cpu_cores": cpu_cores, "memory_gb": memory_gb}
-
-
-def describe(record):
-    """What a service's record shows a user (its keys left out: `amlocal services keys`)."""
-    settings = record["settings"]
-    return {"name": record["name"], "kind": record["kind"], "state": record["state"],
-            "error": record["error"], "scoring_uri": scoring_uri(record),
-            "swagger_uri": swagger_uri(record), "port": record["port"], "image": record["image"],
-            "models": [f"{model['name']}:{model['version']}" for model in settings["models"]],
-            "entry_script": settings["entry_script"], "source_dir": settings["source_dir"],
-            "auth_enabled": record["auth_enabled"], "cpu_cores": settings["cpu_cores"],
-            "memory_gb": settings["memory_gb"], "tags": record["tags"],
-            "description": record["description"], "created_at": record["created_at"],
-            "updated_at": record["updated_at"]}
