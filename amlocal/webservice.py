@@ -200,7 +200,8 @@ class Webservice:
 
     @property
     def models(self):
-        return [f"{model['name']}:{model['version']}" for model in self._record["settings"]["models"]]
+        models = self._record["settings"]["models"]
+        return [f"{model['name']}:{model['version']}" for model in models]
 
     @property
     def created_time(self):

@@ -60,7 +60,8 @@ def services():
               help="Environment variable of the scoring container. Repeatable.")
 @click.option("--kind", type=click.Choice(sorted(_KINDS)), default="local", show_default=True,
               help="Which Azure service to mirror (all run locally).")
-@click.option("--port", type=click.IntRange(1, 65535), help="Port on 127.0.0.1 [default: a free one].")
+@click.option("--port", type=click.IntRange(1, 65535),
+              help="Port on 127.0.0.1 [default: a free one].")
 @click.option("--auth", is_flag=True, help="Require `Authorization: Bearer <key>` (ACI/AKS).")
 @click.option("--cpu-cores", type=click.FloatRange(min=0, min_open=True), help="CPU limit.")
 @click.option("--memory-gb", type=click.FloatRange(min=0, min_open=True), help="Memory limit, GiB.")
@@ -88,15 +89,15 @@ def deploy(name, models, entry_script, source_dir, recipe, pip_packages, base_im
     service_models = [parse_model_id(model) for model in models]
     environment = EnvironmentSpec(recipe=recipe, pip_packages=tuple(pip_packages),
                                   base_image=base_image)
-    backend = _services()
-    record = backend.deploy(
+    local_services = _services()
+    record = local_services.deploy(
         name, service_models, entry_script, source_dir, kind=_KINDS[kind],
         environment=environment, port=port, cpu_cores=cpu_cores, memory_gb=memory_gb,
         auth_enabled=auth or kind == "aks", env_vars=parse_key_values(env_vars, "--env"),
         tags=parse_key_values(tags, "--tag"), description=description, overwrite=overwrite,
         on_line=lambda line: click.echo(line, err=True))
     if not no_wait:
-        record = backend.wait(name, timeout_s=timeout)
+        record = local_services.wait(name, timeout_s=timeout)
     if as_json:
         echo_json(_describe(record))
     else:
@@ -192,10 +193,12 @@ def invoke(name, data, key, as_json):
 @json_option
 def keys(name, regen, as_json):
     """Print the service's primary and secondary keys (ACI and AKS services)."""
-    backend = _services()
-    record = backend.regen_key(name, regen) if regen else backend.records.get(name)
+    local_services = _services()
+    record = local_services.records.get(name)
     if record["kind"] == "Local":
         raise UserInputError(f"service {name!r} is a local service: local services have no keys")
+    if regen:
+        record = local_services.regen_key(name, regen)
     if as_json:
         echo_json(record["keys"])
         return

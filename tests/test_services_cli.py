@@ -75,6 +75,8 @@ def test_a_failing_init_fails_the_deploy_command_and_its_logs_say_why(model_home
     assert as_json("services", "show", "broken")["state"] == "Failed"
     logs = amlocal("services", "logs", "broken").stdout
     assert "Traceback (most recent call last)" in logs and "ValueError: no weights here" in logs
+    no_keys = amlocal("services", "keys", "broken", "--regen", "Primary", check=False)
+    assert no_keys.returncode == 2 and "local services have no keys" in no_keys.stderr
 
 
 def test_a_service_deployed_by_one_python_is_used_by_another(model_home, tmp_path):

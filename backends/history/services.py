@@ -73,7 +73,8 @@ class ServiceRecords:
 
     def exists(self, name):
         with self.store.transaction() as conn:
-            return conn.execute("SELECT 1 FROM services WHERE name = ?", (name,)).fetchone() is not None
+            row = conn.execute("SELECT 1 FROM services WHERE name = ?", (name,)).fetchone()
+        return row is not None
 
     def list(self):
         """Every service's record, by name."""
@@ -89,8 +90,9 @@ class ServiceRecords:
         assignments = ", ".join(f"{key} = ?" for key in fields)
         values = [_encoded(key, value) for key, value in fields.items()]
         with self.store.transaction() as conn:
-            changed = conn.execute(f"UPDATE services SET {assignments}, updated_at = ? WHERE name = ?",
-                                   [*values, time.time(), name]).rowcount
+            changed = conn.execute(
+                f"UPDATE services SET {assignments}, updated_at = ? WHERE name = ?",
+                [*values, time.time(), name]).rowcount
         if not changed:
             raise ServiceNotFoundError(f"no service named {name!r} (it was deleted)")
         return self.get(name)
