@@ -1,6 +1,7 @@
 """Web services through the SDK v1 shape (amlocal.core.model / amlocal.core.webservice), on the
 real Docker engine: a Chainer MNIST model registered, deployed with trainer/score.py, scored."""
 
+import concurrent.futures
 import json
 import os
 import socket
@@ -358,3 +359,20 @@ def test_a_port_in_use_or_a_fifo_in_the_source_is_refused_in_one_line_and_leaves
     assert Webservice.list(ws) == [] and containers_of(docker_client, model_home) == []
     assert not (model_home / "services" / "fifo").exists()
     assert not (model_home / "services" / "port-taken").exists()
+
+
+def test_concurrent_clients_all_get_answers(model_home, tmp_path):
+    source = write_script(tmp_path / "app", "score.py", ECHO_ENVIRONMENT % "one")
+    ws = Workspace.from_config()
+    service = Model.deploy(ws, "busy", [Model(ws, "mnist")],
+                           InferenceConfig(entry_script="score.py", source_directory=str(source)),
+                           LocalWebservice.deploy_configuration())
+    service.wait_for_deployment()
+
+    def call(_):
+        return requests.post(service.scoring_uri, data="{}", timeout=60).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        statuses = list(pool.map(call, range(400)))
+
+    assert statuses == [200] * 400

@@ -28,13 +28,39 @@ async def pipe(reader, writer):
         pass
 
 
+async def connect(socket_path, patience_s=5.0):
+    """The scoring server's socket; a full backlog (EAGAIN) is waited out, for up to
+    patience_s, while a server that is not there (no socket, refused) is reported at once."""
+    deadline = asyncio.get_running_loop().time() + patience_s
+    while True:
+        try:
+            return await asyncio.open_unix_connection(socket_path)
+        except BlockingIOError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.01)
+
+
+async def refuse(client_reader, client_writer):
+    """Answer 502, after reading what the client sent (closing on unread data would reset the
+    connection, and the client would see no answer at all)."""
+    try:
+        await asyncio.wait_for(client_reader.read(1 << 16), timeout=0.5)
+    except (asyncio.TimeoutError, ConnectionError):
+        pass
+    client_writer.write(_NOT_LISTENING % (len(_REASON), _REASON))
+    try:
+        await client_writer.drain()
+    except ConnectionError:
+        pass
+    client_writer.close()
+
+
 async def relay(socket_path, client_reader, client_writer):
     try:
-        upstream_reader, upstream_writer = await asyncio.open_unix_connection(socket_path)
+        upstream_reader, upstream_writer = await connect(socket_path)
     except OSError:
-        client_writer.write(_NOT_LISTENING % (len(_REASON), _REASON))
-        await client_writer.drain()
-        client_writer.close()
+        await refuse(client_reader, client_writer)
         return
     try:
         await asyncio.gather(pipe(client_reader, upstream_writer),

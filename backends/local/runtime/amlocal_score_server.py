@@ -152,6 +152,8 @@ def _as_json(value):
 
 class ScoringServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
+    # socketserver's default backlog of 5 refuses (EAGAIN) a sixth client connecting at once.
+    request_queue_size = 128
 
 
 def main():
