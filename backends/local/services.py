@@ -131,12 +131,12 @@ class LocalServices:
             with _engine_refusals(f"start service {name!r}"):
                 relay = self._start_relay(name, image, settings["port"])
                 scorer = self._start_scorer(name, image, settings)
+                port = _published_port(relay)
         except BaseException:
-            self.delete(name)
+            self.delete(name)  # containers, files and record: nothing is left half-made
             raise
         on_line(f"service {name}: scoring container {scorer.short_id}, relay {relay.short_id}")
-        return self.records.update(name, scorer_id=scorer.id, relay_id=relay.id,
-                                   port=_published_port(relay))
+        return self.records.update(name, scorer_id=scorer.id, relay_id=relay.id, port=port)
 
     def _resolve_models(self, models):
         registry = HistoryModelRegistry(self.store)
