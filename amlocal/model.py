@@ -376,6 +376,19 @@ class Model:
         except AmlocalError as error:
             raise _translate(error) from None
 
+    @staticmethod
+    def deploy(workspace, name, models, inference_config=None, deployment_config=None,
+               deployment_target=None, overwrite=False, show_output=False):
+        """Deploy models as a web service in the local Docker engine (amlocal/webservice.py);
+        the Webservice, in state Transitioning (wait_for_deployment() follows it)."""
+        from amlocal.webservice import _deploy
+
+        if deployment_target is not None:
+            raise UserErrorException("deployment_target is not supported by amlocal: every "
+                                     "service runs in the local Docker engine")
+        return _deploy(workspace, name, models, inference_config, deployment_config,
+                       overwrite=overwrite, show_output=show_output)
+
     # -- as data --------------------------------------------------------------------------------
 
     def serialize(self):

@@ -167,6 +167,20 @@ class Workspace:
         names = {record["experiment"] for record in self._backend().list_runs()}
         return {name: Experiment(self, name, _skip_name_validation=True) for name in sorted(names)}
 
+    @property
+    def models(self):
+        """{name: Model} of the registered models, each at its latest version."""
+        from amlocal.model import Model
+
+        return {model.name: model for model in Model.list(self, latest=True)}
+
+    @property
+    def webservices(self):
+        """{name: Webservice} of the services deployed from this workspace (as their kinds)."""
+        from amlocal.webservice import Webservice
+
+        return {service.name: service for service in Webservice.list(self)}
+
     def get_default_datastore(self):
         from amlocal.datastore import Datastore
 

@@ -28,6 +28,7 @@ SUBCOMMANDS = {
     "compute": "amlocal.cli.compute:compute",
     "models": "amlocal.cli.models:models",
     "serve": "amlocal.cli.serve:serve",
+    "services": "amlocal.cli.services:services",
 }
 
 

@@ -150,8 +150,30 @@ CREATE TABLE model_files (
 );
 """
 
+# Deployed web services (backends/history/services.py): what each was deployed from, its
+# containers and published port, its keys and the state last seen.
+_SCHEMA_V6 = """
+CREATE TABLE services (
+    name TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    error TEXT,
+    settings TEXT NOT NULL,
+    keys TEXT NOT NULL DEFAULT '{}',
+    image TEXT,
+    scorer_id TEXT,
+    relay_id TEXT,
+    port INTEGER,
+    tags TEXT NOT NULL DEFAULT '{}',
+    description TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    healthy_at REAL
+);
+"""
+
 # Schema steps in order; a history at version N gets the steps after N.
-MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4, _SCHEMA_V5)
+MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4, _SCHEMA_V5, _SCHEMA_V6)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
