@@ -141,9 +141,6 @@ def history(tmp_path_factory):
     root = tmp_path_factory.mktemp("report-history")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("AMLOCAL_HOME", str(root / "amlocal-home"))
-        # The stand-in's API (AMLOCAL_IN_RUN_SDK=0): in this Python azureml-core's own run would
-        # upload files and images through the blob route, which needs https (issue 12, blobs).
-        patch.setenv("AMLOCAL_IN_RUN_SDK", "0")
         rich_result, rich = start_run(write_script(root / "rich", "train.py", RICH_SCRIPT), "vision",
                                       "--tag", "owner=<tests>")
         assert rich["status"] == "Completed", rich_result.output
