@@ -1,7 +1,8 @@
 """Inside a local run, the unmodified azureml-core's Run.get_context() is the SDK's live run
 (`_SubmittedRun`), talking to the emulator endpoint the run's driver serves (a Unix socket in the
-run's folder, relayed to 127.0.0.1 by the launcher) with a token for that run alone; a Python or
-image without azureml-core keeps the stand-in. Both land in the same run history."""
+run's folder, relayed to 127.0.0.1 by the launcher) with a token for that run alone; its blob
+uploads (upload_file, upload_folder, log_image) go through the https route served beside it; a
+Python or image without azureml-core keeps the stand-in. Both land in the same run history."""
 
 import json
 import os
@@ -209,6 +210,7 @@ def test_a_driver_that_adopts_the_run_serves_its_endpoint_again(amlocal_home, tm
             time.sleep(0.1)
         run.log("phase", 2)
         run.tag("adopted", "yes")
+        run.upload_file("after/adoption.py", __file__)  # the https route is served again too
     """))
     run_id = last_json(invoke("run", source, "--script", "train.py", "--executor", "process",
                               "--detach", "--json", "--", go))["id"]
@@ -227,6 +229,7 @@ def test_a_driver_that_adopts_the_run_serves_its_endpoint_again(amlocal_home, tm
     assert waited["status"] == "Completed", waited["error"]
     assert waited["tags"] == {"adopted": "yes"}
     assert last_json(invoke("runs", "metrics", run_id, "--json")) == {"phase": [1, 2]}
+    assert "after/adoption.py" in last_json(invoke("runs", "files", run_id, "--json"))
 
 
 def test_without_the_in_run_sdk_the_stand_in_takes_the_call(emulator, tmp_path, monkeypatch):
