@@ -324,6 +324,7 @@ os.makedirs("outputs", exist_ok=True)
 with open("outputs/model.bin", "wb") as handle:
     handle.write(os.urandom(1 << 20))
 print("uploaded", flush=True)
+print("HTTPS_PROXY set:", "HTTPS_PROXY" in os.environ, flush=True)
 """
 
 
@@ -365,6 +366,8 @@ def test_files_and_images_uploaded_through_the_sdk_in_a_run_are_the_runs(emulato
     handle, details = submit(emulator.home, source)
 
     check_uploads(emulator, handle, details, tmp_path)
+    # A host process keeps its other https as it was: only the blob host has a proxy of its own.
+    assert "HTTPS_PROXY set: False" in driver_log(handle)
 
 
 FORGING_SCRIPT = """\
@@ -577,6 +580,7 @@ def test_a_docker_run_uploads_files_and_images_through_the_sdk(emulator, docker_
     handle, details = docker_submit(emulator.home, source, "azureml-core")
 
     check_uploads(emulator, handle, details, tmp_path)
+    assert "HTTPS_PROXY set: True" in driver_log(handle)  # a container reaches nothing else
 
 
 @pytest.mark.docker
