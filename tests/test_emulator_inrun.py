@@ -360,7 +360,10 @@ def check_uploads(emulator, handle, details, tmp_path):
     assert html.count("data:image/png;base64,") >= 2  # both images, shown in the report
 
 
-def test_files_and_images_uploaded_through_the_sdk_in_a_run_are_the_runs(emulator, tmp_path):
+def test_files_and_images_uploaded_through_the_sdk_in_a_run_are_the_runs(emulator, tmp_path,
+                                                                          monkeypatch):
+    for name in ("HTTPS_PROXY", "https_proxy"):  # a submitter whose https goes direct
+        monkeypatch.delenv(name, raising=False)
     source = write_script(tmp_path / "src", "train.py", UPLOAD_SCRIPT)
 
     handle, details = submit(emulator.home, source)
@@ -386,7 +389,9 @@ def upload_uri(run_id):
                            + "/artifacts/batch/metadata/ExperimentRun/dcid." + run_id,
                            json={"paths": [{"path": "stolen.txt"}]}, headers=bearer)
     print("sas for", "own" if run_id == run.id else "other", answer.status_code, flush=True)
-    return answer.json()["artifactContentInformation"]["stolen.txt"]["contentUri"] if answer.ok else None
+    if not answer.ok:
+        return None
+    return answer.json()["artifactContentInformation"]["stolen.txt"]["contentUri"]
 
 own = upload_uri(run.id)
 upload_uri(other)
@@ -394,7 +399,8 @@ attempts = {
     # its own SAS, for another run's path
     "reused": own.replace("dcid." + run.id, "dcid." + other),
     # a SAS made up by the script
-    "forged": own.split("?")[0].replace("dcid." + run.id, "dcid." + other) + "?sv=2021-08-06&sr=c&sp=rlw&sig=made-up",
+    "forged": (own.split("?")[0].replace("dcid." + run.id, "dcid." + other)
+               + "?sv=2021-08-06&sr=c&sp=rlw&sig=made-up"),
     # its own SAS for a prefix of another run's folder
     "datastore": own.replace("/azureml/", "/azureml-blobstore-x/"),
 }

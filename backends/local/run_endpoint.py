@@ -12,17 +12,19 @@ is there whether or not `amlocal serve` runs:
 azureml-core uploads blobs (run.upload_file, log_image, ./outputs at the end) only over https to
 the blob host, so the driver also serves the emulator's https route (service/proxy.py BlobProxy:
 CONNECT to the blob host only, TLS with the emulator's certificate) on a second socket, in the
-same event loop as the app; the script gets HTTPS_PROXY for it and REQUESTS_CA_BUNDLE naming
-the emulator's CA (a copy beside the sockets, ca.pem: the certificate only, never a key).
+same event loop as the app; the script gets a proxy variable for it and REQUESTS_CA_BUNDLE
+naming the emulator's CA (in a container a copy beside the sockets, ca.pem: the certificate
+only, never a key).
 
 The driver listens on Unix sockets in the run's folder; the run's launcher (runtime/
-amlocal_launch.py) relays connections to 127.0.0.1:PORT (and PORT2) to them. In a container that loopback is
-the container's own, so the container keeps network "none" and reaches nothing but this socket
-(mounted read-only: connecting needs no write access to the mount). With the process executor
-the relays listen on free ports of the host's loopback, which the driver picked (and hands to
-the launcher as listening sockets, so no other process can take a port in between); such a
-script keeps its other https as it was (direct or through the user's own HTTPS_PROXY): only the
-blob host goes to the emulator's route (service/config.py client_environment).
+amlocal_launch.py) relays connections to 127.0.0.1:PORT (and PORT2) to them. In a container that
+loopback is the container's own, so the container keeps network "none" and reaches nothing but
+these sockets (mounted read-only: connecting needs no write access to the mount). With the
+process executor the relays listen on free ports of the host's loopback, which the driver
+picked (and hands to the launcher as listening sockets, so no other process can take a port in
+between); such a script keeps its other https as it was (direct or through the user's own
+HTTPS_PROXY): only the blob host goes to the emulator's route (service/config.py
+client_environment).
 
 A socket rather than a network: nothing to create or remove in the Docker engine per run, no
 port on the host for a container, and a driver that adopts the run (recovery.py) serves the
