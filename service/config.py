@@ -26,6 +26,12 @@ CONFIG_NAME = "config.json"
 BLOB_ACCOUNT = "amlocal"
 BLOB_DOMAIN = "amlocal.internal"
 BLOB_HOST = f"{BLOB_ACCOUNT}.blob.{BLOB_DOMAIN}"
+# A proxy for the blob host alone: Python's urllib.request.getproxies() (which requests, and so
+# azureml-core's storage client, reads) takes every `<key>_proxy` variable, and requests picks
+# the one keyed `scheme://host` before the one keyed `https`. So a client whose other https goes
+# direct or through its own HTTPS_PROXY keeps that, and only the emulator's blob host goes to
+# the emulator's proxy.
+BLOB_PROXY_VARIABLE = f"https://{BLOB_HOST}_proxy"
 
 
 def emulator_dir(home):
@@ -110,28 +116,33 @@ def read_config(path):
     return document
 
 
-def client_environment(home, endpoint, blob_proxy, environ):
+def client_environment(home, endpoint, blob_proxy, environ, keep_https=False):
     """The variables a client process needs for blob uploads through the https route, given
-    its environment `environ`: HTTPS_PROXY (the emulator's CONNECT proxy), NO_PROXY (the
+    its environment `environ`: the emulator's CONNECT proxy for the blob host, NO_PROXY (the
     emulator's own http endpoint goes direct: an IP entry, as `localhost` makes requests bypass
     the proxy for every host), REQUESTS_CA_BUNDLE (the bundle the client trusts now, plus the
     emulator's CA, so its other https traffic verifies as before). Only what must change is
-    returned: an HTTPS_PROXY the client already has is kept (with a warning: blob uploads then
-    go to that proxy, which cannot reach the emulator's blob host)."""
+    returned.
+
+    The proxy is HTTPS_PROXY when the client has none and need not keep its other https
+    (`keep_https` false); else BLOB_PROXY_VARIABLE, so that the client's own HTTPS_PROXY, or its
+    direct https, stays as it was for every other host (the emulator's proxy refuses them)."""
     from amlocal.service.tls import ca_bundle
 
     changes = {}
     own_proxy = environ.get("https_proxy") or environ.get("HTTPS_PROXY")
-    if not own_proxy:
+    if own_proxy == blob_proxy:
+        pass  # set so before, by this function
+    elif own_proxy or keep_https:
+        changes[BLOB_PROXY_VARIABLE] = blob_proxy
+    else:
         changes["HTTPS_PROXY"] = blob_proxy
-    elif own_proxy != blob_proxy:
-        warnings.warn(f"HTTPS_PROXY is set ({own_proxy}), so azureml-core's blob uploads go "
-                      f"there, not to the emulator: for uploads, set HTTPS_PROXY={blob_proxy} "
-                      "in the process that makes them (it reaches the emulator's blob host only)")
     emulator_host = urlsplit(endpoint).hostname
     no_proxy = environ.get("NO_PROXY") or environ.get("no_proxy") or ""
     if emulator_host not in [entry.strip() for entry in no_proxy.split(",")]:
-        changes["NO_PROXY"] = ",".join(filter(None, [no_proxy, emulator_host]))
+        # Both spellings when the client has the lowercase one: Python prefers it.
+        for name in ("NO_PROXY", "no_proxy") if "no_proxy" in environ else ("NO_PROXY",):
+            changes[name] = ",".join(filter(None, [no_proxy, emulator_host]))
     # requests trusts REQUESTS_CA_BUNDLE, else CURL_CA_BUNDLE, else certifi's: whichever this
     # client trusts now is what the new bundle starts from.
     base = environ.get("REQUESTS_CA_BUNDLE") or environ.get("CURL_CA_BUNDLE") or None

@@ -3,8 +3,10 @@ that `run.get_metrics()` makes (list, then each metric in full), and the ingest 
 
 amlocal records a metric value as one of scalar (a value), list (a list), row ({column: value})
 and table ({column: [values]}); on the wire they are v2 metrics of uxMetricType azureml.v1.scalar,
-azureml.v1.list or azureml.v1.table, one MetricV2 value per element, row or table row.
-Artifact-backed metrics (images, confusion matrices, ...) are not served yet.
+azureml.v1.list or azureml.v1.table, one MetricV2 value per element, row or table row. An image
+(`run.log_image`: the file is uploaded first, as a run file) is azureml.v2.image, its value the
+file's aml://artifactId URI; amlocal records it as the stand-in does ({"file": run file name}).
+Other artifact-backed metrics (confusion matrices, ...) are not served yet.
 """
 
 import math
@@ -22,6 +24,8 @@ from amlocal.validation import check_text, shown
 
 METRIC_RUN = "/metric/v2.0" + WS + "/runs/{run_id}"
 SCALAR, LIST, TABLE = "azureml.v1.scalar", "azureml.v1.list", "azureml.v1.table"
+IMAGE = "azureml.v2.image"
+IMAGE_COLUMN_TYPE = "artifact"
 # Azure ML's service limits on metrics (its service-limits page): names per run, columns per
 # table row, characters in a name, a column name or a string value, values in one upload.
 MAX_METRIC_NAMES = 50
@@ -55,9 +59,17 @@ def cell_type(value):
     return "string"
 
 
-def wire_values(record):
-    """The (uxMetricType, [data]) of one recorded metric value; None for what is not inline."""
+def artifact_uri(run_id, name):
+    """The aml://artifactId URI of run file `name`, as azureml-core names an image's file."""
+    return f"aml://artifactId/ExperimentRun/dcid.{run_id}/{name}"
+
+
+def wire_values(record, run_id):
+    """The (uxMetricType, [data]) of one recorded metric value of run `run_id`; None for what is
+    not served."""
     name, kind, value = record["name"], record["type"], record["value"]
+    if kind == "image" and isinstance(value, dict) and isinstance(value.get("file"), str):
+        return IMAGE, [{name: artifact_uri(run_id, value["file"])}]
     if kind == "scalar":
         return SCALAR, [{name: value}]
     if kind == "list" and isinstance(value, list):
@@ -78,7 +90,7 @@ def run_metrics(handle):
     for record in handle.get_metric_records():
         if record["damaged"]:
             continue
-        wire = wire_values(record)
+        wire = wire_values(record, handle.id)
         if wire is None:
             continue
         kind, rows = wire
@@ -129,7 +141,7 @@ def _checked_metric(metric):
         raise _invalid(f"metric name {name[:40]!r}... is longer than {MAX_NAME_LENGTH} characters")
     _printable(name, f"metric name {shown(name)}")
     kind = (metric.get("properties") or {}).get("uxMetricType") or SCALAR
-    if kind not in (SCALAR, LIST, TABLE):
+    if kind not in (SCALAR, LIST, TABLE, IMAGE):
         raise ServiceError(501, "NotImplemented", f"metrics of type {kind!r} (metric {name!r}) "
                            "are not emulated yet")
     columns = metric.get("columns")
@@ -144,7 +156,8 @@ def _checked_metric(metric):
             raise _invalid(f"column name {column[:40]!r}... of metric {name!r} is longer than "
                            f"{MAX_NAME_LENGTH} characters")
         _printable(column, f"column name {shown(column)} of metric {shown(name)}")
-        if str(declared).lower() not in _CELL_TYPES:
+        if str(declared).lower() not in (
+                {IMAGE_COLUMN_TYPE} if kind == IMAGE else _CELL_TYPES):
             raise _invalid(f"column {column!r} of metric {name!r} has unknown type {declared!r}")
     if kind != TABLE and set(columns) != {name}:
         raise _invalid(f"a {kind} metric's only column is its name ({name!r})")
@@ -192,10 +205,13 @@ def _logged_at(value):
     return created.timestamp()
 
 
-def _amlocal_records(name, kind, columns, values):
-    """What the run history records for one checked metric of a batch: (type, value, step,
-    logged_at) tuples."""
+def _amlocal_records(run_id, name, kind, columns, values):
+    """What the run history records for one checked metric of a batch of run `run_id`: (type,
+    value, step, logged_at) tuples."""
     rows = [value["data"] for value in values]
+    if kind == IMAGE:
+        return [("image", {"file": _image_file(run_id, name, row.get(name))}, None,
+                 _logged_at(value)) for row, value in zip(rows, values)]
     if kind == SCALAR:
         return [("scalar", row.get(name), value.get("step"), _logged_at(value))
                 for row, value in zip(rows, values)]
@@ -208,6 +224,15 @@ def _amlocal_records(name, kind, columns, values):
         return [("row", rows[0], None, logged_at)]
     return [("table", {column: [row.get(column) for row in rows] for column in columns}, None,
              logged_at)]
+
+
+def _image_file(run_id, name, uri):
+    """The run file an image metric's URI names; 400 unless it is a file of run `run_id`."""
+    prefix = artifact_uri(run_id, "")
+    if not isinstance(uri, str) or not uri.startswith(prefix) or uri == prefix:
+        raise _invalid(f"image metric {name!r} must name a file of run {run_id} "
+                       f"({prefix}NAME)")
+    return uri[len(prefix):]
 
 
 @operation(METRIC_RUN + "/batch", ["POST"])
@@ -226,7 +251,8 @@ def post_run_metrics(call):
     run_handle(call)  # the run must be there, in the URL's experiment
     records = {}
     for name, kind, columns, values in checked:
-        records.setdefault(name, []).extend(_amlocal_records(name, kind, columns, values))
+        records.setdefault(name, []).extend(
+            _amlocal_records(call.run_id, name, kind, columns, values))
     try:
         add_metric_batch(call.service.store, call.run_id, records, MAX_METRIC_NAMES)
     except TooManyMetricNames as error:

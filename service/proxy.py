@@ -3,10 +3,12 @@
 azureml-core sends blob PUTs to `https://{account}.blob.{suffix}` and nothing else will do, so
 clients are given HTTPS_PROXY pointing here. A client's `CONNECT amlocal.blob.amlocal.internal:443`
 is answered 200, TLS is terminated here with the emulator's certificate (tls.py), and the
-decrypted stream is piped to the emulator's own plain http port, where the same ASGI app serves
-it (blobs.py routes by the Host header). Piping rather than running uvicorn's protocol class on
-the TLS transport: it uses only public interfaces (asyncio streams, the app's listening port),
-and every request goes through the one server, its request log and its limits.
+decrypted stream is piped to the emulator's own plain http socket, where the same ASGI app serves
+it (blobs.py routes by the Host header): a TCP port for `amlocal serve` (`tcp_app`), a Unix socket
+for a run's endpoint (`unix_app`, backends/local/run_endpoint.py). Piping rather than running
+uvicorn's protocol class on the TLS transport: it uses only public interfaces (asyncio streams,
+the app's listening socket), and every request goes through the one server, its request log and
+its limits.
 
 Any other CONNECT target, and any request that is not a CONNECT, is answered 403: this is never a
 proxy to the world.
@@ -40,12 +42,23 @@ def _answer(writer, status, reason, body=b""):
                  f"Connection: close\r\n\r\n".encode("ascii") + body)
 
 
-class BlobProxy:
-    """Serves CONNECT to BLOB_HOST:443 on its socket; `app_address` is the emulator's (host, port)."""
+def tcp_app(host, port):
+    """How BlobProxy reaches an app listening on host:port."""
+    return lambda: asyncio.open_connection(host, port)
 
-    def __init__(self, ssl_context, app_address, log):
+
+def unix_app(path):
+    """How BlobProxy reaches an app listening on the Unix socket `path` (a str connect() takes)."""
+    return lambda: asyncio.open_unix_connection(path)
+
+
+class BlobProxy:
+    """Serves CONNECT to BLOB_HOST:443 on its socket; `connect_app()` opens a connection to the
+    emulator's app, as asyncio streams (tcp_app, unix_app)."""
+
+    def __init__(self, ssl_context, connect_app, log):
         self._ssl = ssl_context
-        self._app_address = app_address
+        self._connect_app = connect_app
         self._log = log
         self._server = None
 
@@ -81,7 +94,7 @@ class BlobProxy:
         writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
         await writer.drain()
         await writer.start_tls(self._ssl, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_S)
-        app_reader, app_writer = await asyncio.open_connection(*self._app_address)
+        app_reader, app_writer = await self._connect_app()
         pipes = [asyncio.ensure_future(_pipe(reader, app_writer)),
                  asyncio.ensure_future(_pipe(app_reader, writer))]
         try:

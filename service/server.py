@@ -6,7 +6,7 @@ import socket
 
 from amlocal.errors import UserInputError
 from amlocal.service.config import WorkspaceIdentity, remove_config, write_config
-from amlocal.service.proxy import BlobProxy
+from amlocal.service.proxy import BlobProxy, tcp_app
 from amlocal.service.tls import server_context
 
 
@@ -45,29 +45,31 @@ def serve(home, host, port, announce):
     app = create_app(home, endpoint)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
                                            lifespan="off"))
-    proxy = BlobProxy(server_context(home), _reachable(sock), app.write)
+    proxy = BlobProxy(server_context(home), tcp_app(*_reachable(sock)), app.write)
     # uvicorn shuts down gracefully on SIGINT/SIGTERM and then raises the signal again with the
     # handlers it found installed: these ones, so that a stop ends in exit 0 rather than in a
     # KeyboardInterrupt or death by SIGTERM.
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop_signal, lambda *_: None)
 
-    async def serve_both():
-        # One event loop: the https route's proxy lives as long as the app's server.
-        await proxy.start(proxy_sock)
-        try:
-            await server.serve(sockets=[sock])
-        finally:
-            await proxy.close()
-
     write_config(home, WorkspaceIdentity.of_home(home), endpoint, endpoint_of(proxy_sock))
     try:
         announce(endpoint)
-        asyncio.run(serve_both())
+        asyncio.run(serve_with_proxy(server, sock, proxy, proxy_sock))
     finally:
         remove_config(home, endpoint)
         sock.close()
         proxy_sock.close()
+
+
+async def serve_with_proxy(server, sock, proxy, proxy_sock):
+    """Serve the app (a uvicorn.Server) on `sock` and the https route (a proxy.BlobProxy) on
+    `proxy_sock` in one event loop: the proxy lives as long as the app's server."""
+    await proxy.start(proxy_sock)
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        await proxy.close()
 
 
 def _reachable(sock):

@@ -133,7 +133,8 @@ def stop_emulator(emulator, timeout=30):
 
 
 # What amlocal.emulator.workspace() sets in its process for blob uploads (the https route).
-BLOB_ROUTE_VARIABLES = ("HTTPS_PROXY", "NO_PROXY", "REQUESTS_CA_BUNDLE")
+BLOB_ROUTE_VARIABLES = ("HTTPS_PROXY", "NO_PROXY", "REQUESTS_CA_BUNDLE",
+                        "https://amlocal.blob.amlocal.internal_proxy")
 
 
 @contextlib.contextmanager

@@ -391,11 +391,8 @@ def test_a_bad_setting_is_one_line_at_submission_and_other_commands_still_work(
 
 
 def test_child_runs_of_a_run_with_the_longest_experiment_name_keep_what_they_log(amlocal_home,
-                                                                                 tmp_path,
-                                                                                 monkeypatch):
-    # The stand-in's API (AMLOCAL_IN_RUN_SDK=0): in this Python azureml-core's own run would
-    # upload files and images through the blob route, which needs https (issue 12, blobs).
-    monkeypatch.setenv("AMLOCAL_IN_RUN_SDK", "0")
+                                                                                 tmp_path):
+    # azureml-core's own run: the child's upload goes through the run's https route.
     source = write_script(tmp_path / "src", "train.py", """
 from azureml.core.run import Run
 run = Run.get_context()

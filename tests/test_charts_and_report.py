@@ -141,8 +141,8 @@ def history(tmp_path_factory):
     root = tmp_path_factory.mktemp("report-history")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("AMLOCAL_HOME", str(root / "amlocal-home"))
-        # The stand-in's API (AMLOCAL_IN_RUN_SDK=0): in this Python azureml-core's own run would
-        # upload files and images through the blob route, which needs https (issue 12, blobs).
+        # The stand-in's API (AMLOCAL_IN_RUN_SDK=0): the emulator does not record the step of
+        # azureml-core's run.log(..., step=N) yet, and the charts draw curves by step.
         patch.setenv("AMLOCAL_IN_RUN_SDK", "0")
         rich_result, rich = start_run(write_script(root / "rich", "train.py", RICH_SCRIPT), "vision",
                                       "--tag", "owner=<tests>")

@@ -116,11 +116,12 @@ def test_the_route_starts_from_the_bundle_the_client_trusts_and_keeps_its_proxy(
     home = tmp_path / "home"
 
     for variable in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
-        with pytest.warns(UserWarning, match="HTTPS_PROXY is set"):
-            changes = client_environment(home, "http://127.0.0.1:5000", "http://127.0.0.1:6000",
-                                         {variable: str(own), "HTTPS_PROXY": "http://corp:3128",
-                                          "NO_PROXY": "internal.example"})
-        assert "HTTPS_PROXY" not in changes  # the user's proxy is theirs to keep
+        changes = client_environment(home, "http://127.0.0.1:5000", "http://127.0.0.1:6000",
+                                     {variable: str(own), "HTTPS_PROXY": "http://corp:3128",
+                                      "NO_PROXY": "internal.example"})
+        assert "HTTPS_PROXY" not in changes  # the user's proxy is theirs to keep, for other hosts
+        # ... and the blob host alone goes to the emulator's proxy
+        assert changes["https://amlocal.blob.amlocal.internal_proxy"] == "http://127.0.0.1:6000"
         assert changes["NO_PROXY"] == "internal.example,127.0.0.1"
         bundle = open(changes["REQUESTS_CA_BUNDLE"], "rb").read()
         assert bundle.startswith(own.read_bytes())

@@ -3,8 +3,8 @@
 
 Compute get-or-create, Experiment.submit(ScriptRunConfig(..., environment=
 Environment.from_pip_requirements(...))) built and run in Docker, wait_for_completion(show_output=
-True), the script's metrics, tags and files read back, a file downloaded, a model registered and
-downloaded with Model(ws, name).download; inside the run, Run.get_context() is azureml-core's own
+True), the script's metrics, tags and files read back (one it uploaded with run.upload_file),
+files downloaded, a model registered and downloaded with Model(ws, name).download; inside the run, Run.get_context() is azureml-core's own
 live run; and the run is in `amlocal runs show`.
 """
 
@@ -36,6 +36,9 @@ run.tag("stage", "end-to-end")
 os.makedirs("outputs", exist_ok=True)
 with open("outputs/model.bin", "wb") as out:
     out.write(bytes(range(256)) * 4)
+with open("summary.txt", "w") as out:
+    out.write("loss went from 0.9 to 0.25\\n")
+run.upload_file("reports/summary.txt", "summary.txt")
 print("done")
 """
 
@@ -80,6 +83,9 @@ def test_unchanged_azureml_code_runs_against_the_emulator(emulator, docker_clien
     assert "outputs/model.bin" in names
     run.download_file("outputs/model.bin", str(tmp_path / "model.bin"))
     assert (tmp_path / "model.bin").read_bytes() == bytes(range(256)) * 4
+    assert "reports/summary.txt" in names  # uploaded by the script through azureml-core
+    run.download_file("reports/summary.txt", str(tmp_path / "summary.txt"))
+    assert (tmp_path / "summary.txt").read_text() == "loss went from 0.9 to 0.25\n"
 
     model = run.register_model("e2e-model", model_path="outputs/model.bin",
                                tags={"from": "e2e"})

@@ -78,8 +78,9 @@ def submit(workspace, source, script="train.py", **config):
 
 
 def test_every_script_side_method_lands_in_the_run(workspace, tmp_path, monkeypatch):
-    # The stand-in's API (AMLOCAL_IN_RUN_SDK=0): in this Python azureml-core's own run would
-    # upload files and images through the blob route, which needs https (issue 12, blobs).
+    # The stand-in's API (AMLOCAL_IN_RUN_SDK=0): azureml-core's own run sends
+    # log_confusion_matrix and log_accuracy_table as artifact-backed metrics, which the emulator
+    # does not serve yet (its uploads and images: tests/test_emulator_inrun.py).
     monkeypatch.setenv("AMLOCAL_IN_RUN_SDK", "0")
     source = write_script(tmp_path / "src", "train.py", EVERY_METHOD)
     run = submit(workspace, source)

@@ -7,7 +7,7 @@ from amlocal.backends.local import engine, images, ownership
 from amlocal.errors import AmlocalError
 from amlocal.backends.local.jobs import Job, Prepared
 from amlocal.backends.recipes import GPU_RECIPES
-from amlocal.backends.local.run_endpoint import IN_CONTAINER_PORT
+from amlocal.backends.local.run_endpoint import IN_CONTAINER_BLOB_PORT, IN_CONTAINER_PORT
 from amlocal.backends.local.run_settings import CONTAINER_LABEL, container_settings
 from amlocal.backends.local.script_output import OUTPUT_DIR, follow_output, prepare_output_file
 from amlocal.backends.history.snapshot import copy_working_directory
@@ -21,6 +21,7 @@ _WRITABLE_RUN_FOLDERS = ("outputs", "logs", "telemetry", OUTPUT_DIR)
 # Where the script reaches its emulator endpoint: the container's own loopback (the launcher's
 # relay listens there), so the container needs no network.
 IN_CONTAINER_URL = f"http://127.0.0.1:{IN_CONTAINER_PORT}"
+IN_CONTAINER_BLOB_PROXY = f"http://127.0.0.1:{IN_CONTAINER_BLOB_PORT}"  # its https route
 
 
 class DockerJob(Job):
@@ -108,7 +109,7 @@ class DockerExecutor:
         prepare_output_file(run_dir)
         user = ownership.container_user(run.spec.run_as_root)
         if endpoint is not None:
-            endpoint.serve(IN_CONTAINER_URL)
+            endpoint.serve(IN_CONTAINER_URL, IN_CONTAINER_BLOB_PROXY)
         handed_over = [working_dir, *(run_dir / name for name in _WRITABLE_RUN_FOLDERS)]
         # The endpoint's socket too: connecting to it takes its owner's rights (it is mounted
         # read-only, so the script cannot replace it).

@@ -109,14 +109,15 @@ class ProcessExecutor:
         prepare_output_file(run_dir)
         for mapped in ("outputs", "logs"):
             (working_dir / mapped).symlink_to(run_dir / mapped, target_is_directory=True)
-        listener = None
+        listeners = []  # handed to the launcher: nobody can take the ports
         if endpoint is not None:
-            listener = loopback_listener()  # handed to the launcher: nobody can take the port
-            endpoint.serve(f"http://127.0.0.1:{listener.getsockname()[1]}")
+            listeners = [loopback_listener(), loopback_listener()]
+            api_port, blob_port = (listener.getsockname()[1] for listener in listeners)
+            endpoint.serve(f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{blob_port}")
+        relay_fds = [listener.fileno() for listener in listeners]
         settings = process_settings(run, python=self.python, working_dir=working_dir,
                                     runtime_dir=runtime_dir, base_environment=os.environ,
-                                    endpoint=endpoint,
-                                    relay_fd=listener.fileno() if listener else None)
+                                    endpoint=endpoint, relay_fds=relay_fds)
         cores = memory_limit = None
         if resources is not None:
             if resources.cpuset or resources.nano_cpus:
@@ -136,10 +137,10 @@ class ProcessExecutor:
             process = subprocess.Popen(settings["args"], cwd=settings["cwd"], env=settings["env"],
                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                        stderr=subprocess.DEVNULL, start_new_session=True,
-                                       pass_fds=[listener.fileno()] if listener else [],
+                                       pass_fds=relay_fds,
                                        preexec_fn=_confinement(cores, memory_limit))
         finally:
-            if listener is not None:
+            for listener in listeners:
                 listener.close()  # the launcher has its own
         return ProcessJob(process.pid, run_dir, on_line, process=process, memory_limit=memory_limit)
 

@@ -10,7 +10,8 @@ Inside a container the run sees this layout (the process executor uses host path
     /amlocal/runtime            the run-side Run API (sitecustomize + amlocal_run), read-only
     /amlocal/telemetry          where the script's Run API appends what it logs
     /amlocal/output             the script's stdout and stderr, one file (see script_output.py)
-    /amlocal/emulator           the socket of the run's emulator endpoint, read-only (run_endpoint.py)
+    /amlocal/emulator           the sockets of the run's emulator endpoint and its CA, read-only
+                                (run_endpoint.py)
 """
 
 from dataclasses import dataclass
@@ -20,7 +21,8 @@ from amlocal.backends.base import DATAREFERENCE_PREFIX, substitute_data_referenc
 from amlocal.backends.local.script_output import (EXIT_STATUS_FILE, LAUNCHER, OUTPUT_DIR,
                                                    OUTPUT_FILE, OUTPUT_NAME)
 from amlocal.backends.history.store import TELEMETRY_FILE
-from amlocal.backends.local.run_endpoint import IN_CONTAINER_PORT, SOCKET_NAME
+from amlocal.backends.local.run_endpoint import (BLOB_SOCKET_NAME, CA_NAME, IN_CONTAINER_BLOB_PORT,
+                                                 IN_CONTAINER_PORT, SOCKET_NAME)
 
 IN_RUN_ROOT = PurePosixPath("/amlocal")
 IN_RUN_WORKDIR = IN_RUN_ROOT / "wd"
@@ -94,13 +96,13 @@ def script_command(python, script, arguments, paths):
     return [python, script, *substitute_data_references(arguments, paths.inputs)]
 
 
-def launched(python, runtime, output_file, command, exit_status_file=None, relay=None):
+def launched(python, runtime, output_file, command, exit_status_file=None, relays=()):
     """argv that starts `command` through the run's launcher (runtime/amlocal_launch.py), its
     output going to `output_file`; isolated mode (-I -S) keeps the run's PYTHONPATH and its
-    sitecustomize for the script alone. `relay`: "LISTEN=SOCKET", the launcher's relay to the
-    run's emulator endpoint."""
+    sitecustomize for the script alone. `relays`: "LISTEN=SOCKET" each, the launcher's relays
+    to the run's emulator endpoint."""
     status = ["--exit-status", str(exit_status_file)] if exit_status_file else []
-    relaying = ["--relay", relay] if relay else []
+    relaying = [part for relay in relays for part in ("--relay", relay)]
     return [python, "-I", "-S", f"{runtime}/{LAUNCHER}", "--output", str(output_file), *status,
             *relaying, "--", *command]
 
@@ -180,18 +182,19 @@ def container_settings(run, *, image, working_dir, runtime_dir, user=None, resou
     extra = {"HOME": "/tmp"}
     if resources is not None and resources.emulated_gpus:
         extra["AMLOCAL_EMULATED_GPUS"] = str(resources.emulated_gpus)
-    relay = None
+    relays = ()
     if endpoint is not None:
         mounts.append(bind(endpoint.folder, IN_RUN_ENDPOINT, True))
-        extra.update(endpoint.variables())
-        relay = f"127.0.0.1:{IN_CONTAINER_PORT}={IN_RUN_ENDPOINT / SOCKET_NAME}"
+        extra.update(endpoint.variables(ca_file=IN_RUN_ENDPOINT / CA_NAME))
+        relays = (f"127.0.0.1:{IN_CONTAINER_PORT}={IN_RUN_ENDPOINT / SOCKET_NAME}",
+                  f"127.0.0.1:{IN_CONTAINER_BLOB_PORT}={IN_RUN_ENDPOINT / BLOB_SOCKET_NAME}")
     environment = run_environment(run.id, run.experiment, paths, extra=extra,
                                   user_variables=spec.environment_variables)
     settings = {
         "image": image,
         "command": launched("python", paths.runtime, IN_RUN_OUTPUT / OUTPUT_NAME,
                             script_command("python", spec.script, spec.arguments, paths),
-                            relay=relay),
+                            relays=relays),
         # The launcher writes the output to its file; dockerd need not keep a second copy.
         "log_config": {"Type": "none", "Config": {}},
         "working_dir": paths.workdir,
@@ -220,7 +223,7 @@ def inherited_environment(base_environment):
 
 
 def process_settings(run, *, python, working_dir, runtime_dir, base_environment, endpoint=None,
-                     relay_fd=None):
+                     relay_fds=()):
     """argv, cwd and environment for running a run's script (a jobs.LocalRun) as a host
     subprocess (process executor).
 
@@ -229,7 +232,7 @@ def process_settings(run, *, python, working_dir, runtime_dir, base_environment,
     is not enforced here: there is no mount namespace). Of `base_environment` (the submitter's)
     it sees only INHERITED_VARIABLES; the spec's environment_variables (--env) come on top.
     `endpoint` is the run's emulator endpoint (run_endpoint.py; None: none), reached through
-    the listening socket `relay_fd` that the launcher inherits.
+    the listening sockets `relay_fds` (its app's, its https route's) that the launcher inherits.
     """
     spec, run_dir, inputs = run.spec, run.run_dir, run.spec.inputs
     paths = RunPaths(
@@ -245,11 +248,14 @@ def process_settings(run, *, python, working_dir, runtime_dir, base_environment,
     environment.update(run_environment(run.id, run.experiment, paths, extra=extra,
                                        user_variables=spec.environment_variables,
                                        inherited_pythonpath=environment.get("PYTHONPATH")))
-    relay = f"fd:{relay_fd}={endpoint.socket_path}" if endpoint is not None else None
+    relays = ()
+    if endpoint is not None:
+        relays = tuple(f"fd:{fd}={path}" for fd, path in
+                       zip(relay_fds, (endpoint.socket_path, endpoint.blob_socket_path)))
     return {
         "args": launched(python, paths.runtime, f"{run_dir}/{OUTPUT_FILE}",
                          script_command(python, spec.script, spec.arguments, paths),
-                         exit_status_file=f"{run_dir}/{EXIT_STATUS_FILE}", relay=relay),
+                         exit_status_file=f"{run_dir}/{EXIT_STATUS_FILE}", relays=relays),
         "cwd": paths.workdir,
         "env": environment,
     }

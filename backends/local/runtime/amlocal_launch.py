@@ -1,6 +1,6 @@
 """Starts a run's script with its output going straight to a file. Standard library, Python 3.8+.
 
-    python -I -S amlocal_launch.py --output FILE [--exit-status FILE] [--relay LISTEN=SOCKET]
+    python -I -S amlocal_launch.py --output FILE [--exit-status FILE] [--relay LISTEN=SOCKET]...
         -- PROGRAM ARGS...
 
 --output FILE is opened for appending (never through a symlink) and becomes the script's stdout
@@ -17,12 +17,13 @@ to that file atomically, so a driver that adopted the run, and is not the script
 learns how it ended. SIGINT and SIGTERM reach the script through its process group; this process
 only outlasts them to record the status.
 
-With --relay, a process of its own relays every connection to LISTEN (127.0.0.1:PORT, which it
-binds, or fd:N, a listening socket it was handed) to the Unix socket SOCKET, where the run's
-driver serves the emulator (backends/local/run_endpoint.py): that is how azureml-core in the
-script reaches its run history from a container that has no network. The relay outlives SIGINT
-and SIGTERM (the SDK flushes its metrics through it when it gets them) and ends when the process
-that started it (the launcher, or the script it became) has ended.
+With --relay (once per socket), a process of its own relays every connection to LISTEN
+(127.0.0.1:PORT, which it binds, or fd:N, a listening socket it was handed) to the Unix socket
+SOCKET, where the run's driver serves the emulator (backends/local/run_endpoint.py: its app, and
+its https route for blob uploads): that is how azureml-core in the script reaches its run history
+from a container that has no network. The relay outlives SIGINT and SIGTERM (the SDK flushes its
+metrics through it when it gets them) and ends when the process that started it (the launcher,
+or the script it became) has ended. The bytes it relays are the script's: it only copies them.
 """
 
 import os
@@ -33,7 +34,7 @@ import sys
 import threading
 import time
 
-USAGE = ("usage: amlocal_launch.py --output FILE [--exit-status FILE] [--relay LISTEN=SOCKET] "
+USAGE = ("usage: amlocal_launch.py --output FILE [--exit-status FILE] [--relay LISTEN=SOCKET]... "
          "-- PROGRAM ARGS...")
 OPTIONS = ("--output", "--exit-status", "--relay")
 RELAY_CHUNK = 1 << 16
@@ -42,11 +43,15 @@ UNIX_PATH_MAX = 100  # sun_path holds 108 bytes
 
 
 def parse(argv):
-    options = {}
+    """({option: value}, command); --relay's value is the list of its values."""
+    options = {"--relay": []}
     while argv and argv[0] != "--":
         if len(argv) < 2 or argv[0] not in OPTIONS:
             sys.exit(USAGE)
-        options[argv[0]] = argv[1]
+        if argv[0] == "--relay":
+            options["--relay"].append(argv[1])
+        else:
+            options[argv[0]] = argv[1]
         argv = argv[2:]
     if not argv[1:] or "--output" not in options:
         sys.exit(USAGE)
@@ -121,18 +126,7 @@ def _relay_connection(client, address):
     upstream.close()
 
 
-def _relay_until_orphaned(listener, address, parent):
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, signal.SIG_IGN)
-
-    def watch_parent():
-        while os.getppid() == parent:
-            time.sleep(PARENT_POLL_S)
-        os._exit(0)
-
-    watcher = threading.Thread(target=watch_parent)
-    watcher.daemon = True
-    watcher.start()
+def _accept_forever(listener, address):
     while True:
         client, _ = listener.accept()
         worker = threading.Thread(target=_relay_connection, args=(client, address))
@@ -140,31 +134,45 @@ def _relay_until_orphaned(listener, address, parent):
         worker.start()
 
 
-def start_relay(spec):
-    """Fork the relay of LISTEN=SOCKET (see the module's docstring); say so if it cannot start."""
-    listen, _, socket_path = spec.partition("=")
-    try:
-        listener = _listener(listen)
-        address = _unix_address(socket_path)
-    except (OSError, ValueError) as error:
-        sys.stderr.write("amlocal: no emulator endpoint in this run (relay %s: %s)\n"
-                         % (listen, error))
+def _relay_until_orphaned(relays, parent):
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+    for listener, address in relays:
+        acceptor = threading.Thread(target=_accept_forever, args=(listener, address))
+        acceptor.daemon = True
+        acceptor.start()
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+
+
+def start_relays(specs):
+    """Fork the relays of LISTEN=SOCKET each (see the module's docstring), one process for all;
+    say so for one that cannot start."""
+    relays = []
+    for spec in specs:
+        listen, _, socket_path = spec.partition("=")
+        try:
+            relays.append((_listener(listen), _unix_address(socket_path)))
+        except (OSError, ValueError) as error:
+            sys.stderr.write("amlocal: no emulator endpoint at %s in this run (relay: %s)\n"
+                             % (listen, error))
+    if not relays:
         return
     parent = os.getpid()
     if os.fork() == 0:
         try:
-            _relay_until_orphaned(listener, address, parent)
+            _relay_until_orphaned(relays, parent)
         finally:
             os._exit(0)
-    listener.close()
+    for listener, _ in relays:
+        listener.close()
 
 
 def main(argv):
     options, command = parse(argv)
     exit_status = options.get("--exit-status")
     redirect_output(options["--output"])
-    if "--relay" in options:
-        start_relay(options["--relay"])
+    start_relays(options["--relay"])
     if exit_status is None:
         os.execvp(command[0], command)
     # A Python handler, not SIG_IGN: an ignored signal would stay ignored in the script.
