@@ -6,9 +6,12 @@ and table ({column: [values]}); on the wire they are v2 metrics of uxMetricType 
 azureml.v1.list or azureml.v1.table, one MetricV2 value per element, row or table row. An image
 (`run.log_image`: the file is uploaded first, as a run file) is azureml.v2.image, its value the
 file's aml://artifactId URI; amlocal records it as the stand-in does ({"file": run file name}).
-Other artifact-backed metrics (confusion matrices, ...) are not served yet.
+A confusion matrix, accuracy table, residuals or predictions (uploaded first as a run file named
+like the metric, a JSON document) is azureml.v2.<kind>, its value that file's URI; amlocal
+records the document inline, as the stand-in does, so reports draw it.
 """
 
+import json
 import math
 import time
 import uuid
@@ -26,6 +29,17 @@ METRIC_RUN = "/metric/v2.0" + WS + "/runs/{run_id}"
 SCALAR, LIST, TABLE = "azureml.v1.scalar", "azureml.v1.list", "azureml.v1.table"
 IMAGE = "azureml.v2.image"
 IMAGE_COLUMN_TYPE = "artifact"
+# The artifact-backed metrics whose artifact is a JSON document (azureml-core uploads it as the
+# run file named like the metric, then logs the metric naming that file): {uxMetricType: the
+# kind the run history records, with the document as its value, as the stand-in does}.
+JSON_ARTIFACT_KINDS = {"azureml.v2.confusion_matrix": "confusion_matrix",
+                       "azureml.v2.accuracy_table": "accuracy_table",
+                       "azureml.v2.residuals": "residuals",
+                       "azureml.v2.predictions": "predictions"}
+_JSON_ARTIFACT_TYPES = {kind: ux_type for ux_type, kind in JSON_ARTIFACT_KINDS.items()}
+_ARTIFACT_BACKED = (IMAGE, *JSON_ARTIFACT_KINDS)
+# The largest JSON artifact a metric may name (the run history keeps the document inline).
+MAX_JSON_ARTIFACT_BYTES = 16 << 20
 # Azure ML's service limits on metrics (its service-limits page): names per run, columns per
 # table row, characters in a name, a column name or a string value, values in one upload.
 MAX_METRIC_NAMES = 50
@@ -70,6 +84,8 @@ def wire_values(record, run_id):
     name, kind, value = record["name"], record["type"], record["value"]
     if kind == "image" and isinstance(value, dict) and isinstance(value.get("file"), str):
         return IMAGE, [{name: artifact_uri(run_id, value["file"])}]
+    if kind in _JSON_ARTIFACT_TYPES:  # the SDK reads these as their artifact's URI
+        return _JSON_ARTIFACT_TYPES[kind], [{name: artifact_uri(run_id, name)}]
     if kind == "scalar":
         return SCALAR, [{name: value}]
     if kind == "list" and isinstance(value, list):
@@ -141,7 +157,7 @@ def _checked_metric(metric):
         raise _invalid(f"metric name {name[:40]!r}... is longer than {MAX_NAME_LENGTH} characters")
     _printable(name, f"metric name {shown(name)}")
     kind = (metric.get("properties") or {}).get("uxMetricType") or SCALAR
-    if kind not in (SCALAR, LIST, TABLE, IMAGE):
+    if kind not in (SCALAR, LIST, TABLE, *_ARTIFACT_BACKED):
         raise ServiceError(501, "NotImplemented", f"metrics of type {kind!r} (metric {name!r}) "
                            "are not emulated yet")
     columns = metric.get("columns")
@@ -157,7 +173,7 @@ def _checked_metric(metric):
                            f"{MAX_NAME_LENGTH} characters")
         _printable(column, f"column name {shown(column)} of metric {shown(name)}")
         if str(declared).lower() not in (
-                {IMAGE_COLUMN_TYPE} if kind == IMAGE else _CELL_TYPES):
+                {IMAGE_COLUMN_TYPE} if kind in _ARTIFACT_BACKED else _CELL_TYPES):
             raise _invalid(f"column {column!r} of metric {name!r} has unknown type {declared!r}")
     if kind != TABLE and set(columns) != {name}:
         raise _invalid(f"a {kind} metric's only column is its name ({name!r})")
@@ -205,13 +221,17 @@ def _logged_at(value):
     return created.timestamp()
 
 
-def _amlocal_records(run_id, name, kind, columns, values):
-    """What the run history records for one checked metric of a batch of run `run_id`: (type,
-    value, step, logged_at) tuples."""
+def _amlocal_records(handle, name, kind, columns, values):
+    """What the run history records for one checked metric of a batch of the run of `handle`:
+    (type, value, step, logged_at) tuples."""
     rows = [value["data"] for value in values]
     if kind == IMAGE:
-        return [("image", {"file": _image_file(run_id, name, row.get(name))}, None,
+        return [("image", {"file": _image_file(handle.id, name, row.get(name))}, None,
                  _logged_at(value)) for row, value in zip(rows, values)]
+    if kind in JSON_ARTIFACT_KINDS:
+        return [(JSON_ARTIFACT_KINDS[kind],
+                 _json_artifact(handle, name, _image_file(handle.id, name, row.get(name))),
+                 None, _logged_at(value)) for row, value in zip(rows, values)]
     if kind == SCALAR:
         return [("scalar", row.get(name), value.get("step"), _logged_at(value))
                 for row, value in zip(rows, values)]
@@ -227,12 +247,33 @@ def _amlocal_records(run_id, name, kind, columns, values):
 
 
 def _image_file(run_id, name, uri):
-    """The run file an image metric's URI names; 400 unless it is a file of run `run_id`."""
+    """The run file an artifact-backed metric's URI names; 400 unless it is a file of run
+    `run_id`."""
     prefix = artifact_uri(run_id, "")
     if not isinstance(uri, str) or not uri.startswith(prefix) or uri == prefix:
-        raise _invalid(f"image metric {name!r} must name a file of run {run_id} "
-                       f"({prefix}NAME)")
+        raise _invalid(f"metric {name!r} must name a file of run {run_id} ({prefix}NAME)")
     return uri[len(prefix):]
+
+
+def _json_artifact(handle, name, file_name):
+    """The JSON document (an object) in run file `file_name`, which metric `name` names; 400
+    when the script did not upload it first, or it is too large or not a JSON object."""
+    try:
+        with handle.open_file(file_name) as stream:
+            content = stream.read(MAX_JSON_ARTIFACT_BYTES + 1)
+    except (FileNotFoundError, KeyError, UserInputError, OSError):
+        raise _invalid(f"metric {name!r} names {file_name!r}, which is not a file of run "
+                       f"{handle.id}: upload the artifact before logging its metric") from None
+    if len(content) > MAX_JSON_ARTIFACT_BYTES:
+        raise _invalid(f"the artifact of metric {name!r} is larger than "
+                       f"{MAX_JSON_ARTIFACT_BYTES >> 20} MB")
+    try:
+        document = json.loads(content)
+    except (UnicodeDecodeError, ValueError):
+        document = None
+    if not isinstance(document, dict):
+        raise _invalid(f"the artifact of metric {name!r} is not a JSON object")
+    return document
 
 
 @operation(METRIC_RUN + "/batch", ["POST"])
@@ -248,11 +289,10 @@ def post_run_metrics(call):
     if rows > MAX_ROWS_PER_BATCH:
         raise _invalid(f"the batch holds {rows} values; one upload may hold at most "
                        f"{MAX_ROWS_PER_BATCH}")
-    run_handle(call)  # the run must be there, in the URL's experiment
+    handle = run_handle(call)  # the run must be there, in the URL's experiment
     records = {}
     for name, kind, columns, values in checked:
-        records.setdefault(name, []).extend(
-            _amlocal_records(call.run_id, name, kind, columns, values))
+        records.setdefault(name, []).extend(_amlocal_records(handle, name, kind, columns, values))
     try:
         add_metric_batch(call.service.store, call.run_id, records, MAX_METRIC_NAMES)
     except TooManyMetricNames as error:

@@ -286,3 +286,42 @@ def test_a_step_that_is_not_a_whole_number_from_0_is_refused(emulator, step):
     assert answer.status_code == 400 and "whole number" in answer.json()["error"]["message"]
     assert LocalBackend(emulator.home).get_run(run.id).get_metrics() == {}
     run.complete()
+
+
+def test_artifact_backed_metrics_keep_their_document_and_name_a_file_of_the_run(emulator, tmp_path):
+    run = experiment().start_logging(snapshot_directory=None)
+    matrix = {"schema_type": "confusion_matrix", "schema_version": "1.0.0",
+              "data": {"class_labels": ["0", "1"], "matrix": [[5, 1], [0, 4]]}}
+    run.log_confusion_matrix("confusion", matrix)
+    run.log_predictions("predictions", {"schema_type": "predictions", "schema_version": "1.0.0",
+                                        "data": {"bin_averages": [0.5], "bin_counts": [[2]]}})
+    run.flush()
+
+    handle = LocalBackend(emulator.home).get_run(run.id)
+    recorded = {record["name"]: record for record in handle.get_metric_records()}
+    assert recorded["confusion"]["type"] == "confusion_matrix"
+    assert recorded["confusion"]["value"] == matrix  # the document, for reports and `runs metrics`
+    assert {"confusion", "predictions"} <= set(handle.get_file_names())
+    assert run.get_metrics()["confusion"] == f"aml://artifactId/ExperimentRun/dcid.{run.id}/confusion"
+
+    # What a script sends is checked: the metric must name a JSON object it uploaded first.
+    url = f"{emulator.endpoint}/metric/v2.0{WS_PATH}/runs/{run.id}/batch"
+    headers = amlocal.emulator.auth().get_authentication_header()
+
+    def batch(uri):
+        return requests.post(url, headers=headers, timeout=30, json={"values": [{
+            "name": "late", "columns": {"late": "Artifact"},
+            "properties": {"uxMetricType": "azureml.v2.accuracy_table"},
+            "value": [{"metricId": "1", "createdUtc": "2026-12-01T00:00:00Z",
+                       "data": {"late": uri}}]}]})
+
+    prefix = f"aml://artifactId/ExperimentRun/dcid.{run.id}/"
+    missing = batch(prefix + "never-uploaded")
+    assert missing.status_code == 400 and "upload the artifact" in missing.json()["error"]["message"]
+    other_run = batch("aml://artifactId/ExperimentRun/dcid.someone_else/confusion")
+    assert other_run.status_code == 400
+    run.upload_file("notes.txt", str(write_script(tmp_path, "notes.txt", "not json") / "notes.txt"))
+    not_json = batch(prefix + "notes.txt")
+    assert not_json.status_code == 400 and "not a JSON object" in not_json.json()["error"]["message"]
+    assert "late" not in {record["name"] for record in handle.get_metric_records()}
+    run.complete()

@@ -77,11 +77,11 @@ def submit(workspace, source, script="train.py", **config):
     return run
 
 
-def test_every_script_side_method_lands_in_the_run(workspace, tmp_path, monkeypatch):
-    # The stand-in's API (AMLOCAL_IN_RUN_SDK=0): azureml-core's own run sends
-    # log_confusion_matrix and log_accuracy_table as artifact-backed metrics, which the emulator
-    # does not serve yet (its uploads and images: tests/test_emulator_inrun.py).
-    monkeypatch.setenv("AMLOCAL_IN_RUN_SDK", "0")
+@pytest.mark.parametrize("in_run_sdk", ["1", "0"], ids=["azureml-core's run", "stand-in"])
+def test_every_script_side_method_lands_in_the_run(workspace, tmp_path, monkeypatch, in_run_sdk):
+    # This Python has azureml-core: its own run talks to the run's emulator endpoint; with
+    # AMLOCAL_IN_RUN_SDK=0 the stand-in's API writes the same into the run folder.
+    monkeypatch.setenv("AMLOCAL_IN_RUN_SDK", in_run_sdk)
     source = write_script(tmp_path / "src", "train.py", EVERY_METHOD)
     run = submit(workspace, source)
 
@@ -95,17 +95,23 @@ def test_every_script_side_method_lands_in_the_run(workspace, tmp_path, monkeypa
     assert metrics["confusion counts"] == {"true": [0, 1], "predicted": [0, 0]}
     assert metrics["confusion"]["data"]["matrix"] == [[3, 1], [0, 4]]
     assert metrics["accuracy table"]["data"]["class_labels"] == ["cat"]
-    assert metrics["loss curve"].startswith(f"aml://artifactId/ExperimentRun/dcid.{run.id}/loss_curve_")
+    # azureml-core keeps the plot's name as given (loss curve_<time>.png), the stand-in makes
+    # it a file name (loss_curve_<ms>.png).
+    prefix = f"aml://artifactId/ExperimentRun/dcid.{run.id}/"
+    assert metrics["loss curve"].startswith((prefix + "loss_curve_", prefix + "loss curve_"))
     assert run.get_tags() == {"stage": "dev", "team": "vision"}
     assert run.get_properties() == {"git_sha": "abc123"}
     files = run.get_file_names()
     assert {"results/notes.txt", "results/a.txt", "outputs/b.txt", "bundle/sub/c.txt"} <= set(files)
-    images = [name for name in files if name.startswith(("loss_curve_", "digit_"))]
+    # An image given by path keeps its file's name through azureml-core (digit.png) and gets a
+    # time in the stand-in's (digit_<ms>.png).
+    images = [name for name in files if name.startswith(("loss_curve_", "loss curve_", "digit"))]
     assert len(images) == 2
     run.download_file(images[0], str(tmp_path / "image.png"))
     assert (tmp_path / "image.png").read_bytes().startswith(b"\x89PNG")
 
-    children = {child.display_name: child for child in run.get_children()}
+    # azureml-core names a child after its parent ("<parent's name>>fold-1"), as Azure shows it.
+    children = {child.display_name.rpartition(">")[2]: child for child in run.get_children()}
     assert children["fold-1"].get_status() == "Completed"
     assert children["fold-1"].get_metrics() == {"fold accuracy": 0.8}
     assert children["fold-2"].get_status() == "Failed"
