@@ -21,5 +21,11 @@ puts the families together and `server.py` runs it (`amlocal serve`).
     tls.py          the per-home CA and the blob host's certificate; the client CA bundle
     proxy.py        the https route: CONNECT to the blob host only, TLS ended here
 
-Not emulated yet (answered 501, naming the operation): start run / execution, model management.
+    execution.py    execution: start run (snapshotrun, startrun with a project zip) on the local backend
+    environments.py a run definition's environment as a local image
+    models.py       model management over amlocal's model registry
+    events.py       run events (start, complete, fail, cancel); children.py child and interactive runs
+    server.py       `amlocal serve`: the app and the blob route's proxy on one event loop
+
+Every other operation answers 501, naming its method and path.
 """

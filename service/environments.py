@@ -24,25 +24,17 @@ import re
 from dataclasses import dataclass
 
 from amlocal.backends.base import EnvironmentSpec
+from amlocal.backends.recipes import (LOCAL_BASE, azure_base_image_notes,
+                                      conda_specification_parts, is_azure_base_image)
 from amlocal.service.errors import bad_request
 
 RECIPE = "python"
-AZURE_IMAGE_PREFIX = "mcr.microsoft.com/azureml/"
-LOCAL_BASE = ("amlocal's local base (python:3.11-slim-bookworm, or amlocal/base:bookworm where no "
-              "registry is reachable: Debian 12, Python 3.11)")
 CURATED_PREFIX = "AzureML-"
-# Conda specification entries that are the environment's tools, not packages to install.
-_CONDA_TOOLS = ("python", "pip")
 # pip options that choose an index: builds here use this host's pip settings instead.
 _INDEX_OPTIONS = ("--index-url", "-i", "--extra-index-url", "--find-links", "-f")
 _PASSED_OPTIONS = ("--pre", "--prefer-binary")
 _INTERPRETERS = ("python", "python3")
 _BASE_IMAGE_ARG = re.compile(r"^\s*ARG\s+BASE_IMAGE(?:=(\S+))?\s*$", re.MULTILINE | re.IGNORECASE)
-# What Azure's image names say about them, and how each reads in the build log.
-_IMAGE_FACTS = ((re.compile(r"ubuntu(\d+\.\d+)"), "Ubuntu {} there, Debian 12 here"),
-                (re.compile(r"openmpi(\d[\d.]*)"), "Open MPI {} there, no MPI here"),
-                (re.compile(r"intelmpi(\d[\d.]*)"), "Intel MPI {} there, no MPI here"),
-                (re.compile(r"cuda(\d[\d.]*)"), "CUDA {} there, no CUDA here"))
 
 
 @dataclass(frozen=True)
@@ -54,28 +46,12 @@ class LocalEnvironment:
     variables: dict
 
 
-def _package_name(entry):
-    """A conda or pip requirement's name: `conda-forge::numpy=1.21` -> `numpy`."""
-    return re.split(r"[\s=<>!~\[;@]", entry.split("::")[-1].strip(), maxsplit=1)[0].lower()
-
-
 def _conda_parts(python):
     """(python version or None, conda-only packages, pip entries) of the conda specification."""
-    conda = python.get("condaDependencies") or {}
-    if not isinstance(conda, dict):
-        raise bad_request("environment.python.condaDependencies must be an object")
-    version, conda_only, pip = None, [], []
-    for entry in conda.get("dependencies") or []:
-        if isinstance(entry, dict):
-            listed = entry.get("pip") or []
-            if not isinstance(listed, list):
-                raise bad_request("the conda specification's pip entry must be a list")
-            pip += [str(item).strip() for item in listed if str(item).strip()]
-        elif _package_name(str(entry)) == "python":
-            version = str(entry).split("=", 1)[1].lstrip("=") if "=" in str(entry) else None
-        elif _package_name(str(entry)) not in _CONDA_TOOLS:
-            conda_only.append(str(entry))
-    return version, conda_only, pip
+    try:
+        return conda_specification_parts(python.get("condaDependencies") or {})
+    except ValueError as error:
+        raise bad_request(f"environment.python.condaDependencies: {error}") from None
 
 
 def _pip_requirements(name, pip, notes):
@@ -95,17 +71,6 @@ def _pip_requirements(name, pip, notes):
         notes.append(f"The environment's pip index options ({'; '.join(dropped)}) are not used: "
                      "builds here use this host's pip settings (index, proxy, CA bundle).")
     return requirements
-
-
-def _azure_image_notes(image, python_version):
-    differences = [template.format(found.group(1)) for pattern, template in _IMAGE_FACTS
-                   if (found := pattern.search(image))]
-    if python_version:
-        differences.append(f"Python {python_version} there (the conda specification's), "
-                           "the base's 3.11 here")
-    differences.append("no conda here: pip packages go into a virtual environment")
-    return [f"Azure's base image {image} cannot be pulled here: the environment is built on "
-            f"{LOCAL_BASE}.", f"What differs: {'; '.join(differences)}."]
 
 
 def _dockerfile_base_notes(dockerfile):
@@ -160,7 +125,7 @@ def local_environment(environment, use_docker=False):
     user_managed = bool(python.get("userManagedDependencies"))
     image = docker.get("baseImage") or None
     dockerfile = docker.get("baseDockerfile") or None
-    azure_image = image is None or image.startswith(AZURE_IMAGE_PREFIX)
+    azure_image = is_azure_base_image(image)
     version, conda_only, pip = _conda_parts(python)
     notes = [f"Environment {name!r} (version {environment.get('version') or 'unregistered'})"
              + (", a curated Azure ML environment" if name.startswith(CURATED_PREFIX) else "")]
@@ -190,7 +155,7 @@ def local_environment(environment, use_docker=False):
         notes.append("A Dockerfile environment: its Dockerfile is built as written.")
         notes += _dockerfile_base_notes(dockerfile)
     elif azure_image:
-        notes += _azure_image_notes(image or "(none)", version)
+        notes += azure_base_image_notes(image, version)
         image = None
     return LocalEnvironment(
         EnvironmentSpec(recipe=RECIPE, pip_packages=packages, base_image=image,
