@@ -32,11 +32,7 @@ def dry_run_text(document):
     """A dry run's document as text for a terminal; --json gives the document itself."""
     lines = [f"Dry run: nothing is sent to Azure ML. The submission, as {document['sdk']} makes it:",
              ""]
-    workspace = document.get("workspace")
-    lines.append("Workspace:       " + (
-        f"{workspace['workspace_name']} (resource group {workspace['resource_group']}, "
-        f"subscription {workspace['subscription_id']}) from {workspace['config_file']}"
-        if workspace else "none: no config.json found (submitting needs one)"))
+    lines.append(_workspace_line(document.get("workspace"), "submitting"))
     lines.append(f"Experiment:      {document['experiment']}")
     snapshot = document.get("snapshot", {})
     lines.append(f"Source folder:   {document['source_directory']} (snapshot of "
@@ -69,6 +65,39 @@ def dry_run_text(document):
         docker["baseDockerfile"] = "<the Dockerfile above; --json shows it in place>"
     lines += ["", "Run configuration, as azureml-core serializes it into the run definition:", ""]
     lines += json.dumps(run_configuration, indent=2).splitlines()
+    if document["notes"]:
+        lines += ["", "Notes:"] + [f"  - {note}" for note in document["notes"]]
+    return "\n".join(lines)
+
+
+def _workspace_line(workspace, action):
+    return "Workspace:       " + (
+        f"{workspace['workspace_name']} (resource group {workspace['resource_group']}, "
+        f"subscription {workspace['subscription_id']}) from {workspace['config_file']}"
+        if workspace else f"none: no config.json found ({action} needs one)")
+
+
+def deployment_dry_run_text(document):
+    """A deployment's dry run (deploy_v1.Deployment.describe(), with its workspace) as text."""
+    lines = [f"Dry run: nothing is sent to Azure ML. The deployment, as {document['sdk']} makes "
+             "it:", "", _workspace_line(document.get("workspace"), "deploying"),
+             f"Service:         {document['service']} ({document['compute_type']})",
+             f"Models:          {', '.join(document['models'])}",
+             f"Entry script:    {document['entry_script']} in {document['source_directory']}",
+             "", "Uploaded first (workspace artifacts):"]
+    for upload in document["uploads"]:
+        size = (f" ({upload['files']} files, {upload['bytes'] / 2**20:.2f} MB)"
+                if "files" in upload else "")
+        lines.append(f"  {upload['what']}: {upload['from']}{size}")
+    environment = document["environment"]
+    lines += ["", f"Environment {environment['name']}, which Azure builds from this Dockerfile:", ""]
+    lines += ["    " + line if line else "" for line in environment["dockerfile"].splitlines()]
+    payload = json.loads(json.dumps(document["payload"]))
+    docker = payload["environmentImageRequest"]["environment"]["docker"]
+    if docker.get("baseDockerfile") == environment["dockerfile"]:
+        docker["baseDockerfile"] = "<the Dockerfile above; --json shows it in place>"
+    lines += ["", "Request body azureml-core sends to create the service:", ""]
+    lines += json.dumps(payload, indent=2).splitlines()
     if document["notes"]:
         lines += ["", "Notes:"] + [f"  - {note}" for note in document["notes"]]
     return "\n".join(lines)

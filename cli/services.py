@@ -58,8 +58,8 @@ def services():
 @click.option("--base-image", help="Base image for the recipe.")
 @click.option("--env", "env_vars", multiple=True, metavar="KEY=VALUE",
               help="Environment variable of the scoring container. Repeatable.")
-@click.option("--kind", type=click.Choice(sorted(_KINDS)), default="local", show_default=True,
-              help="Which Azure service to mirror (all run locally).")
+@click.option("--kind", type=click.Choice(sorted(_KINDS)),
+              help="Which Azure service to mirror (all run locally) [default: local].")
 @click.option("--port", type=click.IntRange(1, 65535),
               help="Port on 127.0.0.1 [default: a free one].")
 @click.option("--auth", is_flag=True, help="Require `Authorization: Bearer <key>` (ACI/AKS).")
@@ -71,10 +71,16 @@ def services():
 @click.option("--no-wait", is_flag=True, help="Return once the containers are started.")
 @click.option("--timeout", type=click.IntRange(min=1), default=300, show_default=True,
               help="Seconds to wait for the service to answer.")
+@click.option("--backend", type=click.Choice(["local", "azure"]), default="local",
+              show_default=True, help="azure: deploy to Azure Container Instances.")
+@click.option("--workspace-config", type=click.Path(), help="The Azure ML workspace's "
+              "config.json (--backend azure) [default: found from this folder].")
+@click.option("--dry-run", is_flag=True, help="--backend azure: print what would be uploaded "
+              "and sent; nothing is sent, no account needed.")
 @json_option
 def deploy(name, models, entry_script, source_dir, recipe, pip_packages, base_image, env_vars,
            kind, port, auth, cpu_cores, memory_gb, tags, description, overwrite, no_wait, timeout,
-           as_json):
+           backend, workspace_config, dry_run, as_json):
     """Deploy registered models as the web service NAME; wait until it is Healthy.
 
     \b
@@ -84,11 +90,23 @@ def deploy(name, models, entry_script, source_dir, recipe, pip_packages, base_im
     """
     from amlocal.backends.base import EnvironmentSpec
 
-    if auth and kind == "local":
-        raise UserInputError("--auth needs --kind aci or aks: local services have no keys")
+    if backend == "local" and (dry_run or workspace_config):
+        raise UserInputError("--dry-run and --workspace-config go with --backend azure")
     service_models = [parse_model_id(model) for model in models]
     environment = EnvironmentSpec(recipe=recipe, pip_packages=tuple(pip_packages),
                                   base_image=base_image)
+    if backend == "azure":
+        from amlocal.cli.services_azure import deploy_to_azure
+
+        return deploy_to_azure(
+            name, service_models, entry_script, source_dir, environment, kind=kind, port=port,
+            dry_run=dry_run, workspace_config=workspace_config, timeout=timeout, as_json=as_json,
+            cpu_cores=cpu_cores, memory_gb=memory_gb, auth_enabled=auth,
+            tags=parse_key_values(tags, "--tag"), description=description,
+            environment_variables=parse_key_values(env_vars, "--env"), overwrite=overwrite)
+    kind = kind or "local"
+    if auth and kind == "local":
+        raise UserInputError("--auth needs --kind aci or aks: local services have no keys")
     local_services = _services()
     record = local_services.deploy(
         name, service_models, entry_script, source_dir, kind=_KINDS[kind],

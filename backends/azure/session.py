@@ -342,3 +342,29 @@ class AzureSession:
             model = self._run(run_id).register_model(model_name=model_name,
                                                      model_path=model_path, **kwargs)
             return {"name": model.name, "version": model.version, "id": model.id}
+
+    # -- web services ----------------------------------------------------------------------------
+
+    def deploy_webservice(self, deployment, timeout_s=None):
+        """Model.deploy of a deploy_v1.Deployment (ACI), waited for until it settles or
+        `timeout_s` passes; returns {name, state, scoring_uri, swagger_uri, error}.
+
+        The models are the workspace's registered models of the deployment's ids, the latest
+        version for one given without; azureml-core uploads the source folder itself."""
+        from azureml.core import Model
+        workspace = self._ws()
+        with self._call(f"deploying web service {deployment.name!r}"):
+            models = [Model(workspace, name=model.name, version=model.version)
+                      for model in deployment.models]
+            service = Model.deploy(workspace, deployment.name, models, deployment.inference_config,
+                                   deployment.deployment_config, overwrite=deployment.overwrite)
+            service.wait_for_deployment(show_output=False, timeout_sec=timeout_s)
+            return {"name": service.name, "state": service.state,
+                    "scoring_uri": service.scoring_uri, "swagger_uri": service.swagger_uri,
+                    "error": redact(str(service.error)) if service.error else None}
+
+    def webservice_logs(self, name):
+        """The service's container log (Webservice.get_logs())."""
+        from azureml.core.webservice import Webservice
+        with self._call(f"reading the logs of web service {name!r}"):
+            return redact(Webservice(self._ws(), name).get_logs())

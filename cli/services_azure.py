@@ -1,0 +1,48 @@
+"""`amlocal services deploy ... --backend azure`: the deployment to Azure Container Instances
+through azureml-core (backends/azure/deploy_v1.py translates, the session deploys), or with
+--dry-run what would be uploaded and sent, with no Azure account, network or Docker."""
+
+import click
+
+from amlocal.cli.render import echo_json
+from amlocal.errors import UserInputError
+
+
+def deploy_to_azure(name, models, entry_script, source_dir, environment, *, kind, port, dry_run,
+                    workspace_config, timeout, as_json, **settings):
+    """Deploy (or with `dry_run` describe) the ACI service `name`; `settings` are
+    deploy_v1.translate_deployment's keyword arguments."""
+    from amlocal.backends.azure.backend import _required_workspace_config, find_workspace_config
+    from amlocal.backends.azure.errors import require_sdk
+
+    if kind not in (None, "aci"):
+        raise UserInputError(f"--backend azure deploys to ACI: --kind {kind} is local only")
+    if port is not None:
+        raise UserInputError("--port is local only: Azure gives an ACI service its own address")
+    require_sdk()
+    from amlocal.backends.azure.deploy_v1 import translate_deployment
+    from amlocal.cli.dry_run import deployment_dry_run_text
+
+    deployment = translate_deployment(name, models, entry_script, source_dir, environment,
+                                      **settings)
+    if dry_run:
+        document = {"backend": "azure", "dry_run": True,
+                    "workspace": find_workspace_config(workspace_config), **deployment.describe()}
+        if as_json:
+            echo_json(document)
+        else:
+            click.echo(deployment_dry_run_text(document))
+        return
+    from amlocal.backends.azure.session import AzureSession
+
+    config = _required_workspace_config(workspace_config)
+    click.echo(f"Deploying {name} to ACI in workspace {config['workspace_name']} (uploading "
+               f"{deployment.source_directory}, building the image on Azure) ...", err=True)
+    result = AzureSession(config["config_file"]).deploy_webservice(deployment, timeout_s=timeout)
+    if as_json:
+        echo_json(result)
+    else:
+        click.echo(f"Service {name}: {result['state']} at {result['scoring_uri']}")
+    if result["state"] != "Healthy":
+        click.echo(f"Error: service {name} is {result['state']}: {result['error']}", err=True)
+        raise SystemExit(1)
