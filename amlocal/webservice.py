@@ -117,6 +117,11 @@ def _deploy(workspace, name, models, inference_config, deployment_config=None, o
     if not models:
         raise WebserviceException("Error, amlocal deploys one or more registered models "
                                   "(models=[Model(ws, name)])")
+    if getattr(workspace, "_azure_config", None):  # a workspace on Azure ML: ACI, for real
+        from amlocal.backends.azure.webservice import deploy_on_azure
+
+        return deploy_on_azure(workspace, name, models, inference_config, deployment_config,
+                               overwrite)
     services = _services(workspace)
     record = _translated(
         services.deploy, name, [(model.name, model.version) for model in models],

@@ -223,3 +223,41 @@ def test_dry_run_and_workspace_config_need_the_azure_backend(app, amlocal_home):
     assert result.exit_code == 2
     assert result.stderr.strip() == ("Error: --dry-run and --workspace-config go with "
                                      "--backend azure")
+
+
+# -- Model.deploy on a workspace on Azure ML --------------------------------------------------------
+
+def test_model_deploy_on_an_azure_workspace_deploys_to_aci_through_the_seam(offline, deploying,
+                                                                            app):
+    from amlocal import Workspace
+    from amlocal.core.model import InferenceConfig, Model
+    from amlocal.core.webservice import AciWebservice, LocalWebservice
+    from amlocal.model_errors import WebserviceException
+
+    ws = Workspace.from_config()
+    assert ws.name == "ws-prod"
+    Path("model.npz").write_bytes(b"weights")
+    model = Model.register(ws, model_path="model.npz", model_name="mnist")
+    inference_config = InferenceConfig(entry_script="score.py", source_directory=str(app))
+
+    service = Model.deploy(ws, "mnist-svc", [model], inference_config,
+                           AciWebservice.deploy_configuration(cpu_cores=1, memory_gb=1,
+                                                              auth_enabled=True))
+    service.wait_for_deployment(show_output=False)
+
+    assert (service.state, service.compute_type) == ("Healthy", "ACI")
+    assert service.scoring_uri == "http://mnist-svc.westeurope.azurecontainer.io/score"
+    [sent] = deploying.deployed
+    assert sent["payload"]["environmentImageRequest"]["modelIds"] == [f"mnist:{model.version}"]
+    assert sent["payload"]["authEnabled"] is True
+    assert sent["payload"]["containerResourceRequirements"] == {"cpu": 1, "memoryInGB": 1}
+
+    deploying.deploy_state = "Failed"
+    failed = Model.deploy(ws, "mnist-svc", [model], inference_config, overwrite=True)
+    with pytest.raises(WebserviceException, match="state: Failed"):
+        failed.wait_for_deployment()
+    with pytest.raises(WebserviceException, match="deploys to ACI"):
+        Model.deploy(ws, "mnist-local", [model], inference_config,
+                     LocalWebservice.deploy_configuration())
+    with pytest.raises(WebserviceException, match="service name is invalid"):
+        Model.deploy(ws, "Bad_Name", [model], inference_config)

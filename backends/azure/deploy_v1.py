@@ -175,7 +175,8 @@ def deployment_environment(environment_spec):
 
 def translate_deployment(name, models, entry_script, source_dir, environment_spec, *,
                          cpu_cores=None, memory_gb=None, auth_enabled=False, tags=None,
-                         description=None, environment_variables=None, overwrite=False):
+                         description=None, primary_key=None, secondary_key=None,
+                         environment_variables=None, overwrite=False):
     """The Deployment of registered `models` ((name, version or None) pairs) as the ACI
     service `name`; UserInputError (TranslationError) for what Azure would refuse."""
     try:
@@ -194,7 +195,8 @@ def translate_deployment(name, models, entry_script, source_dir, environment_spe
         # Azure ML's defaults (0.1 cores, 0.5 GB) where the deployment names none.
         deployment_config = AciWebservice.deploy_configuration(
             cpu_cores=cpu_cores, memory_gb=memory_gb, auth_enabled=auth_enabled,
-            tags=dict(tags) if tags else None, description=description)
+            tags=dict(tags) if tags else None, description=description,
+            primary_key=primary_key, secondary_key=secondary_key)
         deployment_config.validate_configuration()
     except WebserviceException as error:
         raise TranslationError(f"ACI deployment configuration: {error.message}") from None
