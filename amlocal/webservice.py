@@ -118,7 +118,7 @@ def _deploy(workspace, name, models, inference_config, deployment_config=None, o
         raise WebserviceException("Error, amlocal deploys one or more registered models "
                                   "(models=[Model(ws, name)])")
     if getattr(workspace, "_azure_config", None):  # a workspace on Azure ML: ACI, for real
-        from amlocal.backends.azure.webservice import deploy_on_azure
+        from amlocal.azure_webservice import deploy_on_azure
 
         return deploy_on_azure(workspace, name, models, inference_config, deployment_config,
                                overwrite)

@@ -53,21 +53,33 @@ def dry_run_text(document):
             lines.append(f"  {upload['input']}: {upload['from']} -> "
                          f"{upload['datastore']}/{upload['path_on_datastore']}")
     environment = document["environment"]
-    lines += ["", f"Environment {environment['name']}, which Azure builds from this Dockerfile:", ""]
-    lines += ["    " + line if line else "" for line in environment["dockerfile"].splitlines()]
+    lines += _environment_lines(environment)
     if document.get("hyperdrive"):
         lines += ["", "HyperDrive configuration (azureml-train-core's HyperDriveConfig over the "
                       "run configuration below, one child run per sampled configuration):", ""]
         lines += json.dumps(document["hyperdrive"], indent=2).splitlines()
-    run_configuration = json.loads(json.dumps(document["run_configuration"]))
-    docker = run_configuration.get("environment", {}).get("docker", {})
-    if docker.get("baseDockerfile") == environment["dockerfile"]:
-        docker["baseDockerfile"] = "<the Dockerfile above; --json shows it in place>"
+    run_configuration = _dockerfile_shown_above(document["run_configuration"], environment)
     lines += ["", "Run configuration, as azureml-core serializes it into the run definition:", ""]
     lines += json.dumps(run_configuration, indent=2).splitlines()
     if document["notes"]:
         lines += ["", "Notes:"] + [f"  - {note}" for note in document["notes"]]
     return "\n".join(lines)
+
+
+def _environment_lines(environment):
+    return (["", f"Environment {environment['name']}, which Azure builds from this "
+                 "Dockerfile:", ""]
+            + ["    " + line if line else "" for line in environment["dockerfile"].splitlines()])
+
+
+def _dockerfile_shown_above(part, environment):
+    """A copy of `part` (holding an "environment") whose Dockerfile, printed above it already,
+    is a pointer to it."""
+    part = json.loads(json.dumps(part))
+    docker = part.get("environment", {}).get("docker", {})
+    if docker.get("baseDockerfile") == environment["dockerfile"]:
+        docker["baseDockerfile"] = "<the Dockerfile above; --json shows it in place>"
+    return part
 
 
 def _workspace_line(workspace, action):
@@ -90,12 +102,10 @@ def deployment_dry_run_text(document):
                 if "files" in upload else "")
         lines.append(f"  {upload['what']}: {upload['from']}{size}")
     environment = document["environment"]
-    lines += ["", f"Environment {environment['name']}, which Azure builds from this Dockerfile:", ""]
-    lines += ["    " + line if line else "" for line in environment["dockerfile"].splitlines()]
+    lines += _environment_lines(environment)
     payload = json.loads(json.dumps(document["payload"]))
-    docker = payload["environmentImageRequest"]["environment"]["docker"]
-    if docker.get("baseDockerfile") == environment["dockerfile"]:
-        docker["baseDockerfile"] = "<the Dockerfile above; --json shows it in place>"
+    payload["environmentImageRequest"] = _dockerfile_shown_above(
+        payload["environmentImageRequest"], environment)
     lines += ["", "Request body azureml-core sends to create the service:", ""]
     lines += json.dumps(payload, indent=2).splitlines()
     if document["notes"]:

@@ -38,7 +38,8 @@ def deploy_to_azure(name, models, entry_script, source_dir, environment, *, kind
     config = _required_workspace_config(workspace_config)
     click.echo(f"Deploying {name} to ACI in workspace {config['workspace_name']} (uploading "
                f"{deployment.source_directory}, building the image on Azure) ...", err=True)
-    result = AzureSession(config["config_file"]).deploy_webservice(deployment, timeout_s=timeout)
+    result = AzureSession(config["config_file"]).deploy_webservice(
+        deployment, timeout_s=timeout, on_line=lambda line: click.echo(line, err=True))
     if as_json:
         echo_json(result)
     else:

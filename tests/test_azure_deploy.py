@@ -46,6 +46,7 @@ def app(tmp_path):
                           "import json\n\ndef init():\n    pass\n\n"
                           "def run(raw):\n    return json.loads(raw)\n")
     (source / "helpers.py").write_text("SCALE = 255\n")
+    (source / "helpers.txt").write_text("not a script\n")
     return source
 
 
@@ -105,7 +106,7 @@ def test_aci_deployment_with_auth_and_limits_matches_its_golden_file(offline, ap
     assert environment["docker"]["baseDockerfile"] == dockerfile
     assert "pillow" in dockerfile and INFERENCE_REQUIREMENT in dockerfile
     assert "COPY amlocal-pip" not in dockerfile
-    assert document["uploads"][0]["files"] == 2
+    assert document["uploads"][0]["files"] == 3
     assert document["workspace"] is None
 
 
@@ -130,7 +131,7 @@ def test_the_dry_run_as_text_names_the_workspace_uploads_and_request(offline, ap
     text = result.stdout
     assert text.startswith("Dry run: nothing is sent to Azure ML.")
     assert "Workspace:       ws-prod (resource group rg-ml, subscription sub-1)" in text
-    assert f"source folder: {app.resolve()} (2 files" in text
+    assert f"source folder: {app.resolve()} (3 files" in text
     assert '"authEnabled": true' in text and '"modelIds": [' in text
     assert "<the Dockerfile above; --json shows it in place>" in text
 
@@ -140,7 +141,7 @@ def test_the_dry_run_as_text_names_the_workspace_uploads_and_request(offline, ap
 class DeployingSession(FakeSession):
     """The seam with a web service deployment: records what Model.deploy would be given."""
 
-    def deploy_webservice(self, deployment, timeout_s=None):
+    def deploy_webservice(self, deployment, timeout_s=None, on_line=None):
         self.azure.deployed.append({"payload": deployment.payload(),
                                     "models": list(deployment.models), "timeout_s": timeout_s})
         state = self.azure.deploy_state
@@ -148,6 +149,9 @@ class DeployingSession(FakeSession):
                 "scoring_uri": f"http://{deployment.name}.westeurope.azurecontainer.io/score",
                 "swagger_uri": None,
                 "error": None if state == "Healthy" else "init() raised ValueError: no model"}
+
+    def webservice_logs(self, name):
+        return f"{name}: init() ran\n"
 
 
 @pytest.fixture
@@ -200,6 +204,7 @@ def test_deploying_without_a_workspace_config_says_where_to_get_one(offline, app
     (["Bad_Name", "--model", "m:1"], "provided service name is invalid"),
     (["svc-one", "--model", "m:1", "--entry-script", "../score.py"], "is not inside the source"),
     (["svc-one", "--model", "m:1", "--entry-script", "absent.py"], "is not a file in"),
+    (["svc-one", "--model", "m:1", "--entry-script", "helpers.txt"], "only Python drivers"),
     (["svc-one", "--model", "m:1", "--model", "m:1"], "model m:1 is given twice"),
     (["svc-one", "--model", "m:1", "--kind", "aks"], "--backend azure deploys to ACI"),
     (["svc-one", "--model", "m:1", "--port", "8890"], "--port is local only"),
@@ -251,6 +256,7 @@ def test_model_deploy_on_an_azure_workspace_deploys_to_aci_through_the_seam(offl
     assert sent["payload"]["environmentImageRequest"]["modelIds"] == [f"mnist:{model.version}"]
     assert sent["payload"]["authEnabled"] is True
     assert sent["payload"]["containerResourceRequirements"] == {"cpu": 1, "memoryInGB": 1}
+    assert service.get_logs() == "mnist-svc: init() ran\n"
 
     deploying.deploy_state = "Failed"
     failed = Model.deploy(ws, "mnist-svc", [model], inference_config, overwrite=True)

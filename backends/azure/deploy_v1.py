@@ -35,8 +35,8 @@ from azureml.exceptions import WebserviceException
 from amlocal.backends.azure.translate_v1 import (ENVIRONMENT_PREFIX, SDK_NAME, SDK_VERSION,
                                                  TranslationError, azure_dockerfile,
                                                  recipe_dockerfile_text)
-from amlocal.backends.local.service_settings import checked_source
 from amlocal.errors import UserInputError
+from amlocal.validation import usable_path
 
 # What a deployment's image needs on Azure: the inference server that calls init() and run().
 INFERENCE_REQUIREMENT = "azureml-defaults~=1.61.0"
@@ -107,8 +107,8 @@ class Deployment:
         files, size = _folder_content(self.source_directory)
         return [{"what": "source folder", "from": str(self.source_directory),
                  "as": SOURCE_ARCHIVE, "files": files, "bytes": size},
-                {"what": "driver program", "from": f"entry script {self.inference_config.entry_script}",
-                 "as": DRIVER_PROGRAM}]
+                {"what": "driver program", "as": DRIVER_PROGRAM,
+                 "from": f"entry script {self.inference_config.entry_script}"}]
 
     def describe(self):
         """The dry run: what would be uploaded and sent, as plain JSON-ready data."""
@@ -173,6 +173,25 @@ def deployment_environment(environment_spec):
     return environment, dockerfile
 
 
+def _inference_config(entry_script, source_dir, environment):
+    """azureml-core's InferenceConfig, which checks the entry script (a .py file with a usable
+    name); before it, that the script is a file inside the folder, the one thing uploaded."""
+    source = usable_path(source_dir, "source_directory").resolve()
+    script = usable_path(entry_script, "entry_script")
+    if not source.is_dir():
+        raise TranslationError(f"source_directory {str(source_dir)!r} is not a folder")
+    if not (source / script).resolve().is_relative_to(source):
+        raise TranslationError(f"entry_script {str(entry_script)!r} is not inside the source "
+                               f"folder {source}")
+    if not (source / script).is_file():
+        raise TranslationError(f"entry_script {str(entry_script)!r} is not a file in {source}")
+    try:
+        return InferenceConfig(entry_script=str(script), source_directory=str(source),
+                               environment=environment)
+    except WebserviceException as error:
+        raise TranslationError(" ".join(error.message.split())) from None
+
+
 def translate_deployment(name, models, entry_script, source_dir, environment_spec, *,
                          cpu_cores=None, memory_gb=None, auth_enabled=False, tags=None,
                          description=None, primary_key=None, secondary_key=None,
@@ -183,14 +202,11 @@ def translate_deployment(name, models, entry_script, source_dir, environment_spe
         webservice_name_validation(name)
     except WebserviceException as error:
         raise TranslationError(f"service name {name!r}: {error.message}") from None
-    source = checked_source(entry_script, source_dir)
     references = model_references(models)
     environment, dockerfile = deployment_environment(environment_spec)
     if environment_variables:
         _set_variables(environment, dict(sorted(environment_variables.items())))
-    inference_config = InferenceConfig(entry_script=source["entry_script"],
-                                       source_directory=source["source_dir"],
-                                       environment=environment)
+    inference_config = _inference_config(entry_script, source_dir, environment)
     try:
         # Azure ML's defaults (0.1 cores, 0.5 GB) where the deployment names none.
         deployment_config = AciWebservice.deploy_configuration(

@@ -345,23 +345,32 @@ class AzureSession:
 
     # -- web services ----------------------------------------------------------------------------
 
-    def deploy_webservice(self, deployment, timeout_s=None):
+    def deploy_webservice(self, deployment, timeout_s=None, on_line=None):
         """Model.deploy of a deploy_v1.Deployment (ACI), waited for until it settles or
         `timeout_s` passes; returns {name, state, scoring_uri, swagger_uri, error}.
 
         The models are the workspace's registered models of the deployment's ids, the latest
-        version for one given without; azureml-core uploads the source folder itself."""
+        version for one given without; azureml-core uploads the source folder itself. What it
+        prints meanwhile goes to `on_line` (redacted), never to this process's stdout."""
         from azureml.core import Model
+        from azureml.exceptions import WebserviceException
         workspace = self._ws()
-        with self._call(f"deploying web service {deployment.name!r}"):
+        writer = _LineWriter(on_line or (lambda line: None))
+        with self._call(f"deploying web service {deployment.name!r}"), \
+                contextlib.redirect_stdout(writer):
             models = [Model(workspace, name=model.name, version=model.version)
                       for model in deployment.models]
             service = Model.deploy(workspace, deployment.name, models, deployment.inference_config,
                                    deployment.deployment_config, overwrite=deployment.overwrite)
-            service.wait_for_deployment(show_output=False, timeout_sec=timeout_s)
+            try:
+                service.wait_for_deployment(show_output=False, timeout_sec=timeout_s)
+                error = None
+            except WebserviceException as failure:  # a state that is not Healthy, and why
+                error = _message(failure)
+            writer.close_pending()
             return {"name": service.name, "state": service.state,
                     "scoring_uri": service.scoring_uri, "swagger_uri": service.swagger_uri,
-                    "error": redact(str(service.error)) if service.error else None}
+                    "error": error}
 
     def webservice_logs(self, name):
         """The service's container log (Webservice.get_logs())."""
