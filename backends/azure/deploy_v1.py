@@ -208,7 +208,6 @@ def translate_deployment(name, models, entry_script, source_dir, environment_spe
         _set_variables(environment, dict(sorted(environment_variables.items())))
     inference_config = _inference_config(entry_script, source_dir, environment)
     try:
-        # Azure ML's defaults (0.1 cores, 0.5 GB) where the deployment names none.
         deployment_config = AciWebservice.deploy_configuration(
             cpu_cores=cpu_cores, memory_gb=memory_gb, auth_enabled=auth_enabled,
             tags=dict(tags) if tags else None, description=description,
@@ -217,6 +216,9 @@ def translate_deployment(name, models, entry_script, source_dir, environment_spe
     except WebserviceException as error:
         raise TranslationError(f"ACI deployment configuration: {error.message}") from None
     notes = []
+    if cpu_cores is None or memory_gb is None:
+        notes.append("CPU cores or memory not given: Azure applies its ACI defaults (0.1 cores, "
+                     "0.5 GB) to what the request leaves null")
     if any(reference.version is None for reference in references):
         notes.append("a model given without :VERSION is deployed at its latest version in the "
                      "workspace, looked up when deploying")
