@@ -189,10 +189,12 @@ def test_the_chainer_notebook_trains_sweeps_registers_and_deploys(notebook_folde
     local_service = Model.deploy(ws, 'chainer-mnist-local', [model], inference_config,
                                  LocalWebservice.deploy_configuration())
     local_service.wait_for_deployment()
+    image, port = local_service.image_id, local_service.port
     with open(os.path.join(project_folder, "score.py"), "a") as score_script:
         score_script.write("\nprint('score.py reloaded')\n")
     local_service.reload(wait=True)
     assert local_service.state == "Healthy"
+    assert (local_service.image_id, local_service.port) == (image, port)  # no rebuild, same URI
     assert local_service.run(input_data=test_samples) == result
     assert "score.py reloaded" in local_service.get_logs()
 

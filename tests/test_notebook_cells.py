@@ -89,6 +89,9 @@ def test_an_environment_asking_for_chainer_is_built_on_the_chainer_recipe(tmp_pa
     with pytest.raises(UserInputError, match=r"asks for chainer==5.1.0: amlocal builds chainer "
                                              r"7.8.1 only \(docker/chainer\)"):
         Environment.from_conda_specification("old-chainer", str(spec))._to_spec()
+    spec.write_text("dependencies:\n- pip:\n  - chainer==\n")
+    with pytest.raises(UserInputError, match="'chainer==' is not a pip requirement"):
+        Environment.from_conda_specification("typo", str(spec))._to_spec()
 
 
 def test_conda_only_packages_and_bad_files_are_refused_in_one_line(tmp_path):
