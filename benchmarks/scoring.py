@@ -6,16 +6,18 @@
 The Chainer MNIST model (trained here for 1 epoch on tests/data/mnist-10k, or --model's
 model.npz) is deployed with trainer/score.py as a LocalWebservice (with --auth: an ACI-style
 service with auth_enabled, every request carrying its key) in a throwaway run history, and scored
-two ways on the same inputs, the first MNIST test digits:
+three ways on the same inputs, the first MNIST test digits:
     in-process  score.py imported into this Python, init() once, then run(json) called directly
-                (this Python's NumPy and Chainer; the service has its image's, NumPy < 2);
+                (this Python's NumPy and Chainer);
+    in-image    the same, in a container of the service's image (its Python, NumPy < 2): run()
+                as the service runs it, without the server;
     service     POST /score to the service's scoring_uri over HTTP (keep-alive sessions): the
                 relay container, the scoring container's server, and run() in it.
 each with one image and a batch of 100 per call, sequentially (one client) and with --clients
-concurrent clients (threads, each with its own session); the two ways take --rounds turns
-(the machine may be shared and noisy). Printed: p50 / p99 latency per call (ms)
-and throughput (calls/s and images/s), side by side, and the service's overhead (p50 service
-minus p50 in-process). Every answer is checked against the in-process one. Needs a Docker engine
+concurrent clients (threads, each with its own session); in-process and service take --rounds
+turns (the machine may be shared and noisy), in-image runs after them. Printed: p50 / p99
+latency per call (ms) and throughput (calls/s and images/s), side by side, and the service's
+overhead: p50 service minus p50 in-image (the server's own) and minus p50 in-process. Every answer is checked against the in-process one. Needs a Docker engine
 and amlocal's Chainer image (built on first use).
 """
 
@@ -33,9 +35,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import requests
-
-from throwaway import throwaway_source
 
 REPO = Path(__file__).resolve().parents[1]
 TRAINER_DIR = REPO / "trainer"
@@ -70,6 +69,8 @@ def in_process_scorer(model_dir):
 
 def http_scorer(service, key):
     """A call of the service's /score, one keep-alive session per thread."""
+    import requests
+
     local = threading.local()
     headers = {"Content-Type": "application/json"}
     if key:
@@ -129,16 +130,74 @@ def deploy(model_path, auth):
     return service
 
 
+def measure_all(ways, payloads, expected, args):
+    """{(images per call, clients): {way: (latencies, wall seconds)}}, the ways taking turns."""
+    results = {}
+    for size, payload in payloads.items():
+        for clients in (1, args.clients):
+            taken = results[size, clients] = {way: ([], 0.0) for way in ways}
+            for _ in range(args.rounds):  # in turns: the machine's noise falls on every way
+                for way, score in ways.items():
+                    latencies, wall = measure(score, payload, expected[size],
+                                              args.requests // args.rounds, clients)
+                    taken[way] = (taken[way][0] + latencies, taken[way][1] + wall)
+    return results
+
+
+def in_image(image, model_dir, args):
+    """measure_all's figures for run() called in-process in the service's own image (its Python
+    and NumPy, no server): the repository and the model mounted read-only where they are here."""
+    from amlocal.backends.local import engine
+
+    command = ["python", str(Path(__file__).resolve()), "--in-image-of", str(model_dir),
+               "--requests", str(args.requests), "--clients", str(args.clients),
+               "--rounds", str(args.rounds)]
+    mounts = {str(REPO): {"bind": str(REPO), "mode": "ro"},
+              str(model_dir): {"bind": str(model_dir), "mode": "ro"}}
+    output = engine.connect().containers.run(image, command, volumes=mounts, network_mode="none",
+                                             remove=True, stdout=True, stderr=False)
+    return {tuple(map(int, key.split("/"))): {way: tuple(taken) for way, taken in ways.items()}
+            for key, ways in json.loads(output.decode().splitlines()[-1]).items()}
+
+
+def print_results(results, requests_per_row):
+    print(f"{requests_per_row} calls per row; latency per call in ms; "
+          f"{os.cpu_count()} CPUs on this host")
+    print(f"{'images/call':>11} {'clients':>7} {'way':>10} {'p50':>8} {'p99':>8} "
+          f"{'calls/s':>9} {'images/s':>10}")
+    for (size, clients), ways in results.items():
+        p50s = {}
+        for way, (latencies, wall) in ways.items():
+            p50s[way] = percentile(latencies, 0.5)
+            print(f"{size:>11} {clients:>7} {way:>10} {p50s[way] * 1e3:>8.2f} "
+                  f"{percentile(latencies, 0.99) * 1e3:>8.2f} {len(latencies) / wall:>9.0f} "
+                  f"{len(latencies) * size / wall:>10.0f}")
+        print(f"{'':>30} service p50 minus in-image {(p50s['service'] - p50s['in-image']) * 1e3:.2f}"
+              f" ms, minus in-process {(p50s['service'] - p50s['in-process']) * 1e3:.2f} ms")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=400, help="calls per measurement")
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients")
     parser.add_argument("--rounds", type=int, default=4,
-                        help="turns the two ways take, each with requests/rounds calls")
+                        help="turns the ways take, each with requests/rounds calls")
     parser.add_argument("--auth", action="store_true",
                         help="an ACI-style service with auth_enabled (each call sends its key)")
     parser.add_argument("--model", type=Path, help="a model.npz to serve (default: train one)")
+    parser.add_argument("--in-image-of", type=Path, help=argparse.SUPPRESS)  # in_image's side
     args = parser.parse_args()
+
+    payloads = test_payloads()
+    if args.in_image_of:
+        score = in_process_scorer(args.in_image_of)
+        gc.freeze()
+        results = measure_all({"in-image": score}, payloads,
+                              {size: score(payload) for size, payload in payloads.items()}, args)
+        print(json.dumps({f"{size}/{clients}": ways for (size, clients), ways in results.items()}))
+        return
+
+    from throwaway import throwaway_source
 
     workdir = throwaway_source("", prefix="amlocal-scoring-bench-").parent
     if args.model:
@@ -147,8 +206,8 @@ def main():
         model_path.write_bytes(args.model.read_bytes())
     else:
         model_path = train_model(workdir)
-    payloads = test_payloads()
     in_process = in_process_scorer(model_path.parent)
+    expected = {size: in_process(payload) for size, payload in payloads.items()}
     service = deploy(model_path, args.auth)
     try:
         over_http = http_scorer(service, service.get_keys()[0] if args.auth else None)
@@ -156,30 +215,14 @@ def main():
         # walked by the garbage collector at every large json.loads in run(): the scoring server
         # has none of it, and the in-process figures should not pay for it either.
         gc.freeze()
-        print(f"{args.requests} calls per row; latency per call in ms; "
-              f"{os.cpu_count()} CPUs on this host")
-        print(f"{'images/call':>11} {'clients':>7} {'way':>10} {'p50':>8} {'p99':>8} "
-              f"{'calls/s':>9} {'images/s':>10}")
-        for size, payload in payloads.items():
-            expected = in_process(payload)
-            for clients in (1, args.clients):
-                ways = {"in-process": in_process, "service": over_http}
-                latencies, walls = {way: [] for way in ways}, dict.fromkeys(ways, 0.0)
-                for _ in range(args.rounds):  # in turns: the machine's noise falls on both
-                    for way, score in ways.items():
-                        measured, wall = measure(score, payload, expected,
-                                                 args.requests // args.rounds, clients)
-                        latencies[way] += measured
-                        walls[way] += wall
-                p50s = {way: percentile(latencies[way], 0.5) for way in ways}
-                for way in ways:
-                    calls = len(latencies[way])
-                    print(f"{size:>11} {clients:>7} {way:>10} {p50s[way] * 1e3:>8.2f} "
-                          f"{percentile(latencies[way], 0.99) * 1e3:>8.2f} "
-                          f"{calls / walls[way]:>9.0f} {calls * size / walls[way]:>10.0f}")
-                print(f"{'':>30} overhead p50 {(p50s['service'] - p50s['in-process']) * 1e3:.2f} ms")
+        results = measure_all({"in-process": in_process, "service": over_http}, payloads,
+                              expected, args)
+        for key, ways in in_image(service.image_id, model_path.parent, args).items():
+            results[key] = {"in-process": results[key]["in-process"], **ways,
+                            "service": results[key]["service"]}
     finally:
         service.delete()
+    print_results(results, args.requests)
 
 
 if __name__ == "__main__":
