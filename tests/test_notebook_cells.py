@@ -69,7 +69,29 @@ def test_a_conda_specification_round_trips_through_its_file(tmp_path):
     assert read.get_python_version() == "3.11" and read.conda_channels == ["conda-forge"]
     saved = Path(read.save_to_file(str(tmp_path / "out"), "again.yml"))
     assert saved.read_text() == path.read_text()
-    assert env._to_spec().pip_packages == ("numpy", "chainer==7.8.1")
+    assert env._to_spec().pip_packages == ("numpy",)  # chainer is the chainer recipe's
+
+
+def test_an_environment_asking_for_chainer_is_built_on_the_chainer_recipe(tmp_path):
+    # Chainer 7.8.1 is an sdist that plain `pip install` cannot build (docker/chainer says why):
+    # the notebook's conda file, which lists it under pip, gets the recipe that builds it.
+    spec = tmp_path / "conda.yml"
+    spec.write_text("dependencies:\n- python=3.11\n- pip:\n  - chainer==7.8.1\n  - six\n")
+    built = Environment.from_conda_specification("chainer-env", str(spec))._to_spec()
+    assert (built.recipe, built.pip_packages) == ("chainer", ("six",))
+    assert "built on amlocal's chainer recipe, which installs chainer==7.8.1" in built.build_notes[0]
+
+    bare = CondaDependencies.create(pip_packages=["Chainer>=7"])
+    env = Environment("any-chainer")
+    env.python.conda_dependencies = bare
+    assert env._to_spec().recipe == "chainer" and env._to_spec().pip_packages == ()
+    spec.write_text("dependencies:\n- pip:\n  - chainer==5.1.0\n")
+    with pytest.raises(UserInputError, match=r"asks for chainer==5.1.0: amlocal builds chainer "
+                                             r"7.8.1 only \(docker/chainer\)"):
+        Environment.from_conda_specification("old-chainer", str(spec))._to_spec()
+    spec.write_text("dependencies:\n- pip:\n  - chainer==\n")
+    with pytest.raises(UserInputError, match="'chainer==' is not a pip requirement"):
+        Environment.from_conda_specification("typo", str(spec))._to_spec()
 
 
 def test_conda_only_packages_and_bad_files_are_refused_in_one_line(tmp_path):
