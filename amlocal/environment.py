@@ -13,14 +13,13 @@ from pathlib import Path
 
 from amlocal.backends.base import EnvironmentSpec
 from amlocal.backends.recipes import (LOCAL_PYTHON_VERSION, azure_base_image_notes,
-                                      conda_specification_parts, is_azure_base_image, package_name)
+                                      conda_specification_parts, is_azure_base_image,
+                                      package_name, recipe_for, DEFAULT_RECIPE)
 from amlocal.errors import UserInputError
 
-DEFAULT_RECIPE = "python"
 # Packages a recipe builds itself, with the version it builds: an environment whose pip packages
 # ask for one of them is built on that recipe (Chainer's sdist cannot be pip-installed as it is:
 # see docker/chainer), and the requirement is the recipe's.
-_RECIPE_PACKAGES = {"chainer": ("chainer", "7.8.1")}
 _CURATED_PREFIXES = ("Microsoft", "AzureML")
 
 
@@ -258,37 +257,9 @@ class Environment:
         elif python_version and ".".join(python_version.split(".")[:2]) != LOCAL_PYTHON_VERSION:
             notes.append(f"The conda specification asks for Python {python_version}: the image's "
                          "own Python runs the script (no conda here to install another).")
-        recipe, pip_packages = _recipe_for(self.name, self._recipe, dependencies.pip_packages)
-        if recipe != self._recipe:
-            notes.append(f"The pip packages ask for {_RECIPE_PACKAGES[recipe][0]}: built on "
-                         f"amlocal's {recipe} recipe, which installs "
-                         f"{'=='.join(_RECIPE_PACKAGES[recipe])} (see docker/{recipe}).")
+        recipe, pip_packages, note = recipe_for(self.name, self._recipe,
+                                                dependencies.pip_packages)
+        notes += [note] if note else []
         return EnvironmentSpec(recipe=recipe, pip_packages=pip_packages,
                                base_image=base_image, dockerfile=self.docker.base_dockerfile,
                                build_notes=tuple(notes))
-
-
-def _recipe_for(name, recipe, pip_packages):
-    """(recipe, pip packages) of an environment on `recipe` asking for `pip_packages`: the default
-    recipe gives way to one that builds a package asked for, which leaves the pip packages (its
-    version must be the recipe's: UserInputError otherwise)."""
-    from packaging.requirements import InvalidRequirement, Requirement
-
-    if recipe != DEFAULT_RECIPE:
-        return recipe, tuple(pip_packages)
-    for candidate, (package, version) in _RECIPE_PACKAGES.items():
-        asked = [entry for entry in pip_packages if package_name(entry) == package]
-        if not asked:
-            continue
-        for entry in asked:
-            try:
-                specifier = Requirement(entry).specifier
-            except InvalidRequirement:
-                raise UserInputError(f"environment {name!r}: {entry!r} is not a pip "
-                                     "requirement") from None
-            if not specifier.contains(version, prereleases=True):
-                raise UserInputError(f"environment {name!r} asks for {entry}: amlocal builds "
-                                     f"{package} {version} only (docker/{candidate}); ask for "
-                                     f"{package}=={version}")
-        return candidate, tuple(entry for entry in pip_packages if entry not in asked)
-    return recipe, tuple(pip_packages)

@@ -10,6 +10,11 @@ from pathlib import Path
 
 from amlocal.errors import AmlocalError, UserInputError
 
+# The recipe an environment is built on when its pip packages ask for what the recipe builds
+# itself: {recipe: (package, the one version it builds)}. Chainer 7.8.1 needs NumPy < 2, which a
+# plain `pip install chainer==7.8.1` does not give.
+RECIPE_PACKAGES = {"chainer": ("chainer", "7.8.1")}
+DEFAULT_RECIPE = "python"
 # Recipes with a GPU build (CuPy on CUDA), used when a run asks for GPUs and its node has real
 # ones: {recipe: its GPU build}.
 GPU_RECIPES = {"chainer": "chainer-gpu"}
@@ -100,3 +105,32 @@ def conda_specification_parts(document):
         elif package_name(str(entry)) not in _CONDA_TOOLS:
             conda_only.append(str(entry))
     return version, conda_only, pip
+
+
+def recipe_for(name, recipe, pip_packages):
+    """(recipe, pip packages, build-log note or None) of environment `name` on `recipe` asking
+    for `pip_packages`: the default recipe gives way to one that builds a package asked for,
+    which leaves the pip packages; UserInputError when the version asked for is not the
+    recipe's, or a requirement is malformed."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    if recipe != DEFAULT_RECIPE:
+        return recipe, tuple(pip_packages), None
+    for candidate, (package, version) in RECIPE_PACKAGES.items():
+        asked = [entry for entry in pip_packages if package_name(entry) == package]
+        if not asked:
+            continue
+        for entry in asked:
+            try:
+                specifier = Requirement(entry).specifier
+            except InvalidRequirement:
+                raise UserInputError(f"environment {name!r}: {entry!r} is not a pip "
+                                     "requirement") from None
+            if not specifier.contains(version, prereleases=True):
+                raise UserInputError(f"environment {name!r} asks for {entry}: amlocal builds "
+                                     f"{package} {version} only (docker/{candidate}); ask for "
+                                     f"{package}=={version}")
+        note = (f"The pip packages ask for {package}: built on amlocal's {candidate} recipe, "
+                f"which installs {package}=={version} (see docker/{candidate}).")
+        return candidate, tuple(entry for entry in pip_packages if entry not in asked), note
+    return recipe, tuple(pip_packages), None

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 from amlocal.backends.base import EnvironmentSpec
 from amlocal.backends.recipes import (LOCAL_BASE, azure_base_image_notes,
-                                      conda_specification_parts, is_azure_base_image)
+                                      conda_specification_parts, is_azure_base_image, recipe_for)
+from amlocal.errors import UserInputError
 from amlocal.service.errors import bad_request
 
 RECIPE = "python"
@@ -136,7 +137,7 @@ def local_environment(environment, use_docker=False):
                      "is installed there; no image is built.")
         return LocalEnvironment(EnvironmentSpec(recipe=RECIPE, build_notes=tuple(notes)),
                                 "process", dict(variables))
-    packages = ()
+    packages, recipe = (), RECIPE
     if user_managed:
         notes.append("User-managed dependencies: the image's own Python runs the script; the "
                      "conda specification is not installed (as on Azure).")
@@ -151,6 +152,12 @@ def local_environment(environment, use_docker=False):
                               "python.user_managed_dependencies=True and install them in the "
                               "Dockerfile")
         packages = tuple(_pip_requirements(name, pip, notes))
+        if dockerfile is None:
+            try:
+                recipe, packages, note = recipe_for(name, RECIPE, packages)
+            except UserInputError as error:
+                raise bad_request(str(error)) from None
+            notes += [note] if note else []
     if dockerfile is not None:
         notes.append("A Dockerfile environment: its Dockerfile is built as written.")
         notes += _dockerfile_base_notes(dockerfile)
@@ -158,6 +165,6 @@ def local_environment(environment, use_docker=False):
         notes += azure_base_image_notes(image, version)
         image = None
     return LocalEnvironment(
-        EnvironmentSpec(recipe=RECIPE, pip_packages=packages, base_image=image,
+        EnvironmentSpec(recipe=recipe, pip_packages=packages, base_image=image,
                         dockerfile=dockerfile, build_notes=tuple(notes)),
         "docker", dict(variables))

@@ -218,6 +218,20 @@ def test_a_project_zip_that_reaches_outside_is_refused(emulator, workspace, memb
         RunStore(emulator.home).get_status("submitted_1_abcdef01")
 
 
+def test_an_environment_asking_pip_for_chainer_is_built_on_the_chainer_recipe():
+    # As Environment._to_spec does for amlocal's own SDK shapes: pip's chainer 7.8.1 would come
+    # with NumPy 2, where it does not import.
+    def asking(*pip):
+        return {"name": "c", "python": {"condaDependencies": {"dependencies": [
+            "python=3.6.2", {"pip": list(pip)}]}}}
+
+    local = local_environment(asking("chainer==7.8.1", "pytest"))
+    assert (local.spec.recipe, local.spec.pip_packages) == ("chainer", ("pytest",))
+    assert "built on amlocal's chainer recipe" in "\n".join(local.spec.build_notes)
+    with pytest.raises(ServiceError, match=r"chainer==5.1.0: amlocal builds chainer 7.8.1 only"):
+        local_environment(asking("chainer==5.1.0"))
+
+
 def test_a_zip_bomb_is_refused_before_it_is_unpacked(tmp_path):
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
