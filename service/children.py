@@ -104,7 +104,7 @@ def create_run(call, body, checked):
     store = call.service.store
     if parent_id:
         with store.transaction() as conn:
-            if conn.execute("SELECT 1 FROM runs WHERE id = ?", (call.run_id,)).fetchone():
+            if store.exists_in(conn, call.run_id):
                 raise ServiceError(409, "Conflict", f"run {call.run_id!r} exists already")
             insert_child_in(store, conn, parent_id, call.run_id, name)
     else:
@@ -122,15 +122,11 @@ def _create_interactive(call, body, name, tags):
     experiment = call.params.get("experiment_name") or name_of_experiment_id(
         call.service, call.params["experiment_id"])
     store.check_new_run_id(call.run_id)
-
-    def named(conn, run_id):
-        conn.execute("UPDATE runs SET display_name = ? WHERE id = ?", (name or None, run_id))
-
     # Its source is what the user's process snapshots (ContentSnapshotId, add_properties below).
     store.create_run(experiment=experiment, executor=INTERACTIVE,
                      compute=body.get("target") or "local", run_id=call.run_id,
                      spec={INTERACTIVE: True, "script": body.get("scriptName"), "tags": tags},
-                     fill_snapshot=lambda folder: folder.mkdir(), also=named)
+                     fill_snapshot=lambda folder: folder.mkdir(), display_name=name or None)
 
 
 def add_properties(service, handle, properties):

@@ -38,10 +38,8 @@ def _error_message(data):
 
 
 def _record_error(store, run_id, message):
-    with store.transaction() as conn:
-        # The first error stays, as the stand-in's Run.fail() keeps it.
-        conn.execute("UPDATE runs SET error = ? WHERE id = ? AND error IS NULL",
-                     (f"Run.fail() called by the script: {message}", run_id))
+    # The first error stays, as the stand-in's Run.fail() keeps it.
+    store.record_first_error(run_id, f"Run.fail() called by the script: {message}")
 
 
 @operation(run_paths("/events"), ["POST"])
@@ -102,8 +100,7 @@ def _apply(call, event):
         _record_error(store, call.run_id, _error_message(data))
     elif is_driverless(record):
         with store.transaction() as conn:
-            status = conn.execute("SELECT status FROM runs WHERE id = ?",
-                                  (call.run_id,)).fetchone()["status"]
+            status = store.status_in(conn, call.run_id)
             if status == run_status.NOT_STARTED and (name == START or name in _ENDINGS):
                 start_child_in(store, conn, call.run_id)  # a child that ends had started
             if name in _ENDINGS:

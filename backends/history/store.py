@@ -170,7 +170,7 @@ class RunStore(RunFiles):
     # -- creating runs ------------------------------------------------------------------------
 
     def create_run(self, *, experiment, executor, compute, spec, fill_snapshot, backend="local",
-                   driver_pid=None, also=None, run_id=None, parent_id=None):
+                   driver_pid=None, also=None, run_id=None, parent_id=None, display_name=None):
         """Create a run in NotStarted with its snapshot; return its id.
 
         `fill_snapshot(folder)` writes the source snapshot. The run folder is assembled under a
@@ -193,7 +193,8 @@ class RunStore(RunFiles):
             with self.transaction() as conn:
                 self.insert_run_in(conn, run_id=run_id, experiment=experiment, executor=executor,
                                    compute=compute, spec=spec, tags=spec.get("tags", {}),
-                                   backend=backend, driver_pid=driver_pid, parent_id=parent_id)
+                                   backend=backend, driver_pid=driver_pid, parent_id=parent_id,
+                                   display_name=display_name)
                 if also is not None:
                     also(conn, run_id)
         except BaseException:
@@ -255,6 +256,21 @@ class RunStore(RunFiles):
             raise RunRecordCorruptedError(f"run {run_id}'s folder {self.run_dir(run_id)} is missing: "
                                           "its snapshot, outputs and logs are gone")
         return record
+
+    def exists_in(self, conn, run_id):
+        """Whether a run `run_id` is recorded (inside the caller's transaction)."""
+        return conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is not None
+
+    def status_in(self, conn, run_id):
+        """The run's status, read inside the caller's transaction (None: no such run)."""
+        row = conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return row["status"] if row is not None else None
+
+    def record_first_error(self, run_id, message):
+        """Set the run's error to `message` unless it has one already (the first one stays)."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE runs SET error = ? WHERE id = ? AND error IS NULL",
+                         (message, run_id))
 
     def get_status(self, run_id):
         with self._connection() as conn:
