@@ -21,6 +21,7 @@ import pytest
 pytest.importorskip("azureml.core", reason="the azure extra (CI installs it)")
 
 from conftest import MNIST_DIR, TRAINER_DIR, write_script  # noqa: E402
+from test_cli import wait_for  # noqa: E402
 
 # A proxy the user has for the rest of the world; nothing answers there. The blob route must
 # not depend on it, and must not need it to be unset.
@@ -43,16 +44,6 @@ def show(run_id, home):
     result = amlocal("runs", "show", run_id, "--json", home=home)
     assert result.returncode == 0, result.stderr
     return last_json(result)
-
-
-def wait_for(predicate, timeout=120, interval=0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 @pytest.fixture(scope="module")
@@ -186,12 +177,14 @@ def test_canceling_an_azure_run_cancels_the_emulators_run(emulator, compute, doc
                         home=home)
     assert submitted.returncode == 0, submitted.stderr
     run_id = last_json(submitted)["id"]
-    wait_for(lambda: show(run_id, emulator.home)["status"] == "Running")
+    wait_for(lambda: show(run_id, emulator.home)["status"] == "Running", timeout=120,
+             interval=0.5)
 
     canceled = amlocal("runs", "cancel", run_id, "--json", home=home, timeout=180)
 
     assert canceled.returncode == 0, canceled.stderr
-    assert wait_for(lambda: show(run_id, home)["status"] == "Canceled", timeout=60)
+    assert wait_for(lambda: show(run_id, home)["status"] == "Canceled", timeout=60,
+                    interval=0.5)
     assert show(run_id, emulator.home)["status"] == "Canceled"
 
 
