@@ -121,25 +121,27 @@ def _target(endpoint, home):
                       service_config.WORKSPACE_NAME)
 
 
-def blob_route_environment(endpoint, home, environ):
+def blob_route_environment(endpoint, home, environ, keep_https=False):
     """What a client process whose environment is `environ` must set for azureml-core's blob
     uploads to reach the https route of the emulator at `endpoint` (service.config.
-    client_environment: HTTPS_PROXY when none is set, NO_PROXY for the emulator's address,
-    REQUESTS_CA_BUNDLE with the emulator's CA added to the bundle in use); nothing when the
-    emulator at `endpoint` left no config.json naming its proxy."""
+    client_environment: the route's proxy for the blob host, as HTTPS_PROXY when none is set
+    and `keep_https` is false, NO_PROXY for the emulator's address, REQUESTS_CA_BUNDLE with the
+    emulator's CA added to the bundle in use); nothing when the emulator at `endpoint` left no
+    config.json naming its proxy."""
     try:
         config = read_config(config_path(home))
     except (OSError, ValueError):
         return {}
     if config.get("endpoint") != endpoint or not isinstance(config.get("blob_proxy"), str):
         return {}
-    return service_config.client_environment(home, endpoint, config["blob_proxy"], environ)
+    return service_config.client_environment(home, endpoint, config["blob_proxy"], environ,
+                                             keep_https=keep_https)
 
 
-def use_blob_route(endpoint, home):
+def use_blob_route(endpoint, home, keep_https=False):
     """Set, in this process's environment, what blob uploads need (blob_route_environment).
     Returns the variables it set."""
-    changes = blob_route_environment(endpoint, home, os.environ)
+    changes = blob_route_environment(endpoint, home, os.environ, keep_https)
     os.environ.update(changes)
     return changes
 

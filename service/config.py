@@ -131,8 +131,8 @@ def client_environment(home, endpoint, blob_proxy, environ, keep_https=False):
 
     changes = {}
     own_proxy = environ.get("https_proxy") or environ.get("HTTPS_PROXY")
-    if own_proxy == blob_proxy:
-        pass  # set so before, by this function
+    if blob_proxy in (own_proxy, environ.get(BLOB_PROXY_VARIABLE)):
+        pass  # routed so before, by this function
     elif own_proxy or keep_https:
         changes[BLOB_PROXY_VARIABLE] = blob_proxy
     else:

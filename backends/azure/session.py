@@ -15,17 +15,15 @@ reads or stores them.
 A workspace config that an emulator wrote (`amlocal serve`: <home>/emulator/config.json, with
 its "endpoint") is the emulator's workspace: the session signs in with amlocal.emulator.auth
 (the emulator's own tokens, never a login), and every azureml-core call it makes runs with the
-emulator's blob route in the environment (emulator_environment), since the SDK's datastore
-uploads, artifact downloads and log streaming go to the emulator's blob host through its https
-proxy. That environment is set for the session's calls only and put back after each, so a proxy
-the user has for other hosts keeps working in the rest of the process.
+emulator's blob route (EmulatorWorkspace.use_blob_route), since the SDK's datastore uploads,
+artifact downloads and log streaming go to the emulator's blob host through its https proxy.
+Only that host is routed there, so a proxy the user has for other hosts keeps working in the
+rest of the process.
 """
 
 import contextlib
 import io
-import os
 import tempfile
-import threading
 from pathlib import Path
 
 from amlocal.backends.azure.errors import (AzureAuthenticationError, AzureComputeError,
@@ -84,19 +82,14 @@ def _message(error):
     return redact(" ".join(str(message).split()))
 
 
-_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy")
-
-
 class EmulatorWorkspace:
     """The emulator (`amlocal serve`) that wrote a workspace config, and what reaching it
-    needs: its endpoint, its run history, and the environment of its blob route."""
+    needs: its endpoint, its run history, and its blob route."""
 
     def __init__(self, home, endpoint):
         self.home = Path(home)
         self.endpoint = endpoint
-        self._lock = threading.Lock()
-        self._depth = 0
-        self._saved = {}
+        self._routed = False
 
     @classmethod
     def of_config(cls, config_path):
@@ -106,50 +99,24 @@ class EmulatorWorkspace:
         found = serving_home(config_path)
         return cls(*found) if found else None
 
-    def blob_route_environment(self):
-        """The variables azureml-core's blob traffic needs, computed as for a process with no
-        proxy of its own: the emulator's CONNECT proxy is the only https proxy its blob host
-        can be reached through."""
-        from amlocal.emulator import blob_route_environment
+    def use_blob_route(self):
+        """Send azureml-core's blob traffic to the emulator's https route, for this process:
+        only the blob host goes to its proxy (BLOB_PROXY_VARIABLE, whatever HTTPS_PROXY the
+        user has), the emulator's address goes direct and its CA joins the bundle in use, so
+        every other host is reached as before. Set once; nothing to put back."""
+        if not self._routed:
+            from amlocal.emulator import use_blob_route
 
-        environ = {key: value for key, value in os.environ.items()
-                   if key not in _PROXY_VARIABLES}
-        return blob_route_environment(self.endpoint, self.home, environ)
-
-    @contextlib.contextmanager
-    def blob_route(self):
-        """Set the blob route's environment for the block (nested and concurrent blocks share
-        one setting; the last to leave puts the process's own values back)."""
-        with self._lock:
-            if self._depth == 0:
-                changes = self.blob_route_environment()
-                if changes:
-                    for name in _PROXY_VARIABLES + tuple(changes):
-                        self._saved.setdefault(name, os.environ.get(name))
-                    for name in _PROXY_VARIABLES:
-                        os.environ.pop(name, None)
-                    os.environ.update(changes)
-            self._depth += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._depth -= 1
-                if self._depth == 0:
-                    for name, value in self._saved.items():
-                        if value is None:
-                            os.environ.pop(name, None)
-                        else:
-                            os.environ[name] = value
-                    self._saved = {}
+            use_blob_route(self.endpoint, self.home, keep_https=True)
+            self._routed = True
 
     def auth(self):
         """amlocal.emulator.auth for this emulator (EmulatorNotRunningError when it does not
         answer: the message says to start `amlocal serve`)."""
         from amlocal.emulator import auth
 
-        with self.blob_route():
-            return auth(self.endpoint, self.home)
+        self.use_blob_route()
+        return auth(self.endpoint, self.home)
 
 
 class AzureSession:
@@ -164,13 +131,15 @@ class AzureSession:
         self._runs = {}
 
     def _route(self):
-        """On an emulator's workspace, its blob route in the environment for the block."""
-        return self.emulator.blob_route() if self.emulator else contextlib.nullcontext()
+        """On an emulator's workspace, its blob route (set once, for the process)."""
+        if self.emulator:
+            self.emulator.use_blob_route()
 
     @contextlib.contextmanager
     def _call(self, what):
         """One azureml-core call: its errors as amlocal's (_azure_call), made on the route."""
-        with self._route(), _azure_call(what):
+        self._route()
+        with _azure_call(what):
             yield
 
     # -- the workspace ---------------------------------------------------------------------------
@@ -205,9 +174,9 @@ class AzureSession:
         from azureml.core.compute import AmlCompute, ComputeTarget
         from azureml.exceptions import ComputeTargetException
         workspace = self._ws()
+        self._route()
         try:
-            with self._route():
-                target = ComputeTarget(workspace=workspace, name=name)
+            target = ComputeTarget(workspace=workspace, name=name)
         except ComputeTargetException:
             return None
         if not isinstance(target, AmlCompute):
