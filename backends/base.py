@@ -15,7 +15,8 @@ from pathlib import Path
 # The run spec lives in spec.py; its names are part of the interface, so they import from here too.
 from amlocal.backends.spec import (  # noqa: F401
     DATAREFERENCE_PREFIX, DEFAULT_EXPERIMENT, DEFAULT_RECIPE, EXECUTORS, SPEC_VERSION,
-    EnvironmentSpec, RecordedSpec, RunSpec, referenced_inputs, substitute_data_references)
+    DistributionSpec, EnvironmentSpec, RecordedSpec, RunSpec, referenced_inputs,
+    substitute_data_references)
 from amlocal.errors import UserInputError
 
 STAGES = ("Preparing", "Scaling", "Running", "PostProcessing")

@@ -14,6 +14,9 @@ from amlocal.validation import (bounded_int, check_experiment_name, check_key_va
 DEFAULT_EXPERIMENT = "Default"
 DEFAULT_RECIPE = "chainer"
 EXECUTORS = ("docker", "process")
+DISTRIBUTIONS = ("mpi", "pytorch")
+# PyTorchConfiguration's communication backends, spelled as azureml-core spells them.
+PYTORCH_BACKENDS = ("Nccl", "Gloo")
 
 # An input name becomes the environment variable AZUREML_DATAREFERENCE_<name> (so it may start
 # with a digit: azureml-core names data references by uuid4().hex).
@@ -39,6 +42,42 @@ class EnvironmentSpec:
     build_notes: tuple = ()  # lines the build log opens with (how this environment was chosen)
 
 
+@dataclass(frozen=True)
+class DistributionSpec:
+    """How a distributed run starts its ranks (Azure ML v1's distributed_job_config).
+
+    kind: "mpi" (MpiConfiguration, the estimators' Mpi()) or "pytorch" (PyTorchConfiguration);
+    process_count_per_node: ranks on each of the run's node_count nodes, so the world size is
+        node_count * process_count_per_node (PyTorchConfiguration's process_count);
+    communication_backend: PyTorch only, "Nccl" (Azure's default) or "Gloo"; None for MPI.
+    """
+
+    kind: str
+    process_count_per_node: int = 1
+    communication_backend: str | None = None
+
+    def validated(self):
+        kind = str(self.kind).lower()
+        if kind not in DISTRIBUTIONS:
+            raise UserInputError(f"unknown distribution {self.kind!r}: use one of "
+                                 f"{', '.join(DISTRIBUTIONS)}")
+        bounded_int("process_count_per_node", self.process_count_per_node, 1, 64)
+        backend = self.communication_backend
+        if kind == "mpi":
+            if backend is not None:
+                raise UserInputError("a communication backend is a PyTorch setting; an MPI run "
+                                     "has none")
+        else:
+            backend = backend or "Nccl"
+            matching = [name for name in PYTORCH_BACKENDS if name.lower() == str(backend).lower()]
+            if not matching:
+                raise UserInputError(f"unknown communication backend {backend!r}: use one of "
+                                     f"{', '.join(PYTORCH_BACKENDS)}")
+            backend = matching[0]
+        return DistributionSpec(kind=kind, process_count_per_node=int(self.process_count_per_node),
+                                communication_backend=backend)
+
+
 # The shape RunSpec.to_json writes; a record without `spec_version` is of version 1.
 SPEC_VERSION = 1
 
@@ -56,6 +95,9 @@ class RunSpec:
     executor: str | None = None  # None: the backend picks (docker when an engine answers)
     compute: str = "local"
     node_count: int = 1
+    # None: the script runs once, on the run's first node (as a v1 run without a
+    # distributed_job_config); else the ranks start as DistributionSpec says, on every node.
+    distribution: DistributionSpec | None = None
     max_run_duration_seconds: int | None = None  # from the start of Running; None: no limit
     tags: dict = field(default_factory=dict)
     environment_variables: dict = field(default_factory=dict)  # set for the script
@@ -131,6 +173,7 @@ class RunSpec:
             executor=self.executor,
             compute=self.compute,
             node_count=self.node_count,
+            distribution=self.distribution.validated() if self.distribution is not None else None,
             max_run_duration_seconds=self.max_run_duration_seconds,
             tags=tags,
             environment_variables={str(name): str(value)
@@ -160,7 +203,9 @@ class RunSpec:
                                           f"amlocal's {SPEC_VERSION}: upgrade amlocal to read it")
         values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
         environment = data.get("environment") or {}
+        distribution = data.get("distribution")
         values.update(
+            distribution=DistributionSpec(**distribution) if distribution is not None else None,
             source_dir=Path(data["source_dir"]),
             arguments=tuple(data.get("arguments", ())),
             inputs={name: Path(path) for name, path in (data.get("inputs") or {}).items()},

@@ -10,7 +10,7 @@ write that root as <root>.
 
 from pathlib import Path
 
-from amlocal.backends.base import EnvironmentSpec, RunSpec
+from amlocal.backends.base import DistributionSpec, EnvironmentSpec, RunSpec
 from amlocal.backends.local.compute import TargetSpec
 
 # Reports what the run got: its arguments, some environment variables, and its inputs.
@@ -103,8 +103,21 @@ def gpu_recipe(root):
                    environment=EnvironmentSpec(recipe="chainer"))
 
 
+def mpi_two_nodes(root):
+    return RunSpec(source_dir=_source(root), script="probe.py", compute="cpu-cluster",
+                   experiment="contract-mpi", node_count=2,
+                   distribution=DistributionSpec(kind="mpi", process_count_per_node=2))
+
+
+def pytorch_two_nodes(root):
+    return RunSpec(source_dir=_source(root), script="probe.py", compute="cpu-cluster",
+                   experiment="contract-pytorch", node_count=2,
+                   distribution=DistributionSpec(kind="pytorch", communication_backend="gloo"))
+
+
 SPECS = {function.__name__: function for function in (
-    minimal, arguments_and_inputs, environment_and_limits, dockerfile_gpu_process, gpu_recipe)}
+    minimal, arguments_and_inputs, environment_and_limits, dockerfile_gpu_process, gpu_recipe,
+    mpi_two_nodes, pytorch_two_nodes)}
 
 
 def create_targets(store):

@@ -164,13 +164,32 @@ def _check_use_gpu(spec, document):
         assert document["environment"]["name"] == "amlocal-chainer-gpu"
 
 
+def _check_distribution(spec, document):
+    configuration = document["run_configuration"]
+    distribution = spec.distribution
+    if distribution is None:
+        assert configuration["framework"] == "Python" and configuration["communicator"] == "None"
+    elif distribution.kind == "mpi":
+        assert configuration["communicator"] == "IntelMpi"
+        assert configuration["mpi"] == {"processCountPerNode": distribution.process_count_per_node,
+                                        "nodeCount": spec.node_count}
+    else:
+        assert configuration["framework"] == "PyTorch"
+        assert configuration["communicator"] == distribution.communication_backend.lower()
+        assert configuration["pytorch"] == {
+            "communicationBackend": distribution.communication_backend.lower(),
+            "processCount": spec.node_count * distribution.process_count_per_node,
+            "nodeCount": spec.node_count}
+    assert configuration["nodeCount"] == spec.node_count
+
+
 FIELD_CHECKS = {
     "source_dir": _check_source_dir, "script": _check_script, "arguments": _check_arguments,
     "experiment": _check_experiment, "inputs": _check_inputs, "environment": _check_environment,
     "executor": _check_executor, "compute": _check_compute, "node_count": _check_node_count,
     "max_run_duration_seconds": _check_max_run_duration_seconds, "tags": _check_tags,
     "environment_variables": _check_environment_variables, "use_gpu": _check_use_gpu,
-    "run_as_root": _check_run_as_root,
+    "run_as_root": _check_run_as_root, "distribution": _check_distribution,
 }
 
 

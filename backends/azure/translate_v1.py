@@ -35,7 +35,8 @@ import azureml.core
 from azureml.core import Environment, ScriptRunConfig
 from azureml.core._serialization_utils import _serialize_to_dict
 from azureml.core.compute import AmlCompute
-from azureml.core.runconfig import DataReferenceConfiguration, DockerConfiguration
+from azureml.core.runconfig import (DataReferenceConfiguration, DockerConfiguration,
+                                    MpiConfiguration, PyTorchConfiguration)
 from azureml.core.script_run_config import get_run_config_from_script_run
 
 from amlocal.backends.base import DATAREFERENCE_PREFIX
@@ -262,7 +263,8 @@ def translate(spec, local_target=None, datastore=DEFAULT_DATASTORE):
                              arguments=azure_arguments(spec.arguments), compute_target=compute.name,
                              environment=environment,
                              max_run_duration_seconds=spec.max_run_duration_seconds,
-                             docker_runtime_config=DockerConfiguration(use_docker=True))
+                             docker_runtime_config=DockerConfiguration(use_docker=True),
+                             distributed_job_config=distributed_job_config(spec))
     config.run_config.node_count = spec.node_count
     config.run_config.environment_variables = dict(sorted(spec.environment_variables.items()))
     config.run_config.data_references = {
@@ -276,13 +278,27 @@ def translate(spec, local_target=None, datastore=DEFAULT_DATASTORE):
         notes.append("use_gpu: the GPUs come from the compute target's VM size "
                      f"({compute.vm_size or 'that of the existing cluster'}); the environment "
                      f"is {environment.name}")
-    if spec.node_count > 1:
-        notes.append(f"node_count {spec.node_count}: AmlCompute allocates that many nodes; how the "
-                     "script uses them is up to its own distribution (amlocal translates no "
-                     "distributed job configuration)")
+    if spec.node_count > 1 and spec.distribution is None:
+        notes.append(f"node_count {spec.node_count}: AmlCompute allocates that many nodes; with no "
+                     "distribution (--distribution mpi or pytorch) amlocal translates no "
+                     "distributed job configuration")
     return Submission(experiment=spec.experiment, config=config, environment=environment,
                       dockerfile=dockerfile, compute=compute, uploads=uploads,
                       tags=dict(spec.tags), notes=tuple(notes))
+
+
+def distributed_job_config(spec):
+    """The distributed_job_config an expert gives ScriptRunConfig for the spec's distribution
+    (None without one): MpiConfiguration or PyTorchConfiguration, over spec.node_count nodes."""
+    distribution = spec.distribution
+    if distribution is None:
+        return None
+    if distribution.kind == "mpi":
+        return MpiConfiguration(process_count_per_node=distribution.process_count_per_node,
+                                node_count=spec.node_count)
+    return PyTorchConfiguration(communication_backend=distribution.communication_backend,
+                                process_count=spec.node_count * distribution.process_count_per_node,
+                                node_count=spec.node_count)
 
 
 def recipe_dockerfile_text(recipe):
