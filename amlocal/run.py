@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 from amlocal.backends import status as run_status
-from amlocal.backends.base import LogLine, StageFinished, StageStarted, downloads_under
+from amlocal.backends.base import (DistributionSpec, LogLine, StageFinished, StageStarted,
+                                   downloads_under, run_configuration_fields)
 from amlocal.errors import AmlocalError, RunFailedError
 from amlocal.validation import check_key_values
 
@@ -133,6 +134,7 @@ class Run:
     def get_details(self):
         """azureml-core's shape: runId, target, status, startTimeUtc, endTimeUtc, ..."""
         details = self._handle.get_details()
+        distribution = details.get("distribution")
         result = {
             "runId": details["id"],
             "target": details["compute"],
@@ -146,7 +148,9 @@ class Run:
                 "script": details["script"],
                 "arguments": details["arguments"],
                 "target": details["compute"],
-                "nodeCount": details.get("node_count", 1),
+                # framework, communicator, nodeCount, mpi, pytorch: as Azure shows them
+                **run_configuration_fields(distribution and DistributionSpec(**distribution),
+                                           details.get("node_count", 1)),
                 "maxRunDurationSeconds": details.get("max_run_duration_seconds"),
                 "environment": details["environment"],
                 "dataReferences": {name: {"pathOnCompute": None, "hostPath": path}

@@ -1,15 +1,61 @@
 """`ScriptRunConfig` and `RunConfiguration`: what to run, where, in which environment.
 
 Both become an amlocal RunSpec when an Experiment submits them (`_to_spec`), the one form every
-backend takes. DataReferences among the arguments become the run's named inputs.
+backend takes. DataReferences among the arguments become the run's named inputs. A
+distributed_job_config (MpiConfiguration, PyTorchConfiguration) sets the run configuration's
+framework, communicator, node_count and mpi or pytorch section as azureml-core's does, and the
+spec's distribution is read from those (backends/distribution.py).
 """
 
-from amlocal.backends.base import RunSpec
+from amlocal.backends.base import RunSpec, distribution_of
 from amlocal.datastore import DataReference, collect_inputs
 from amlocal.environment import Environment
 from amlocal.errors import UserInputError
 
 MAX_DURATION_SECONDS_DEFAULT = 2592000  # azureml-core's default: 30 days
+SUPPORTED_PYTORCH_BACKENDS = ("nccl", "gloo")
+
+
+class RunConfigurationException(UserInputError):
+    """azureml.exceptions.RunConfigurationException: a run configuration azureml-core refuses."""
+
+    def __init__(self, exception_message, **kwargs):
+        super().__init__(exception_message)
+
+    @property
+    def message(self):
+        return str(self)
+
+
+class MpiConfiguration:
+    """An MPI job: process_count_per_node ranks on each of node_count nodes (mpirun starts them)."""
+
+    def __init__(self, process_count_per_node=1, node_count=1):
+        self.process_count_per_node = process_count_per_node
+        self.node_count = node_count
+
+
+class PyTorchConfiguration:
+    """A PyTorch job: process_count processes in all (default: one per node) over node_count
+    nodes, meeting through torch.distributed's communication_backend, "Nccl" or "Gloo"."""
+
+    def __init__(self, communication_backend="Nccl", process_count=None, node_count=1):
+        if str(communication_backend).lower() not in SUPPORTED_PYTORCH_BACKENDS:
+            raise RunConfigurationException(
+                f"{communication_backend} is not a supported backend. 'communication_backend' "
+                "must be 'Nccl' or 'Gloo'.")
+        self.communication_backend = str(communication_backend).lower()
+        self.process_count = process_count
+        self.node_count = node_count
+
+
+class TensorflowConfiguration:
+    """TensorFlow's parameter-server job, named so that code importing it loads; amlocal does
+    not emulate parameter servers, so ScriptRunConfig refuses it as a distributed_job_config."""
+
+    def __init__(self, worker_count=1, parameter_server_count=1):
+        self.worker_count = worker_count
+        self.parameter_server_count = parameter_server_count
 
 
 class DockerConfiguration:
@@ -30,6 +76,11 @@ class RunConfiguration:
                  command=None):
         self.script = script
         self.arguments = list(arguments or [])
+        self.framework = framework or "Python"
+        self.communicator = communicator or "None"
+        self.mpi = MpiConfiguration()
+        self.pytorch = PyTorchConfiguration()
+        self.tensorflow = TensorflowConfiguration()
         self.target = "local"
         self.node_count = 1
         self.max_run_duration_seconds = None
@@ -39,6 +90,35 @@ class RunConfiguration:
         self.environment_variables = {}
         self.data_references = {}
         self.docker = DockerConfiguration(use_docker=True)
+
+    def _distributed_fields(self):
+        """framework, communicator, nodeCount and the mpi and pytorch sections, as azureml-core
+        serializes them."""
+        return {"framework": self.framework, "communicator": self.communicator,
+                "nodeCount": self.node_count,
+                "mpi": {"processCountPerNode": self.mpi.process_count_per_node,
+                        "nodeCount": self.mpi.node_count},
+                "pytorch": {"communicationBackend": self.pytorch.communication_backend,
+                            "processCount": self.pytorch.process_count,
+                            "nodeCount": self.pytorch.node_count}}
+
+    def _set_distribution(self, distributed_job_config):
+        """What ScriptRunConfig(distributed_job_config=...) sets, as azureml-core sets it."""
+        if isinstance(distributed_job_config, TensorflowConfiguration):
+            raise RunConfigurationException(
+                "TensorflowConfiguration (TensorFlow's parameter servers) is not emulated by "
+                "amlocal: use MpiConfiguration or PyTorchConfiguration")
+        if isinstance(distributed_job_config, MpiConfiguration):
+            self.mpi, self.framework, self.communicator = distributed_job_config, "Python", "IntelMpi"
+        elif isinstance(distributed_job_config, PyTorchConfiguration):
+            self.pytorch, self.framework = distributed_job_config, "PyTorch"
+            self.communicator = distributed_job_config.communication_backend
+        else:
+            raise RunConfigurationException(
+                "'distributed_job_config' must be an 'azureml.core.runconfig.TensorflowConfiguration', "
+                "'azureml.core.runconfig.MpiConfiguration', or "
+                "'azureml.core.runconfig.PyTorchConfiguration' object.")
+        self.node_count = distributed_job_config.node_count
 
 
 def target_name(compute_target):
@@ -65,9 +145,6 @@ class ScriptRunConfig:
         if command is not None:
             raise UserInputError("ScriptRunConfig(command=...) is not supported by amlocal: give "
                                  "script= and arguments=")
-        if distributed_job_config is not None:
-            raise UserInputError("distributed jobs are not emulated: ask for node_count nodes in "
-                                 "the run configuration instead")
         self.source_directory = source_directory
         self.script = script
         self.arguments = list(arguments or [])
@@ -80,6 +157,8 @@ class ScriptRunConfig:
             self.run_config.max_run_duration_seconds = max_run_duration_seconds
         if docker_runtime_config is not None:
             self.run_config.docker = docker_runtime_config
+        if distributed_job_config is not None:
+            self.run_config._set_distribution(distributed_job_config)
 
     def _to_spec(self, experiment_name, tags=None):
         if not self.script:
@@ -96,6 +175,7 @@ class ScriptRunConfig:
             environment=config.environment._to_spec(),
             executor=None if config.docker.use_docker else "process",
             compute=target_name(config.target), node_count=config.node_count,
+            distribution=distribution_of(config._distributed_fields()),
             max_run_duration_seconds=config.max_run_duration_seconds, tags=dict(tags or {}),
             environment_variables=dict(config.environment_variables,
                                        **config.environment.environment_variables))

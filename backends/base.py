@@ -17,6 +17,8 @@ from amlocal.backends.spec import (  # noqa: F401
     DATAREFERENCE_PREFIX, DEFAULT_EXPERIMENT, DEFAULT_RECIPE, EXECUTORS, SPEC_VERSION,
     DistributionSpec, EnvironmentSpec, RecordedSpec, RunSpec, referenced_inputs,
     substitute_data_references)
+# How Azure ML v1's run configuration spells a spec's distribution, both ways.
+from amlocal.backends.distribution import distribution_of, run_configuration_fields  # noqa: F401
 from amlocal.errors import UserInputError
 
 STAGES = ("Preparing", "Scaling", "Running", "PostProcessing")

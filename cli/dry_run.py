@@ -40,6 +40,9 @@ def dry_run_text(document):
     lines.append(f"Script:          {document['script']} {' '.join(document['arguments'])}".rstrip())
     if document["tags"]:
         lines.append(f"Tags:            {json.dumps(document['tags'])}")
+    distribution = _distribution_line(document["run_configuration"])
+    if distribution:
+        lines.append(f"Distribution:    {distribution}")
     compute = document["compute"]
     lines += ["", f"Compute target:  {compute['name']} (AmlCompute)"]
     if compute["provisioning"] is None:
@@ -64,6 +67,21 @@ def dry_run_text(document):
     if document["notes"]:
         lines += ["", "Notes:"] + [f"  - {note}" for note in document["notes"]]
     return "\n".join(lines)
+
+
+def _distribution_line(configuration):
+    """The distributed job a run configuration asks for, in words (None: not distributed); the
+    configuration printed below has its mpi or pytorch section."""
+    nodes = configuration.get("nodeCount") or 1
+    if configuration.get("communicator") == "IntelMpi":
+        per_node = (configuration.get("mpi") or {}).get("processCountPerNode") or 1
+        return (f"mpi (MpiConfiguration): {per_node} process(es) on each of {nodes} node(s), "
+                f"{per_node * nodes} ranks started by mpirun")
+    if configuration.get("framework") == "PyTorch":
+        pytorch = configuration.get("pytorch") or {}
+        return (f"pytorch (PyTorchConfiguration, {pytorch.get('communicationBackend')}): "
+                f"{pytorch.get('processCount') or nodes} process(es) over {nodes} node(s)")
+    return None
 
 
 def _environment_lines(environment):

@@ -4,7 +4,9 @@ runs take every one of them), and the one function that makes a RunSpec of them.
 import click
 
 from amlocal.backends import backend_names
-from amlocal.backends.base import DEFAULT_EXPERIMENT, DEFAULT_RECIPE, EXECUTORS, EnvironmentSpec, RunSpec
+from amlocal.backends.base import (DEFAULT_EXPERIMENT, DEFAULT_RECIPE, EXECUTORS, DistributionSpec,
+                                   EnvironmentSpec, RunSpec)
+from amlocal.backends.spec import DISTRIBUTIONS
 from amlocal.cli.backends import DEFAULT_BACKEND
 from amlocal.errors import UserInputError
 
@@ -28,6 +30,17 @@ _OPTIONS = [
                  help="Compute target (see `amlocal compute list`); `local` is one node, the host."),
     click.option("--node-count", type=click.IntRange(min=1), default=1, show_default=True,
                  help="Nodes the run waits for and gets."),
+    click.option("--distribution", type=click.Choice(DISTRIBUTIONS),
+                 help="Start the script as a distributed job on every node: mpi (MpiConfiguration: "
+                      "mpirun starts the ranks) or pytorch (PyTorchConfiguration: one launcher "
+                      "per node with RANK, WORLD_SIZE, MASTER_ADDR, ...) [default: run it once]."),
+    click.option("--processes-per-node", type=click.IntRange(1, 64), metavar="K",
+                 help="--distribution: ranks on each node (world size: node count x K) "
+                      "[default: 1]."),
+    click.option("--communication-backend", type=click.Choice(["nccl", "gloo"],
+                                                              case_sensitive=False),
+                 help="--distribution pytorch: torch.distributed's backend [default: nccl, as "
+                      "PyTorchConfiguration's]."),
     click.option("--gpu", "use_gpu", is_flag=True,
                  help="Give the run its node's GPUs (docker: the chainer-gpu image and the NVIDIA "
                       "runtime; process: the GPU CuPy sees). Refused at once where there is none."),
@@ -60,7 +73,8 @@ _OPTIONS = [
 
 # The names the options above give the command function, which run_spec reads.
 SPEC_OPTION_NAMES = ("source_dir", "script", "experiment", "executor", "inputs", "pip_packages",
-                     "recipe", "base_image", "compute", "node_count", "use_gpu", "max_duration",
+                     "recipe", "base_image", "compute", "node_count", "distribution",
+                     "processes_per_node", "communication_backend", "use_gpu", "max_duration",
                      "tags", "env_vars", "run_as_root")
 
 
@@ -95,6 +109,22 @@ def parse_key_values(values, option):
     return pairs
 
 
+def parse_distribution(options):
+    """The DistributionSpec of --distribution and its two options, or None without it."""
+    if options["distribution"] is None:
+        for name, option in (("processes_per_node", "--processes-per-node"),
+                             ("communication_backend", "--communication-backend")):
+            if options[name] is not None:
+                raise UserInputError(f"{option} needs --distribution mpi or pytorch")
+        return None
+    if options["communication_backend"] is not None and options["distribution"] != "pytorch":
+        raise UserInputError("--communication-backend is a PyTorch setting: use it with "
+                             "--distribution pytorch")
+    return DistributionSpec(kind=options["distribution"],
+                            process_count_per_node=options["processes_per_node"] or 1,
+                            communication_backend=options["communication_backend"]).validated()
+
+
 def run_spec(options, script_args):
     """The RunSpec that the spec options (the command's keyword arguments) describe."""
     return RunSpec(
@@ -102,7 +132,7 @@ def run_spec(options, script_args):
         experiment=options["experiment"], inputs=parse_inputs(options["inputs"]),
         executor=options["executor"], tags=parse_key_values(options["tags"], "--tag"),
         compute=options["compute"], node_count=options["node_count"],
-        max_run_duration_seconds=options["max_duration"], use_gpu=options["use_gpu"],
+        distribution=parse_distribution(options), max_run_duration_seconds=options["max_duration"], use_gpu=options["use_gpu"],
         environment_variables=parse_key_values(options["env_vars"], "--env"),
         run_as_root=options["run_as_root"],
         environment=EnvironmentSpec(recipe=options["recipe"],

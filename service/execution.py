@@ -21,7 +21,7 @@ from email import policy
 from email.parser import BytesParser
 from pathlib import Path, PurePosixPath
 
-from amlocal.backends.base import DATAREFERENCE_PREFIX, RunSpec
+from amlocal.backends.base import DATAREFERENCE_PREFIX, RunSpec, distribution_of
 from amlocal.backends.history.compute_targets import ComputeTargetError
 from amlocal.errors import EngineUnavailableError, UserInputError
 from amlocal.service import snapshots
@@ -44,10 +44,10 @@ _COPY_BYTES = 1 << 20
 _READ_MODES = ("mount", "download")
 
 # Parts of a run configuration the local backend cannot honour, each with the values that mean
-# "not asked for", and what asking for it is called in the refusal.
+# "not asked for", and what asking for it is called in the refusal. (framework and communicator
+# are read by backends/distribution.py: an MPI or PyTorch job is a distributed run, the others
+# are refused there.)
 _NOT_EMULATED = (
-    ("framework", ("Python", None), "the {} framework (only Python scripts run here)"),
-    ("communicator", ("None", None), "distributed training (communicator {})"),
     ("data", ({}, None), "dataset inputs (run_config.data: {})"),
     ("outputData", ({}, None), "output datasets (run_config.output_data: {})"),
     ("datacaches", ([], None), "data caches ({})"),
@@ -206,6 +206,10 @@ def run_spec(service, experiment, configuration, folder):
     variables = configuration.get("environmentVariables") or {}
     if not isinstance(variables, dict):
         raise bad_request("the run configuration's environmentVariables must be an object")
+    try:
+        distribution = distribution_of(configuration)
+    except UserInputError as error:
+        raise bad_request(str(error)) from None
     return RunSpec(
         source_dir=folder, script=script,
         arguments=tuple("" if argument is None else str(argument) for argument in arguments),
@@ -214,7 +218,7 @@ def run_spec(service, experiment, configuration, folder):
                 for name, reference in references.items()},
         environment=environment.spec, executor=environment.executor,
         compute=str(configuration.get("target") or ""),
-        node_count=configuration.get("nodeCount") or 1,
+        node_count=configuration.get("nodeCount") or 1, distribution=distribution,
         max_run_duration_seconds=configuration.get("maxRunDurationSeconds"),
         environment_variables={**environment.variables, **variables})
 

@@ -155,8 +155,9 @@ def test_what_is_not_emulated_is_refused_naming_it_and_nothing_is_created(
     with pytest.raises(ExperimentExecutionException, match=r"conda packages \(mkl=2023\.1\)"):
         Experiment(workspace, "submitted").submit(script_config(source, environment))
     config = script_config(source, host_python())
-    config.run_config.communicator = "Mpi"
-    with pytest.raises(ExperimentExecutionException, match="communicator"):
+    # (An MPI or PyTorch job is a distributed run; TensorFlow's parameter servers are not emulated.)
+    config.run_config.communicator = "ParameterServer"
+    with pytest.raises(ExperimentExecutionException, match="ParameterServer communicator"):
         Experiment(workspace, "submitted").submit(config)
     config = script_config(source, host_python())
     config.run_config.target = "no-such-cluster"

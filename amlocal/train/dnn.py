@@ -1,7 +1,12 @@
-"""Mirrors `azureml.train.dnn`: the framework estimators; here, `Chainer`."""
+"""Mirrors `azureml.train.dnn`: the framework estimators (here, `Chainer`) and the
+distributed_training values they take (`Mpi`; `Gloo` and `Nccl` are for PyTorch and the generic
+Estimator, `ParameterServer` for TensorFlow: importable, refused by Chainer as by azureml)."""
 
 from amlocal.errors import UserInputError
+from amlocal.train.distributed_training import Gloo, Mpi, Nccl, ParameterServer
 from amlocal.train.estimator import Estimator, logger
+
+__all__ = ["Chainer", "Gloo", "Mpi", "Nccl", "ParameterServer"]
 
 SUPPORTED_VERSIONS = ("5.1.0", "7.0.0")  # azureml-train-core's list for Chainer
 DEFAULT_VERSION = "5.1.0"

@@ -31,6 +31,7 @@ def run_details(record, run_dir):
         "executor": record["executor"],
         "compute": record["compute"],
         "node_count": spec.get("node_count", 1),
+        "distribution": spec.get("distribution"),
         "nodes": record["nodes"],
         "preemptions": record["preemptions"],
         "max_run_duration_seconds": spec.get("max_run_duration_seconds"),
