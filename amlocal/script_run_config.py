@@ -11,20 +11,14 @@ from amlocal.backends.base import RunSpec, distribution_of
 from amlocal.datastore import DataReference, collect_inputs
 from amlocal.environment import Environment
 from amlocal.errors import UserInputError
+from amlocal.model_errors import UserErrorException
 
 MAX_DURATION_SECONDS_DEFAULT = 2592000  # azureml-core's default: 30 days
 SUPPORTED_PYTORCH_BACKENDS = ("nccl", "gloo")
 
 
-class RunConfigurationException(UserInputError):
+class RunConfigurationException(UserErrorException):
     """azureml.exceptions.RunConfigurationException: a run configuration azureml-core refuses."""
-
-    def __init__(self, exception_message, **kwargs):
-        super().__init__(exception_message)
-
-    @property
-    def message(self):
-        return str(self)
 
 
 class MpiConfiguration:

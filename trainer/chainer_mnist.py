@@ -162,6 +162,16 @@ def default_gpu_id():
         return -1
 
 
+def add_data_and_optimizer_arguments(parser):
+    """--data-dir, --seed and --lr, which chainer_mnist_distributed.py takes too."""
+    parser.add_argument('--data-dir', default=os.environ.get(DATA_DIR_ENV),
+                        help='directory with the four MNIST IDX .gz files '
+                             '(default: $' + DATA_DIR_ENV + ')')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--lr', type=float, default=0.01,
+                        help="MomentumSGD's learning rate (momentum 0.9)")
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--epochs', type=int, default=20)
@@ -170,12 +180,7 @@ def parse_args(argv=None):
     parser.add_argument('--gpu_id', type=int, default=None,
                         help='GPU to use, -1 for CPU (default: 0 if CuPy sees '
                              'a GPU, else -1)')
-    parser.add_argument('--data-dir', default=os.environ.get(DATA_DIR_ENV),
-                        help='directory with the four MNIST IDX .gz files '
-                             '(default: $' + DATA_DIR_ENV + ')')
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--lr', type=float, default=0.01,
-                        help="MomentumSGD's learning rate (momentum 0.9)")
+    add_data_and_optimizer_arguments(parser)
     parser.add_argument('--loop', choices=('fast', 'seed'), default='fast',
                         help='training loop: fast (default, fast_loop.py) or seed '
                              '(the original Chainer loop, the reference)')
@@ -234,9 +239,13 @@ def main(argv=None):
         except fast_loop.FastLoopUnavailable as e:
             print('fast loop unavailable here ({}); running the seed loop'.format(e), flush=True)
             train(model, train_data, test_data, device, args.epochs, args.batchsize, run, args.lr)
+    save_model(model, args.output_dir)
 
-    os.makedirs(args.output_dir, exist_ok=True)
-    model_path = os.path.join(args.output_dir, 'model.npz')
+
+def save_model(model, output_dir):
+    """Write <output_dir>/model.npz, the file score.py serves."""
+    os.makedirs(output_dir, exist_ok=True)
+    model_path = os.path.join(output_dir, 'model.npz')
     chainer.serializers.save_npz(model_path, model)
     print('saved', model_path, flush=True)
 

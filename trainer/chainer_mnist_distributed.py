@@ -27,7 +27,6 @@ the way to run several ranks on one GPU.
 """
 import argparse
 import hashlib
-import os
 import socket
 import sys
 import time
@@ -41,7 +40,8 @@ from chainer.training import extensions
 from chainermn.communicators.naive_communicator import NaiveCommunicator
 from mpi4py import MPI
 
-from chainer_mnist import DATA_DIR_ENV, build_model, load_mnist, train_epoch
+from chainer_mnist import (DATA_DIR_ENV, add_data_and_optimizer_arguments, build_model,
+                           load_mnist, save_model, train_epoch)
 
 COMMUNICATORS = ('naive', 'flat', 'non_cuda_aware', 'pure_nccl', 'host_staged')
 
@@ -117,12 +117,7 @@ def parse_args(argv=None):
     parser.add_argument('--batchsize', type=int, default=100,
                         help='batch of the whole job, split evenly over the ranks')
     parser.add_argument('--output_dir', default='./outputs')
-    parser.add_argument('--data-dir', default=os.environ.get(DATA_DIR_ENV),
-                        help='directory with the four MNIST IDX .gz files '
-                             '(default: $' + DATA_DIR_ENV + ')')
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--lr', type=float, default=0.01,
-                        help="MomentumSGD's learning rate (momentum 0.9)")
+    add_data_and_optimizer_arguments(parser)
     parser.add_argument('--gpu', action='store_true',
                         help='train on a GPU: rank r of a node uses its GPU r (modulo the count)')
     parser.add_argument('--communicator', choices=COMMUNICATORS, default=None,
@@ -213,10 +208,7 @@ def main(argv=None):
 
     print('rank {} weights sha256 {}'.format(comm.rank, weights_digest(model)), flush=True)
     if comm.rank == 0:
-        os.makedirs(args.output_dir, exist_ok=True)
-        model_path = os.path.join(args.output_dir, 'model.npz')
-        chainer.serializers.save_npz(model_path, model)
-        print('saved', model_path, flush=True)
+        save_model(model, args.output_dir)
 
 
 if __name__ == '__main__':

@@ -5,7 +5,7 @@ azureml.train.dnn. Each names the estimators that take it, as azureml-train-core
 import logging
 
 from amlocal.backends.base import DistributionSpec
-from amlocal.errors import UserInputError
+from amlocal.model_errors import UserErrorException
 
 logger = logging.getLogger("amlocal")
 
@@ -14,15 +14,8 @@ _PYTORCH, _TENSORFLOW, _CHAINER, _GENERIC, _LIGHTGBM = (
     "pytorch", "tensorflow", "chainer", "estimator", "lightgbm")
 
 
-class TrainingException(UserInputError):
+class TrainingException(UserErrorException):
     """azureml.exceptions.TrainingException: an estimator azureml-train-core refuses."""
-
-    def __init__(self, exception_message, **kwargs):
-        super().__init__(exception_message)
-
-    @property
-    def message(self):
-        return str(self)
 
 
 class DistributedTraining:
@@ -35,10 +28,6 @@ class DistributedTraining:
             raise TrainingException(f"Unsupported framework for {type(self).__name__} distributed "
                                     f"training type. Supported frameworks are: "
                                     f"{list(self._supported_frameworks)}")
-
-    def _distribution(self):
-        raise UserInputError(f"{type(self).__name__} distributed training is not emulated by "
-                             "amlocal")
 
 
 class Mpi(DistributedTraining):
