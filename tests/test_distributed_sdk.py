@@ -21,7 +21,7 @@ from amlocal.exceptions import RunConfigurationException, TrainingException
 from amlocal.service.execution import run_spec as emulator_run_spec
 from amlocal.train.dnn import Chainer, Gloo, Mpi, Nccl, ParameterServer
 from amlocal.train.estimator import Estimator
-from conftest import write_script
+from conftest import REPO, write_script
 from contract_specs import SPECS
 from test_bad_input import assert_one_line_error
 from test_cli import invoke
@@ -372,3 +372,17 @@ def test_bad_distribution_options_get_one_line(amlocal_home, source, command, op
     result = invoke(command, source, "--script", "train.py", *sweep, *options)
     assert_one_line_error(result, containing=message)
     assert not (amlocal_home / "runs").exists() or not list((amlocal_home / "runs").iterdir())
+
+
+def test_the_distributed_trainer_goes_to_azure_as_an_mpi_job(amlocal_home, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = invoke("run", REPO / "trainer", "--script", "chainer_mnist_distributed.py",
+                    "--backend", "azure", "--compute", "cpu-cluster", "--node-count", "2",
+                    "--distribution", "mpi", "--dry-run", "--json",
+                    "--input", f"mnist={REPO / 'tests' / 'data' / 'mnist-10k'}",
+                    "--", "--epochs", "5", "--data-dir", "$AZUREML_DATAREFERENCE_mnist")
+    assert result.exit_code == 0, result.output
+    configuration = json.loads(result.stdout)["run_configuration"]
+    assert configuration["script"] == "chainer_mnist_distributed.py"
+    assert (configuration["communicator"], configuration["nodeCount"]) == ("IntelMpi", 2)
+    assert configuration["mpi"] == {"processCountPerNode": 1, "nodeCount": 2}

@@ -100,3 +100,10 @@ def test_a_batch_that_does_not_split_over_the_ranks_fails_in_one_line(tmp_path):
             "2 ranks") in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "outputs").exists()
+
+
+def test_missing_data_stops_every_rank_with_the_reason(tmp_path):
+    result = mpirun(2, tmp_path, "--epochs", "1", "--data-dir", str(tmp_path / "nothing"))
+    assert result.returncode != 0
+    assert "chainer_mnist_distributed.py: error: MNIST file not found: " in result.stderr
+    assert "Traceback" not in result.stderr
