@@ -25,6 +25,8 @@ from conftest import REPO, write_script
 from contract_specs import SPECS
 from test_bad_input import assert_one_line_error
 from test_cli import invoke
+from test_emulator_submit import (CLUSTER, host_python, runs_show, workspace,  # noqa: F401
+                                  zip_submission)
 
 azure_runconfig = pytest.importorskip("azureml.core.runconfig")
 azure_dnn = pytest.importorskip("azureml.train.dnn")
@@ -281,6 +283,29 @@ def test_the_emulator_reads_the_distribution_of_azureml_cores_run_definition(mak
     spec = emulated(make(str(tmp_path)), tmp_path)
     assert (spec.node_count, spec.distribution) == expected
     assert spec.validated().distribution == expected[1]
+
+
+def test_an_mpi_job_submitted_through_the_emulator_is_recorded_with_its_distribution(
+        emulator, workspace, zip_submission, tmp_path):
+    from azureml.core import Experiment as AzureExperiment
+
+    source = write_script(tmp_path / "src", "train.py", "print('a rank')\n")
+    config = AzureScriptRunConfig(
+        source_directory=str(source), script="train.py", compute_target=CLUSTER,
+        environment=host_python(),
+        distributed_job_config=azure_runconfig.MpiConfiguration(process_count_per_node=1,
+                                                                node_count=2))
+    run = AzureExperiment(workspace, "distributed").submit(config)
+    run.wait_for_completion()
+
+    shown = runs_show(emulator, run.id)
+    assert shown.returncode == 0, shown.stderr
+    record = json.loads(shown.stdout)
+    assert (record["node_count"], record["distribution"]) == (
+        2, {"kind": "mpi", "process_count_per_node": 1, "communication_backend": None})
+    definition = run.get_details()["runDefinition"]
+    assert (definition["communicator"], definition["nodeCount"], definition["mpi"]) == (
+        "IntelMpi", 2, {"processCountPerNode": 1, "nodeCount": 2})
 
 
 def test_the_emulator_refuses_parameter_servers_and_uneven_process_counts(tmp_path):
