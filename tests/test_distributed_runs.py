@@ -6,6 +6,8 @@ MASTER_PORT) run on a real engine, two nodes of one core each, in the chainer im
 carries Open MPI and mpi4py). The process executor runs the ranks as processes of this host.
 """
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +24,7 @@ from amlocal.backends.local.compute import ComputeTargets
 from amlocal.backends.local.distributed import MPI_PACKAGES, pip_packages_for
 from amlocal.backends.local.docker_executor import DockerExecutor
 from amlocal.backends.local.process_executor import ProcessExecutor
+from amlocal.backends.local.processes import process_alive
 from amlocal.errors import UserInputError
 from conftest import write_script
 from test_cli import wait_for
@@ -62,7 +65,8 @@ import os, socket, sys, time
 rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
 address, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
 print(f"rank={rank} world={world} master={address}:{port} local_rank={os.environ['LOCAL_RANK']} "
-      f"node_rank={os.environ['NODE_RANK']} host={socket.gethostname()}", flush=True)
+      f"node_rank={os.environ['NODE_RANK']} host={socket.gethostname()} "
+      f"cores={'+'.join(map(str, sorted(os.sched_getaffinity(0))))}", flush=True)
 if rank == 0:
     server = socket.socket()
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -168,6 +172,8 @@ def test_a_two_node_pytorch_run_meets_at_master_addr_and_port(amlocal_home, dock
     assert ranks[0]["master"] == ranks[1]["master"] == f"{ranks[0]['host']}:6105"
     assert ranks[0]["world"] == ranks[1]["world"] == "2"
     assert [ranks[rank]["node_rank"] for rank in (0, 1)] == ["0", "1"]
+    # Each node's container has its own node's share: one core of a STANDARD_D1_V2 each.
+    assert {ranks[0]["cores"], ranks[1]["cores"]} == {"0", "1"}
     with handle.open_file("azureml-logs/70_driver_log.txt") as log:
         assert "met rank1" in log.read().decode()
 
@@ -203,6 +209,28 @@ def test_canceling_a_two_node_run_stops_every_node_and_leaves_nothing_behind(
     details = handle.wait(timeout=60)
 
     assert details["status"] == "Canceled"
+    assert leftovers(docker_client, handle.id) == ([], [])
+
+
+@pytest.mark.docker
+def test_a_two_node_run_whose_driver_died_is_adopted_to_its_end_and_cleaned_up(
+        amlocal_home, docker_client, tmp_path):
+    source = write_script(tmp_path / "src", "probe.py",
+                          PYTORCH_PROBE + "\nprint('waiting', flush=True)\ntime.sleep(4)\n")
+    backend = LocalBackend()
+    two_node_target(backend)
+    handle = backend.submit(distributed_spec(source, "pytorch", "docker"), detach=True)
+    driver_log = backend.store.run_dir(handle.id) / "azureml-logs" / "70_driver_log.txt"
+    wait_for(lambda: driver_log.exists() and "waiting" in driver_log.read_text(), timeout=120)
+    supervisor = backend.store.get_run(handle.id)["driver_pid"]
+
+    os.kill(supervisor, signal.SIGKILL)
+    wait_for(lambda: not process_alive(supervisor), timeout=10)
+    details = backend.get_run(handle.id).wait(timeout=120)
+
+    assert details["status"] == "Completed", details.get("error")
+    assert backend.store.get_run(handle.id)["driver_pid"] != supervisor
+    assert "reply welcome" in (driver_log.parent / "70_driver_log_1.txt").read_text()
     assert leftovers(docker_client, handle.id) == ([], [])
 
 
