@@ -6,6 +6,7 @@ MASTER_PORT) run on a real engine, two nodes of one core each, in the chainer im
 carries Open MPI and mpi4py). The process executor runs the ranks as processes of this host.
 """
 
+import dataclasses
 import os
 import signal
 import socket
@@ -209,6 +210,35 @@ def test_canceling_a_two_node_run_stops_every_node_and_leaves_nothing_behind(
     details = handle.wait(timeout=60)
 
     assert details["status"] == "Canceled"
+    assert leftovers(docker_client, handle.id) == ([], [])
+
+
+@pytest.mark.docker
+def test_a_preempted_two_node_run_runs_again_on_fresh_nodes(amlocal_home, docker_client,
+                                                            tmp_path, monkeypatch):
+    monkeypatch.setenv("AMLOCAL_STOP_GRACE_S", "2")
+    source = write_script(tmp_path / "src", "probe.py", PYTORCH_PROBE + """
+os.makedirs("outputs", exist_ok=True)
+if rank == 0 and not os.path.exists("outputs/first_attempt"):
+    open("outputs/first_attempt", "w").write("ran")
+    print("waiting", flush=True)
+    time.sleep(300)  # until preempted
+""")
+    backend = LocalBackend()
+    targets = ComputeTargets(backend.store)
+    targets.create(TargetSpec("spot-two", "STANDARD_D1_V2", max_nodes=2, vm_priority="lowpriority"))
+    lines = []
+    handle = backend.submit(
+        dataclasses.replace(distributed_spec(source, "pytorch", "docker"), compute="spot-two"),
+        on_event=lambda event: isinstance(event, LogLine) and lines.append(event.line))
+    wait_for(lambda: "waiting" in lines, timeout=120)
+
+    assert targets.preempt("spot-two") == [handle.id]
+    details = handle.wait(timeout=120)
+
+    assert details["status"] == "Completed", details.get("error")
+    assert details["preemptions"] == 1
+    assert lines.count("met rank1") == 2  # both attempts met; the second one ran to its end
     assert leftovers(docker_client, handle.id) == ([], [])
 
 

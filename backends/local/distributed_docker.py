@@ -112,12 +112,14 @@ def start_nodes(executor, run, runtime_dir, prepared, on_line, resources, endpoi
 
 
 def attach_nodes(client, run, on_line):
-    """The job of a distributed run whose driver died (None: its containers are gone)."""
+    """The job of a distributed run whose driver died (None: its first node's container, whose
+    end is the run's, is gone; what is left of the others is removed)."""
     owned = {"label": f"{CONTAINER_LABEL}={run.id}"}
     containers = sorted(client.containers.list(all=True, filters=owned),
                         key=lambda container: int(container.labels.get(NODE_LABEL, 0)))
     networks = client.networks.list(filters=owned)
-    if not containers:
+    if len(containers) < run.spec.node_count or containers[0].labels.get(NODE_LABEL) != "0":
+        _remove(containers, networks[0] if networks else None)
         return None
     tail = follow_output(run.run_dir, on_line)
     return DistributedDockerJob(containers, networks[0] if networks else None, run,

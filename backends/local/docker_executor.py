@@ -149,6 +149,10 @@ class DockerExecutor:
     def attach(self, run, on_line):
         """The job of a run (a jobs.LocalRun) started by a driver that died (None: its container
         is gone)."""
+        if run.spec.distribution is not None:  # a container per node
+            from amlocal.backends.local.distributed_docker import attach_nodes
+
+            return attach_nodes(self.client, run, on_line)
         try:
             if run.container_id:
                 container = self.client.containers.get(run.container_id)
@@ -157,10 +161,6 @@ class DockerExecutor:
                     all=True, filters={"label": f"{CONTAINER_LABEL}={run.id}"})))
         except (docker.errors.NotFound, StopIteration):
             return None
-        if run.spec.distribution is not None:
-            from amlocal.backends.local.distributed_docker import attach_nodes
-
-            return attach_nodes(self.client, run, on_line)
         return DockerJob(container, follow_output(run.run_dir, on_line))
 
     def remove_leftovers(self, run_id):

@@ -454,17 +454,15 @@ class RunDriver:
 
     def _finish(self, exit_code):
         record = self.store.get_run(self.run_id)
-        script = self.run.spec.script
-        if exit_code != 0 and self._failed_rank is not None:
-            rank, rank_code = self._failed_rank
-            error = failure_message(self.run.spec, rank, rank_code, self._log_tail(rank_log(rank)))
-            self._advance(run_status.FAILED, exit_code=exit_code, error=error)
-            return run_status.FAILED
         if exit_code != 0:
-            error = f"{script} exited with code {exit_code}"
-            tail = self._log_tail()
-            self._advance(run_status.FAILED, exit_code=exit_code,
-                          error=f"{error}; last lines of its log:\n{tail}" if tail else error)
+            if self._failed_rank is not None:  # a distributed run: the rank that failed it
+                rank, rank_code = self._failed_rank
+                error = failure_message(self.run.spec, rank, rank_code,
+                                        self._log_tail(rank_log(rank)))
+            else:
+                error, tail = f"{self.run.spec.script} exited with code {exit_code}", self._log_tail()
+                error = f"{error}; last lines of its log:\n{tail}" if tail else error
+            self._advance(run_status.FAILED, exit_code=exit_code, error=error)
             return run_status.FAILED
         if record["error"]:  # the script called Run.fail()
             self._advance(run_status.FAILED, exit_code=exit_code)
