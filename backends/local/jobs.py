@@ -89,6 +89,11 @@ class Job:
         """Why the script ended, when the executor knows more than the exit code (e.g. OOM)."""
         return None
 
+    def failed_rank(self):
+        """(rank, exit code) of the rank that failed a distributed run (None: not known, or not
+        distributed)."""
+        return None
+
     def identity(self):
         """Run-record fields that let another process find what this job started."""
         return {}

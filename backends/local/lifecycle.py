@@ -28,6 +28,7 @@ from pathlib import Path
 from amlocal.backends import status as run_status
 from amlocal.backends.base import LogLine, StageFinished, StageStarted, StatusChanged, ignore_event
 from amlocal.backends.local.compute import ComputeTargets, combine_node_resources, node_resources
+from amlocal.backends.local.distributed import failure_message, rank_log
 from amlocal.backends.local.jobs import LocalRun, Prepared
 from amlocal.backends.local.queue_wake import QueueWaiter
 from amlocal.backends.local.recovery import reconcile_blockers
@@ -121,6 +122,7 @@ class RunDriver:
         self._killed = False
         self._open_stage = None  # a stage whose end could not be recorded (the disk was full)
         self._requeued = False  # a preempted run runs its Scaling and Running stages again
+        self._failed_rank = None  # (rank, exit code) when a distributed run's rank failed
 
     def kill(self):
         """Stop waiting for a canceled script's grace period: SIGKILL it now (a second Ctrl-C)."""
@@ -194,8 +196,8 @@ class RunDriver:
     def _emit_driver_line(self, line):
         self._emit(LogLine(self.run_id, "driver", line))
 
-    def _log_tail(self):
-        path = self.run_dir / DRIVER_LOG
+    def _log_tail(self, log=DRIVER_LOG):
+        path = self.run_dir / log
         if not path.exists():
             return ""
         with open(path, "rb") as log:  # the end only: a driver log can be hundreds of MB
@@ -308,6 +310,7 @@ class RunDriver:
                     outcome["detail"] = f"{running}: exit code {exit_code}"
                     if exit_code != 0:
                         outcome["status"] = run_status.STAGE_FAILED
+                        self._failed_rank = self.job.failed_rank()
             except _Preempted:
                 self._requeue_after_preemption()
                 adopted = False
@@ -327,9 +330,10 @@ class RunDriver:
                 f"{len(nodes)} node(s) requested, {len(nodes)} allocated on "
                 f"{target.name} after waiting {waited:.2f} s: "
                 + ", ".join(node_id for node_id, _slot in nodes))
-        return combine_node_resources(
-            [node_resources(target, slot, self.compute.host) for _node, slot in nodes],
-            host=self.compute.host)
+        per_node = [node_resources(target, slot, self.compute.host) for _node, slot in nodes]
+        if self.run.spec.distribution is not None:  # a container (or rank group) per node
+            return tuple(per_node)
+        return combine_node_resources(per_node, host=self.compute.host)
 
     def _post_process_and_finish(self, exit_code, resumed=False):
         """Collect the outputs (`resumed`: an adopted run's PostProcessing had started) and end."""
@@ -450,12 +454,15 @@ class RunDriver:
 
     def _finish(self, exit_code):
         record = self.store.get_run(self.run_id)
-        script = self.run.spec.script
         if exit_code != 0:
-            error = f"{script} exited with code {exit_code}"
-            tail = self._log_tail()
-            self._advance(run_status.FAILED, exit_code=exit_code,
-                          error=f"{error}; last lines of its log:\n{tail}" if tail else error)
+            if self._failed_rank is not None:  # a distributed run: the rank that failed it
+                rank, rank_code = self._failed_rank
+                error = failure_message(self.run.spec, rank, rank_code,
+                                        self._log_tail(rank_log(rank)))
+            else:
+                error, tail = f"{self.run.spec.script} exited with code {exit_code}", self._log_tail()
+                error = f"{error}; last lines of its log:\n{tail}" if tail else error
+            self._advance(run_status.FAILED, exit_code=exit_code, error=error)
             return run_status.FAILED
         if record["error"]:  # the script called Run.fail()
             self._advance(run_status.FAILED, exit_code=exit_code)

@@ -12,6 +12,8 @@ import subprocess
 import sys
 import time
 
+from amlocal.backends.local import distributed
+from amlocal.backends.local.compute import combine_node_resources
 from amlocal.backends.local.jobs import Job, Prepared, ScriptVanished
 from amlocal.backends.local.processes import process_alive, stop_process_group
 from amlocal.backends.local.run_endpoint import loopback_listener
@@ -34,8 +36,10 @@ class ProcessJob(Job):
     code is the script's, as the launcher recorded it.
     """
 
-    def __init__(self, pid, run_dir, on_line, process=None, memory_limit=None):
+    def __init__(self, pid, run_dir, on_line, process=None, memory_limit=None, spec=None):
         self.pid = pid
+        self.run_dir = run_dir
+        self.spec = spec  # a distributed run's (its ranks' logs and exit statuses), else None
         self.process = process
         self.memory_limit = memory_limit
         self._memory_error_seen = False
@@ -46,8 +50,10 @@ class ProcessJob(Job):
                 self._memory_error_seen = True
             on_line(line)
 
-        super().__init__(wait_for_exit=self._wait_for_exit,
-                         output=follow_output(run_dir, watch_for_memory_error))
+        output = follow_output(run_dir, watch_for_memory_error)
+        if spec is not None and spec.distribution is not None:
+            output = distributed.RankOutputs(output, run_dir, spec)
+        super().__init__(wait_for_exit=self._wait_for_exit, output=output)
 
     def _wait_for_exit(self):
         if self.process is not None:
@@ -76,6 +82,11 @@ class ProcessJob(Job):
                     "its processes' data, RLIMIT_DATA)")
         return None
 
+    def failed_rank(self):
+        if self.spec is None or self.spec.distribution is None:
+            return None
+        return distributed.failed_rank(self.run_dir, self.spec)
+
     def identity(self):
         return {"script_pid": self.pid}
 
@@ -97,6 +108,8 @@ class ProcessExecutor:
         missing = missing_packages(spec.environment.pip_packages)
         if missing:
             raise UserInputError(missing_packages_message(missing, self.python))
+        if spec.distribution is not None and spec.distribution.kind == "mpi":
+            distributed.require_mpirun(self.python)
         version = ".".join(map(str, sys.version_info[:3]))
         return Prepared(image=None, detail=f"no image: Python {version} at {self.python}")
 
@@ -115,9 +128,16 @@ class ProcessExecutor:
             api_port, blob_port = (listener.getsockname()[1] for listener in listeners)
             endpoint.serve(f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{blob_port}")
         relay_fds = [listener.fileno() for listener in listeners]
+        program = variables = None
+        if run.spec.distribution is not None:  # every rank a process of this host
+            program, variables = distributed.process_launch(self.python, run, runtime_dir)
+            distributed.prepare_rank_outputs(run_dir, run.spec)
+            if isinstance(resources, tuple):  # the nodes' shares together
+                resources = combine_node_resources(list(resources))
         settings = process_settings(run, python=self.python, working_dir=working_dir,
                                     runtime_dir=runtime_dir, base_environment=os.environ,
-                                    endpoint=endpoint, relay_fds=relay_fds)
+                                    endpoint=endpoint, relay_fds=relay_fds, program=program,
+                                    extra=variables)
         cores = memory_limit = None
         if resources is not None:
             if resources.cpuset or resources.nano_cpus:
@@ -142,7 +162,8 @@ class ProcessExecutor:
         finally:
             for listener in listeners:
                 listener.close()  # the launcher has its own
-        return ProcessJob(process.pid, run_dir, on_line, process=process, memory_limit=memory_limit)
+        return ProcessJob(process.pid, run_dir, on_line, process=process, memory_limit=memory_limit,
+                          spec=run.spec)
 
     def attach(self, run, on_line):
         """The job of a run (a jobs.LocalRun) started by a driver that died (None: its script is
@@ -150,7 +171,7 @@ class ProcessExecutor:
         pid = run.script_pid
         if not pid or not (process_alive(pid) or (run.run_dir / EXIT_STATUS_FILE).exists()):
             return None
-        return ProcessJob(pid, run.run_dir, on_line)
+        return ProcessJob(pid, run.run_dir, on_line, spec=run.spec)
 
 
 def _confinement(cores, memory_limit):

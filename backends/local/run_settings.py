@@ -151,7 +151,7 @@ def confinement_settings(run_as_root=False):
 
 
 def container_settings(run, *, image, working_dir, runtime_dir, user=None, resources=None,
-                       endpoint=None):
+                       endpoint=None, program=None, output_name=OUTPUT_NAME):
     """Keyword arguments for docker-py's `containers.create` for one run (a jobs.LocalRun).
 
     `working_dir` is the host copy of the snapshot the run works in; `user` the "uid:gid" the
@@ -159,6 +159,8 @@ def container_settings(run, *, image, working_dir, runtime_dir, user=None, resou
     was given (None: no limits); `endpoint` the run's emulator endpoint (run_endpoint.py, serving
     at IN_CONTAINER_URL; None: none). The spec's `run_as_root` opts out of the confinement.
     Mounts are plain dicts in the Docker Engine API's shape (docker.types.Mount is such a dict).
+    `program` (argv) replaces the script's command, and `output_name` names its output file in
+    IN_RUN_OUTPUT: a distributed run's node starts its ranks or its node agent (distributed.py).
     """
     spec, run_dir = run.spec, run.run_dir
     inputs = spec.inputs
@@ -192,8 +194,9 @@ def container_settings(run, *, image, working_dir, runtime_dir, user=None, resou
                                   user_variables=spec.environment_variables)
     settings = {
         "image": image,
-        "command": launched("python", paths.runtime, IN_RUN_OUTPUT / OUTPUT_NAME,
-                            script_command("python", spec.script, spec.arguments, paths),
+        "command": launched("python", paths.runtime, IN_RUN_OUTPUT / output_name,
+                            program or script_command("python", spec.script, spec.arguments,
+                                                      paths),
                             relays=relays),
         # The launcher writes the output to its file; dockerd need not keep a second copy.
         "log_config": {"Type": "none", "Config": {}},
@@ -223,7 +226,7 @@ def inherited_environment(base_environment):
 
 
 def process_settings(run, *, python, working_dir, runtime_dir, base_environment, endpoint=None,
-                     relay_fds=()):
+                     relay_fds=(), program=None, extra=None):
     """argv, cwd and environment for running a run's script (a jobs.LocalRun) as a host
     subprocess (process executor).
 
@@ -233,6 +236,8 @@ def process_settings(run, *, python, working_dir, runtime_dir, base_environment,
     it sees only INHERITED_VARIABLES; the spec's environment_variables (--env) come on top.
     `endpoint` is the run's emulator endpoint (run_endpoint.py; None: none), reached through
     the listening sockets `relay_fds` (its app's, its https route's) that the launcher inherits.
+    `program(paths)` (argv), where given, replaces the script's command (a distributed run starts
+    its ranks instead: distributed.py); `extra` variables are set on top of amlocal's own.
     """
     spec, run_dir, inputs = run.spec, run.run_dir, run.spec.inputs
     paths = RunPaths(
@@ -244,7 +249,7 @@ def process_settings(run, *, python, working_dir, runtime_dir, base_environment,
         inputs={name: str(inputs[name]) for name in sorted(inputs)},
     )
     environment = inherited_environment(base_environment)
-    extra = endpoint.variables(environment) if endpoint is not None else None
+    extra = dict(extra or {}, **(endpoint.variables(environment) if endpoint is not None else {}))
     environment.update(run_environment(run.id, run.experiment, paths, extra=extra,
                                        user_variables=spec.environment_variables,
                                        inherited_pythonpath=environment.get("PYTHONPATH")))
@@ -254,7 +259,8 @@ def process_settings(run, *, python, working_dir, runtime_dir, base_environment,
                        zip(relay_fds, (endpoint.socket_path, endpoint.blob_socket_path)))
     return {
         "args": launched(python, paths.runtime, f"{run_dir}/{OUTPUT_FILE}",
-                         script_command(python, spec.script, spec.arguments, paths),
+                         (program(paths) if program else
+                          script_command(python, spec.script, spec.arguments, paths)),
                          exit_status_file=f"{run_dir}/{EXIT_STATUS_FILE}", relays=relays),
         "cwd": paths.workdir,
         "env": environment,

@@ -39,10 +39,10 @@ def _open_no_follow(path, flags):
     return descriptor
 
 
-def prepare_output_file(run_dir):
-    """Create the run's output folder and file (empty if new) before the script starts."""
+def prepare_output_file(run_dir, name=OUTPUT_FILE):
+    """Create the run's output folder and file `name` (empty if new) before the script starts."""
     (run_dir / OUTPUT_DIR).mkdir(exist_ok=True)
-    os.close(_open_no_follow(run_dir / OUTPUT_FILE, os.O_WRONLY | os.O_CREAT))
+    os.close(_open_no_follow(run_dir / name, os.O_WRONLY | os.O_CREAT))
 
 
 def append_note(run_dir, text):
@@ -67,7 +67,8 @@ def _write_all(raw_file, data):
 
 
 class OutputTail:
-    """Copies the script's output file into the driver log and hands each line to `on_line`.
+    """Copies the script's output file (`source`, in the run folder: a distributed run has one
+    per rank) into the driver log and hands each line to `on_line` (None: to nobody).
 
     It runs in a thread of its own from the driver log's current size (where an earlier driver
     stopped) until `script_ended()` was called and the file is read to its end: there is no
@@ -78,13 +79,13 @@ class OutputTail:
     disk), `error` says why; the log is then incomplete.
     """
 
-    def __init__(self, run_dir, log_path, on_line):
+    def __init__(self, run_dir, log_path, on_line, source=OUTPUT_FILE):
         self.error = None
         self._on_line = on_line
         self._ended = threading.Event()
         self._done = threading.Event()
         try:
-            self._source = _open_no_follow(run_dir / OUTPUT_FILE, os.O_RDONLY)
+            self._source = _open_no_follow(run_dir / source, os.O_RDONLY)
             self._log = open(log_path, "ab", buffering=0)  # others follow the log as it grows
             os.lseek(self._source, os.fstat(self._log.fileno()).st_size, os.SEEK_SET)
         except OSError as error:

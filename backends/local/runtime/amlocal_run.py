@@ -403,7 +403,9 @@ class Run(object):
         target = os.path.join(self._uploads_dir,
                               child_uploads_folder(self.id) if self.parent else "", relative)
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        partial = target + ".partial"
+        # Several ranks of a distributed run may upload the same name at once, from containers
+        # whose pids can be alike: each writes a part of its own, and the last rename wins whole.
+        partial = "%s.%s.partial" % (target, os.urandom(8).hex())
         with open(partial, "wb") as handle:
             handle.write(content)
         os.replace(partial, target)
