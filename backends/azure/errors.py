@@ -61,6 +61,10 @@ class AzureSdkMissingError(UserInputError):
             f"`{INSTALL_HINT}` (--backend local needs neither)")
 
 
+class TranslationError(UserInputError):
+    """The run spec (or deployment) asks for something that cannot be sent to Azure as it is."""
+
+
 class AzureConfigError(UserInputError):
     """No usable workspace configuration file (config.json)."""
 
