@@ -30,6 +30,8 @@ def show_dry_run(backend, spec, sweep=None, as_json=False):
 
 def dry_run_text(document):
     """A dry run's document as text for a terminal; --json gives the document itself."""
+    if "job" in document:
+        return _v2_dry_run_text(document)
     lines = [f"Dry run: nothing is sent to Azure ML. The submission, as {document['sdk']} makes it:",
              ""]
     lines.append(_workspace_line(document.get("workspace"), "submitting"))
@@ -66,8 +68,49 @@ def dry_run_text(document):
     return "\n".join(lines)
 
 
-def _environment_lines(environment):
-    return (["", f"Environment {environment['name']}, which Azure builds from this "
+def _v2_dry_run_text(document):
+    """An SDK v2 dry run (translate_v2.Submission.describe(), with its workspace) as text: the
+    jobs as azure-ai-ml serializes them, in the YAML `az ml job create --file` reads."""
+    lines = [f"Dry run: nothing is sent to Azure ML. The job, as {document['sdk']} makes it:", "",
+             _workspace_line(document.get("workspace"), "submitting"),
+             f"Experiment:      {document['experiment']}"]
+    snapshot = document.get("snapshot", {})
+    lines.append(f"Code:            {document['source_directory']} (snapshot of "
+                 f"{snapshot.get('files', '?')} files, {snapshot.get('bytes', 0) / 2**20:.2f} MB)")
+    lines.append(f"Command:         {document['command']}")
+    compute = document["compute"]
+    lines += ["", f"Compute target:  {compute['name']} (AmlCompute)"]
+    if compute["provisioning"] is None:
+        lines.append(f"  {compute['note']}")
+    else:
+        lines.append(f"  created if the workspace lacks it, from {compute['from']}, as:")
+        lines += ["    " + line for line in _yaml(compute["provisioning"]).splitlines()]
+    if document["uploads"]:
+        lines += ["", "Inputs, uploaded first, then mounted read-only (${{inputs.<name>}}):"]
+        for upload in document["uploads"]:
+            lines.append(f"  {upload['input']}: {upload['from']} -> "
+                         f"{upload['datastore']}/{upload['path_on_datastore']}")
+    environment = document["environment"]
+    lines += _environment_lines(environment, f" (version {environment['version']})")
+    if document.get("sweep_job"):
+        lines += ["", "Sweep job, as azure-ai-ml serializes it (its trial is the command job "
+                      "below, one per sampled configuration):", ""]
+        lines += _yaml(document["sweep_job"]).splitlines()
+    lines += ["", "Command job, as azure-ai-ml serializes it:", ""]
+    lines += _yaml(document["job"]).splitlines()
+    if document["notes"]:
+        lines += ["", "Notes:"] + [f"  - {note}" for note in document["notes"]]
+    return "\n".join(lines)
+
+
+def _yaml(data):
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=1 << 16).rstrip("\n")
+
+
+def _environment_lines(environment, version=""):
+    return (["", f"Environment {environment['name']}{version}, which Azure builds from this "
                  "Dockerfile:", ""]
             + ["    " + line if line else "" for line in environment["dockerfile"].splitlines()])
 

@@ -65,6 +65,11 @@ class ComputePlan:
     def vm_size(self):
         return self.provisioning.vm_size if self.provisioning is not None else None
 
+    @property
+    def max_nodes(self):
+        return (self.provisioning.scale_settings.maximum_node_count
+                if self.provisioning is not None else None)
+
     def describe(self, subscription_id=None):
         if self.provisioning is None:
             return {"name": self.name, "type": "AmlCompute", "create_if_missing": False,
