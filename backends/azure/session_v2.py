@@ -55,9 +55,11 @@ class AzureSessionV2:
     """One Azure ML workspace, named by a config.json, reached through azure-ai-ml's MLClient.
 
     `ml_client`: an MLClient (or a stand-in with its operations) to use instead of one made
-    from the configuration file on first use."""
+    from the configuration file on first use; `blob_container`: datastore name -> the blob
+    container client an upload writes to (default: azure-storage-blob's, see _blob_container).
+    """
 
-    def __init__(self, config_path, ml_client=None):
+    def __init__(self, config_path, ml_client=None, blob_container=None):
         from amlocal.backends.azure.session import EmulatorWorkspace
 
         self.config_path = str(config_path)
@@ -69,6 +71,7 @@ class AzureSessionV2:
                     "the REST operations SDK v1 uses: use --sdk v1 with it, or a config.json of "
                     "an Azure ML workspace for --sdk v2")
         self._client = ml_client
+        self._container_of = blob_container or self._blob_container
 
     def _ml(self):
         if self._client is None:
@@ -124,7 +127,7 @@ class AzureSessionV2:
         source = Path(upload.source)
         files = [source] if upload.is_file else sorted(p for p in source.rglob("*") if p.is_file())
         with _azure_call(f"uploading input {upload.name!r} to datastore {upload.datastore!r}"):
-            container = self._blob_container(upload.datastore)
+            container = self._container_of(upload.datastore)
             for file in files:
                 relative = file.name if upload.is_file else file.relative_to(source).as_posix()
                 with open(file, "rb") as data:

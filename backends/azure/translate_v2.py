@@ -117,11 +117,16 @@ class Submission:
         Dockerfile) for as long as the block runs; the placeholder again after it."""
         with tempfile.TemporaryDirectory(prefix="amlocal-build-context-") as folder:
             (Path(folder) / "Dockerfile").write_text(self.dockerfile)
-            self.environment.build.path = folder
+            # A sweep's trial holds a copy of the command job's environment.
+            environments = [self.environment] + (
+                [self.sweep.trial.environment] if self.sweep is not None else [])
+            for environment in environments:
+                environment.build.path = folder
             try:
                 yield self.entity
             finally:
-                self.environment.build.path = BUILD_CONTEXT
+                for environment in environments:
+                    environment.build.path = BUILD_CONTEXT
 
     def describe(self):
         """The dry run: what would be sent, as plain JSON-ready data (the job as azure-ai-ml
@@ -291,7 +296,7 @@ def search_space(parameter_space):
     space: v1 passes each as `--NAME VALUE` (or as its key, where that starts with '-'); v2
     binds it to an input, whose name is the key without dashes."""
     space = []
-    for key, (function, arguments) in sorted(parameter_space.items()):
+    for key, (function, arguments) in parameter_space.items():
         name = key.lstrip("-").replace("-", "_")
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
             raise TranslationError(f"hyperparameter {key!r} cannot be an azure-ai-ml input name "
@@ -313,8 +318,8 @@ def translate_sweep(spec, sweep, local_target=None, datastore=DEFAULT_DATASTORE)
                  "bayesian": v2_sweep.BayesianSamplingAlgorithm,
                  "grid": v2_sweep.GridSamplingAlgorithm}
     kind = _SAMPLINGS[generator["name"]]
-    sampling = (samplings[kind](seed=properties["seed"])
-                if kind == "random" and properties.get("seed") is not None else kind)
+    seeded = kind == "random" and properties.get("seed") is not None
+    sampling = samplings[kind](seed=properties["seed"]) if seeded else samplings[kind]()
     policy_config = sweep["policy_config"]
     policy = (None if policy_config["name"] == "Default"
               else _POLICIES[policy_config["name"]](**(policy_config.get("properties") or {})))
