@@ -154,3 +154,23 @@ def deployment_dry_run_text(document):
     if document["notes"]:
         lines += ["", "Notes:"] + [f"  - {note}" for note in document["notes"]]
     return "\n".join(lines)
+
+
+def online_deployment_dry_run_text(document):
+    """An SDK v2 deployment's dry run (deploy_v2.OnlineDeployment.describe(), with its
+    workspace) as text: the endpoint and the deployment as azure-ai-ml serializes them."""
+    lines = [f"Dry run: nothing is sent to Azure ML. The deployment, as {document['sdk']} makes "
+             "it:", "", _workspace_line(document.get("workspace"), "deploying"),
+             f"Service:         {document['service']} ({document['compute_type']})",
+             f"Model:           {', '.join(document['models'])}",
+             f"Entry script:    {document['entry_script']} in {document['source_directory']}"]
+    environment = document["environment"]
+    lines += _environment_lines(environment, f" (version {environment['version']})")
+    lines += ["", "Managed online endpoint, as azure-ai-ml serializes it:", ""]
+    lines += _yaml(document["endpoint"]).splitlines()
+    lines += ["", "Managed online deployment (all the endpoint's traffic), as azure-ai-ml "
+                  "serializes it:", ""]
+    lines += _yaml(document["deployment"]).splitlines()
+    if document["notes"]:
+        lines += ["", "Notes:"] + [f"  - {note}" for note in document["notes"]]
+    return "\n".join(lines)

@@ -9,16 +9,21 @@ from amlocal.errors import UserInputError
 
 
 def deploy_to_azure(name, models, entry_script, source_dir, environment, *, kind, port, dry_run,
-                    workspace_config, timeout, as_json, **settings):
-    """Deploy (or with `dry_run` describe) the ACI service `name`; `settings` are
-    deploy_v1.translate_deployment's keyword arguments."""
+                    workspace_config, timeout, as_json, sdk=None, **settings):
+    """Deploy (or with `dry_run` describe) the ACI service `name` (on SDK v2, the managed online
+    endpoint `name`); `settings` are deploy_v1.translate_deployment's keyword arguments."""
     from amlocal.backends.azure.backend import _required_workspace_config, find_workspace_config
     from amlocal.backends.azure.errors import require_sdk
+    from amlocal.backends.azure.sdk_choice import chosen_sdk
 
     if kind not in (None, "aci"):
         raise UserInputError(f"--backend azure deploys to ACI: --kind {kind} is local only")
     if port is not None:
         raise UserInputError("--port is local only: Azure gives an ACI service its own address")
+    if chosen_sdk(sdk) == "v2":
+        return _deploy_online(name, models, entry_script, source_dir, environment,
+                              dry_run=dry_run, workspace_config=workspace_config,
+                              as_json=as_json, **settings)
     require_sdk()
     from amlocal.backends.azure.deploy_v1 import translate_deployment
     from amlocal.cli.dry_run import deployment_dry_run_text
@@ -46,4 +51,40 @@ def deploy_to_azure(name, models, entry_script, source_dir, environment, *, kind
         click.echo(f"Service {name}: {result['state']} at {result['scoring_uri']}")
     if result["state"] != "Healthy":
         click.echo(f"Error: service {name} is {result['state']}: {result['error']}", err=True)
+        raise SystemExit(1)
+
+
+def _deploy_online(name, models, entry_script, source_dir, environment, *, dry_run,
+                   workspace_config, as_json, **settings):
+    """SDK v2: the managed online endpoint `name` and its deployment (deploy_v2.py)."""
+    from amlocal.backends.azure.backend import _required_workspace_config, find_workspace_config
+    from amlocal.backends.azure.errors import require_v2_sdk
+
+    require_v2_sdk()
+    from amlocal.backends.azure.deploy_v2 import translate_online_deployment
+    from amlocal.cli.dry_run import online_deployment_dry_run_text
+
+    online = translate_online_deployment(name, models, entry_script, source_dir, environment,
+                                         **settings)
+    if dry_run:
+        document = {"backend": "azure", "dry_run": True,
+                    "workspace": find_workspace_config(workspace_config), **online.describe()}
+        if as_json:
+            echo_json(document)
+        else:
+            click.echo(online_deployment_dry_run_text(document))
+        return
+    from amlocal.backends.azure.session_v2 import AzureSessionV2
+
+    config = _required_workspace_config(workspace_config)
+    click.echo(f"Deploying {name} as a managed online endpoint in workspace "
+               f"{config['workspace_name']} (building the image on Azure) ...", err=True)
+    with online.build_context() as (endpoint, deployment):
+        result = AzureSessionV2(config["config_file"]).deploy_online(endpoint, deployment)
+    if as_json:
+        echo_json(result)
+    else:
+        click.echo(f"Service {name}: {result['state']} at {result['scoring_uri']}")
+    if result["state"] != "Succeeded":
+        click.echo(f"Error: endpoint {name} is {result['state']}: {result['error']}", err=True)
         raise SystemExit(1)

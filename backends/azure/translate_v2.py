@@ -27,6 +27,7 @@ How the parts of a RunSpec arrive, against v1's:
 import contextlib
 import hashlib
 import io
+import json
 import logging
 import re
 import shlex
@@ -111,22 +112,13 @@ class Submission:
         """What is submitted: the sweep job, or the command job."""
         return self.sweep if self.sweep is not None else self.job
 
-    @contextlib.contextmanager
     def build_context(self):
-        """The entity to submit, its environment's build context a real folder (holding the
-        Dockerfile) for as long as the block runs; the placeholder again after it."""
-        with tempfile.TemporaryDirectory(prefix="amlocal-build-context-") as folder:
-            (Path(folder) / "Dockerfile").write_text(self.dockerfile)
-            # A sweep's trial holds a copy of the command job's environment.
-            environments = [self.environment] + (
-                [self.sweep.trial.environment] if self.sweep is not None else [])
-            for environment in environments:
-                environment.build.path = folder
-            try:
-                yield self.entity
-            finally:
-                for environment in environments:
-                    environment.build.path = BUILD_CONTEXT
+        """A context manager: the entity to submit, its environment's build context a real
+        folder (holding the Dockerfile) while the block runs (see written_build_context)."""
+        # A sweep's trial holds a copy of the command job's environment.
+        environments = [self.environment] + (
+            [self.sweep.trial.environment] if self.sweep is not None else [])
+        return written_build_context(self.dockerfile, environments, self.entity)
 
     def describe(self):
         """The dry run: what would be sent, as plain JSON-ready data (the job as azure-ai-ml
@@ -149,12 +141,32 @@ class Submission:
         return document
 
 
+@contextlib.contextmanager
+def written_build_context(dockerfile, environments, entity):
+    """Yield `entity` with its `environments`' build context a temporary folder holding
+    `dockerfile`; the placeholder (BUILD_CONTEXT) again after the block."""
+    with tempfile.TemporaryDirectory(prefix="amlocal-build-context-") as folder:
+        (Path(folder) / "Dockerfile").write_text(dockerfile)
+        for environment in environments:
+            environment.build.path = folder
+        try:
+            yield entity
+        finally:
+            for environment in environments:
+                environment.build.path = BUILD_CONTEXT
+
+
 def serialized(entity):
     """An azure-ai-ml entity as the SDK serializes it to YAML (`dump`), read back as data. A
     node from a builder (command(), .sweep()) is written as the job it submits."""
+    if getattr(type(entity), "_to_job", None) is not None:
+        entity = entity._to_job()
     stream = io.StringIO()
-    (entity._to_job() if hasattr(entity, "_to_job") else entity).dump(stream)
-    return yaml.safe_load(stream.getvalue())
+    entity.dump(stream)
+    if stream.getvalue():
+        return yaml.safe_load(stream.getvalue())
+    # An endpoint dumps to files only; its _to_dict() is what dump() would write.
+    return json.loads(json.dumps(entity._to_dict()))
 
 
 def to_yaml(document):
