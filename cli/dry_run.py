@@ -32,28 +32,13 @@ def dry_run_text(document):
     """A dry run's document as text for a terminal; --json gives the document itself."""
     if "job" in document:
         return _v2_dry_run_text(document)
-    lines = [f"Dry run: nothing is sent to Azure ML. The submission, as {document['sdk']} makes it:",
-             ""]
-    lines.append(_workspace_line(document.get("workspace"), "submitting"))
-    lines.append(f"Experiment:      {document['experiment']}")
-    snapshot = document.get("snapshot", {})
-    lines.append(f"Source folder:   {document['source_directory']} (snapshot of "
-                 f"{snapshot.get('files', '?')} files, {snapshot.get('bytes', 0) / 2**20:.2f} MB)")
-    lines.append(f"Script:          {document['script']} {' '.join(document['arguments'])}".rstrip())
-    if document["tags"]:
-        lines.append(f"Tags:            {json.dumps(document['tags'])}")
-    compute = document["compute"]
-    lines += ["", f"Compute target:  {compute['name']} (AmlCompute)"]
-    if compute["provisioning"] is None:
-        lines.append(f"  {compute['note']}")
-    else:
-        lines.append(f"  created if the workspace lacks it, from {compute['from']}, with:")
-        lines += ["  " + line for line in json.dumps(compute["provisioning"], indent=2).splitlines()]
-    if document["uploads"]:
-        lines += ["", "Inputs, uploaded first, then mounted ($AZUREML_DATAREFERENCE_<name>):"]
-        for upload in document["uploads"]:
-            lines.append(f"  {upload['input']}: {upload['from']} -> "
-                         f"{upload['datastore']}/{upload['path_on_datastore']}")
+    script = f"Script:          {document['script']} {' '.join(document['arguments'])}".rstrip()
+    tags = [f"Tags:            {json.dumps(document['tags'])}"] if document["tags"] else []
+    lines = _submission_lines(
+        document, "submission", "Source folder", [script, *tags],
+        lambda provisioning: ["  " + line for line in json.dumps(provisioning,
+                                                                 indent=2).splitlines()],
+        "mounted ($AZUREML_DATAREFERENCE_<name>)")
     environment = document["environment"]
     lines += _environment_lines(environment)
     if document.get("hyperdrive"):
@@ -63,33 +48,16 @@ def dry_run_text(document):
     run_configuration = _dockerfile_shown_above(document["run_configuration"], environment)
     lines += ["", "Run configuration, as azureml-core serializes it into the run definition:", ""]
     lines += json.dumps(run_configuration, indent=2).splitlines()
-    if document["notes"]:
-        lines += ["", "Notes:"] + [f"  - {note}" for note in document["notes"]]
-    return "\n".join(lines)
+    return _with_notes(lines, document)
 
 
 def _v2_dry_run_text(document):
     """An SDK v2 dry run (translate_v2.Submission.describe(), with its workspace) as text: the
     jobs as azure-ai-ml serializes them, in the YAML `az ml job create --file` reads."""
-    lines = [f"Dry run: nothing is sent to Azure ML. The job, as {document['sdk']} makes it:", "",
-             _workspace_line(document.get("workspace"), "submitting"),
-             f"Experiment:      {document['experiment']}"]
-    snapshot = document.get("snapshot", {})
-    lines.append(f"Code:            {document['source_directory']} (snapshot of "
-                 f"{snapshot.get('files', '?')} files, {snapshot.get('bytes', 0) / 2**20:.2f} MB)")
-    lines.append(f"Command:         {document['command']}")
-    compute = document["compute"]
-    lines += ["", f"Compute target:  {compute['name']} (AmlCompute)"]
-    if compute["provisioning"] is None:
-        lines.append(f"  {compute['note']}")
-    else:
-        lines.append(f"  created if the workspace lacks it, from {compute['from']}, as:")
-        lines += ["    " + line for line in _yaml(compute["provisioning"]).splitlines()]
-    if document["uploads"]:
-        lines += ["", "Inputs, uploaded first, then mounted read-only (${{inputs.<name>}}):"]
-        for upload in document["uploads"]:
-            lines.append(f"  {upload['input']}: {upload['from']} -> "
-                         f"{upload['datastore']}/{upload['path_on_datastore']}")
+    lines = _submission_lines(
+        document, "job", "Code", [f"Command:         {document['command']}"],
+        lambda provisioning: ["    " + line for line in _yaml(provisioning).splitlines()],
+        "mounted read-only (${{inputs.<name>}})")
     environment = document["environment"]
     lines += _environment_lines(environment, f" (version {environment['version']})")
     if document.get("sweep_job"):
@@ -98,8 +66,38 @@ def _v2_dry_run_text(document):
         lines += _yaml(document["sweep_job"]).splitlines()
     lines += ["", "Command job, as azure-ai-ml serializes it:", ""]
     lines += _yaml(document["job"]).splitlines()
+    return _with_notes(lines, document)
+
+
+def _submission_lines(document, noun, source_label, command_lines, provisioning_lines, mounted):
+    """The lines both SDKs' dry runs open with: the workspace, experiment, source folder and
+    `command_lines`; the compute target (its provisioning as `provisioning_lines` renders it); the
+    inputs and how the run reads them (`mounted`)."""
+    snapshot = document.get("snapshot", {})
+    lines = [f"Dry run: nothing is sent to Azure ML. The {noun}, as {document['sdk']} makes it:",
+             "", _workspace_line(document.get("workspace"), "submitting"),
+             f"Experiment:      {document['experiment']}",
+             f"{source_label + ':':<17}{document['source_directory']} (snapshot of "
+             f"{snapshot.get('files', '?')} files, {snapshot.get('bytes', 0) / 2**20:.2f} MB)",
+             *command_lines]
+    compute = document["compute"]
+    lines += ["", f"Compute target:  {compute['name']} (AmlCompute)"]
+    if compute["provisioning"] is None:
+        lines.append(f"  {compute['note']}")
+    else:
+        lines.append(f"  created if the workspace lacks it, from {compute['from']}, with:")
+        lines += provisioning_lines(compute["provisioning"])
+    if document["uploads"]:
+        lines += ["", f"Inputs, uploaded first, then {mounted}:"]
+        for upload in document["uploads"]:
+            lines.append(f"  {upload['input']}: {upload['from']} -> "
+                         f"{upload['datastore']}/{upload['path_on_datastore']}")
+    return lines
+
+
+def _with_notes(lines, document):
     if document["notes"]:
-        lines += ["", "Notes:"] + [f"  - {note}" for note in document["notes"]]
+        lines = lines + ["", "Notes:"] + [f"  - {note}" for note in document["notes"]]
     return "\n".join(lines)
 
 
@@ -171,6 +169,4 @@ def online_deployment_dry_run_text(document):
     lines += ["", "Managed online deployment (all the endpoint's traffic), as azure-ai-ml "
                   "serializes it:", ""]
     lines += _yaml(document["deployment"]).splitlines()
-    if document["notes"]:
-        lines += ["", "Notes:"] + [f"  - {note}" for note in document["notes"]]
-    return "\n".join(lines)
+    return _with_notes(lines, document)

@@ -226,14 +226,28 @@ class AzureBackend(Backend):
     def submit(self, spec, on_event=ignore_event, detach=False):
         """Submit `spec` to Azure ML; return its handle (the run goes on in Azure whatever this
         process does: `detach` changes nothing but is accepted, as the interface has it)."""
-        from amlocal.backends.history.snapshot import snapshot_files
-
         spec = spec.validated()
         if self.sdk == "v2":
             from amlocal.backends.azure import jobs_v2
             return jobs_v2.submit(self, spec, on_event=on_event)
+
+        def send(session, submission, run_id, progress):
+            progress(f"Submitting {spec.script} to experiment {spec.experiment} on "
+                     f"{submission.compute.name}")
+            return session.submit(spec.experiment, submission.config, submission.tags, run_id)
+
+        return self._send(spec, lambda datastore: self.translate(spec, datastore=datastore), send,
+                          on_event)
+
+    def _send(self, spec, translate, send, on_event, sweep=None):
+        """What every submission does, on either SDK: `translate(datastore)` (a spec Azure
+        cannot take is refused before any request), the workspace named, the compute target
+        made sure of, the inputs uploaded, `send(session, submission, run_id, progress)` (the
+        seam's answer: {run_id, status, portal_url}), the run recorded; returns its handle."""
+        from amlocal.backends.history.snapshot import snapshot_files
+
         files = snapshot_files(spec.source_dir)
-        submission = self.translate(spec)  # a spec Azure cannot take is refused before any request
+        submission = translate(DEFAULT_DATASTORE)
         run_id = new_run_id(spec.experiment)
 
         def progress(line):
@@ -245,16 +259,15 @@ class AzureBackend(Backend):
                  f"{workspace['resource_group']}, subscription {workspace['subscription_id']})")
         datastore = session.default_datastore()
         if datastore != DEFAULT_DATASTORE:
-            submission = self.translate(spec, datastore=datastore)
+            submission = translate(datastore)
         self._ensure_compute(session, submission.compute, workspace, progress)
         for upload in submission.uploads:
             progress(f"Uploading input {upload.name} ({upload.source}) to "
                      f"{upload.datastore}/{upload.target_path}")
             session.upload_input(upload)
-        progress(f"Submitting {spec.script} to experiment {spec.experiment} on "
-                 f"{submission.compute.name}")
-        result = session.submit(spec.experiment, submission.config, submission.tags, run_id)
-        handle = self._record(spec, submission, result, workspace, datastore, files=files)
+        result = send(session, submission, run_id, progress)
+        handle = self._record(spec, submission, result, workspace, datastore, files=files,
+                              sweep=sweep)
         progress(f"Web View: {_azure_part(self.store.get_run(handle.id))['portal_url']}")
         on_event(StatusChanged(handle.id, self.store.get_status(handle.id)))
         return handle

@@ -10,8 +10,7 @@ no network, no account and needs no config.json. Nothing here imports azure-ai-m
 """
 
 from amlocal.backends.azure.errors import require_v2_sdk
-from amlocal.backends.base import LogLine, StatusChanged, ignore_event
-from amlocal.backends.history.store import new_run_id
+from amlocal.backends.base import ignore_event
 
 
 def translate(backend, spec, datastore=None, sweep=None):
@@ -35,34 +34,14 @@ def dry_run(backend, spec, sweep=None):
 
 def submit(backend, spec, on_event=ignore_event, sweep=None):
     """Submit a validated spec as a command job (a sweep job, with `sweep`); its handle."""
-    from amlocal.backends.history.snapshot import snapshot_files
 
-    files = snapshot_files(spec.source_dir)
-    translate(backend, spec, sweep=sweep)  # a spec Azure cannot take is refused before any request
-    run_id = new_run_id(spec.experiment)
+    def send(session, submission, run_id, progress):
+        what = "a sweep job" if sweep is not None else "a command job"
+        progress(f"Submitting {spec.script} as {what} to experiment {spec.experiment} on "
+                 f"{submission.compute.name} (azure-ai-ml)")
+        with submission.build_context() as entity:
+            entity.name = run_id
+            return session.submit_job(entity, spec.experiment)
 
-    def progress(line):
-        on_event(LogLine(run_id, "build", line))
-
-    session = backend.session()
-    workspace = session.workspace_info()
-    progress(f"Workspace {workspace['workspace_name']} (resource group "
-             f"{workspace['resource_group']}, subscription {workspace['subscription_id']})")
-    datastore = session.default_datastore()
-    submission = translate(backend, spec, datastore=datastore, sweep=sweep)
-    backend._ensure_compute(session, submission.compute, workspace, progress)
-    for upload in submission.uploads:
-        progress(f"Uploading input {upload.name} ({upload.source}) to "
-                 f"{upload.datastore}/{upload.target_path}")
-        session.upload_input(upload)
-    what = "a sweep job" if sweep is not None else "a command job"
-    progress(f"Submitting {spec.script} as {what} to experiment {spec.experiment} on "
-             f"{submission.compute.name} (azure-ai-ml)")
-    with submission.build_context() as entity:
-        entity.name = run_id
-        result = session.submit_job(entity, spec.experiment)
-    handle = backend._record(spec, submission, result, workspace, datastore, files=files,
-                             sweep=sweep)
-    progress(f"Studio: {result.get('portal_url')}")
-    on_event(StatusChanged(handle.id, backend.store.get_status(handle.id)))
-    return handle
+    return backend._send(spec, lambda datastore: translate(backend, spec, datastore, sweep),
+                         send, on_event, sweep=sweep)

@@ -81,6 +81,13 @@ def check_compute_name(name):
     return name
 
 
+def existing_cluster_note(name):
+    """What a dry run says of a cluster the local history has no target of that name for."""
+    return (f"an existing compute target {name!r} in the workspace is used; there is no local "
+            f"compute target of that name to create it from (`amlocal compute create {name} "
+            "--vm-size ...` defines one)")
+
+
 def run_notes(spec, vm_size, environment_name):
     """What a dry run says about the spec's fields that have no counterpart on Azure."""
     notes = []

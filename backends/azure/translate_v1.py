@@ -44,7 +44,8 @@ from amlocal.backends.azure.dockerfiles import (ENVIRONMENT_PREFIX,  # noqa: F40
 from amlocal.backends.azure.errors import TranslationError  # noqa: F401 (deploy_v1 and callers)
 from amlocal.backends.azure.run_parts import (DEFAULT_DATASTORE, INPUTS_PREFIX,  # noqa: F401
                                               InputUpload, check_compute_name, content_hash,
-                                              input_upload, run_notes, uploads_of)
+                                              existing_cluster_note, input_upload, run_notes,
+                                              uploads_of)
 from amlocal.backends.base import DATAREFERENCE_PREFIX
 
 SDK_NAME = "azureml-core"
@@ -74,9 +75,7 @@ class ComputePlan:
         if self.provisioning is None:
             return {"name": self.name, "type": "AmlCompute", "create_if_missing": False,
                     "provisioning": None,
-                    "note": f"an existing compute target {self.name!r} in the workspace is used; "
-                            "there is no local compute target of that name to create it from "
-                            f"(`amlocal compute create {self.name} --vm-size ...` defines one)"}
+                    "note": existing_cluster_note(self.name)}
         payload = AmlCompute._build_create_payload(self.provisioning, None, subscription_id)
         return {"name": self.name, "type": "AmlCompute", "create_if_missing": True,
                 "provisioning": payload["properties"]["properties"], "from": self.source}

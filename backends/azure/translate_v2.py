@@ -44,7 +44,8 @@ from azure.ai.ml.entities import AmlCompute, BuildContext, Environment
 
 from amlocal.backends.azure.dockerfiles import environment_dockerfile, gpu_environment
 from amlocal.backends.azure.errors import TranslationError
-from amlocal.backends.azure.run_parts import (DEFAULT_DATASTORE, check_compute_name, run_notes,
+from amlocal.backends.azure.run_parts import (DEFAULT_DATASTORE, check_compute_name,
+                                              existing_cluster_note, run_notes,
                                               uploads_of)
 from amlocal.backends.base import DATAREFERENCE_PREFIX
 
@@ -85,9 +86,7 @@ class ComputePlan:
         if self.provisioning is None:
             return {"name": self.name, "type": "AmlCompute", "create_if_missing": False,
                     "provisioning": None,
-                    "note": f"an existing compute target {self.name!r} in the workspace is used; "
-                            "there is no local compute target of that name to create it from "
-                            f"(`amlocal compute create {self.name} --vm-size ...`)"}
+                    "note": existing_cluster_note(self.name)}
         return {"name": self.name, "type": "AmlCompute", "create_if_missing": True,
                 "provisioning": serialized(self.provisioning), "from": self.source}
 
