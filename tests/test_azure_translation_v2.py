@@ -610,3 +610,75 @@ def test_the_emulators_workspace_is_refused_for_v2_with_what_to_use(amlocal_home
                                   "endpoint": "http://127.0.0.1:1"}))
     with pytest.raises(AzureConfigError, match="use --sdk v1 with it"):
         AzureSessionV2(config)
+
+
+def test_a_v2_jobs_metrics_files_and_logs_are_read_from_the_run_history(amlocal_home, azure_v2,
+                                                                         tmp_path, monkeypatch):
+    # azure-ai-ml has no call for them; the job is a run of the run history azureml-core
+    # reads, here the v1 seam's fake (fake_azure.py) holding what Azure would.
+    pytest.importorskip("azureml.core")
+    from amlocal.backends.azure import session as session_module
+    from fake_azure import FakeAzure, FakeSession
+
+    history = FakeAzure()
+    monkeypatch.setattr(session_module, "AzureSession",
+                        lambda config_path: FakeSession(history, config_path))
+    run_id = v2_backend(amlocal_home).submit(SPECS["minimal"](tmp_path)).id
+    azure_v2.statuses[run_id] = ["Completed"]
+    history.metrics[run_id] = {"accuracy": [0.5, 0.75]}
+    history.files[run_id] = {"outputs/model.npz": b"weights",
+                             "user_logs/std_log.txt": b"training...\ndone\n"}
+
+    assert json.loads(invoke("runs", "metrics", run_id, "--json").stdout) == {
+        "accuracy": [0.5, 0.75]}
+    assert invoke("runs", "logs", run_id).stdout == "training...\ndone\n"
+    invoke("runs", "download", run_id, "--prefix", "outputs/", "-o", tmp_path / "dl")
+    assert (tmp_path / "dl" / "outputs" / "model.npz").read_bytes() == b"weights"
+
+
+def test_sign_in_and_service_errors_become_errors_a_user_can_act_on():
+    from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
+
+    from amlocal.backends.azure.errors import AzureAuthenticationError, AzureError
+    from amlocal.backends.azure.session_v2 import _azure_call
+
+    with pytest.raises(AzureAuthenticationError, match="sign-in failed.*az login.*AZURE_CLIENT_ID"):
+        with _azure_call("opening the workspace"):
+            raise ClientAuthenticationError("DefaultAzureCredential failed to retrieve a token")
+    with pytest.raises(AzureError) as raised:
+        with _azure_call("submitting job j1"):
+            raise HttpResponseError("quota exceeded for https://a.blob.core.windows.net/c?"
+                                    "sv=2019&sig=S3cr3t")
+    assert "quota exceeded" in str(raised.value) and "S3cr3t" not in str(raised.value)
+
+
+def test_without_azureml_core_sdk_v2_still_works(amlocal_home, tmp_path):
+    source = write_script(tmp_path / "src", "train.py", "print('hi')\n")
+    hide_v1 = _HIDE_AZURE_AI_ML.replace('name == "azure.ai" or name.startswith("azure.ai.")',
+                                        'name == "azureml" or name.startswith("azureml.")')
+    assert hide_v1 != _HIDE_AZURE_AI_ML
+    result = subprocess.run(
+        [sys.executable, "-c", hide_v1, "run", str(source), "--script", "train.py", "--backend",
+         "azure", "--sdk", "v2", "--compute", "c1", "--dry-run", "--json"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        env={**os.environ, "AMLOCAL_HOME": str(amlocal_home)})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["job"]["command"] == "python train.py"
+
+
+def test_sdk_code_dry_runs_on_v2_where_the_environment_says_so(amlocal_home, in_empty_folder,
+                                                                monkeypatch, capsys):
+    from amlocal.core import Environment, Experiment, ScriptRunConfig, Workspace
+
+    monkeypatch.setenv("AMLOCAL_AZURE_SDK", "v2")
+    source = write_script(in_empty_folder / "src", "train.py", "print('hi')\n")
+    config = ScriptRunConfig(source_directory=str(source), script="train.py",
+                             arguments=["--lr", 0.1], compute_target="cpu-cluster",
+                             environment=Environment("sklearn"))
+
+    document = Experiment(Workspace.from_config(), "sdk-dry").submit(config, tags={"a": "1"},
+                                                                     dry_run=True)
+
+    assert document["job"]["command"] == "python train.py --lr 0.1"
+    assert document["job"]["tags"] == {"a": "1"}
+    assert "Command job, as azure-ai-ml serializes it:" in capsys.readouterr().out

@@ -14,8 +14,10 @@ import contextlib
 import time
 from pathlib import Path
 
-from amlocal.backends.azure.errors import (AzureAuthenticationError, AzureComputeError,
-                                           AzureConfigError, AzureError, redact, require_v2_sdk)
+from amlocal.backends.azure.errors import (INSTALL_HINT, AzureAuthenticationError,
+                                           AzureComputeError, AzureConfigError, AzureError,
+                                           AzureSdkMissingError, redact, require_sdk,
+                                           require_v2_sdk)
 from amlocal.backends.status import is_terminal
 from amlocal.validation import setting
 
@@ -56,10 +58,11 @@ class AzureSessionV2:
 
     `ml_client`: an MLClient (or a stand-in with its operations) to use instead of one made
     from the configuration file on first use; `blob_container`: datastore name -> the blob
-    container client an upload writes to (default: azure-storage-blob's, see _blob_container).
+    container client an upload writes to (default: azure-storage-blob's, see _blob_container);
+    `run_history`: the v1 session (session.AzureSession) that reads a job's metrics and files.
     """
 
-    def __init__(self, config_path, ml_client=None, blob_container=None):
+    def __init__(self, config_path, ml_client=None, blob_container=None, run_history=None):
         from amlocal.backends.azure.session import EmulatorWorkspace
 
         self.config_path = str(config_path)
@@ -72,6 +75,7 @@ class AzureSessionV2:
                     "an Azure ML workspace for --sdk v2")
         self._client = ml_client
         self._container_of = blob_container or self._blob_container
+        self._history = run_history
 
     def _ml(self):
         if self._client is None:
@@ -177,7 +181,8 @@ class AzureSessionV2:
 
     def wait_for_completion(self, run_id, on_line):
         """Poll the job until it ends, handing each status it reports to `on_line` (its log
-        is in the studio: azure-ai-ml's stream writes to this process's stdout only)."""
+        is in the studio, or `amlocal runs logs` once it ends: azure-ai-ml's stream writes to
+        this process's stdout only)."""
         last = None
         while True:
             status = self.run_details(run_id)["status"]
@@ -192,22 +197,33 @@ class AzureSessionV2:
         with _azure_call(f"canceling job {run_id}"):
             self._ml().jobs.begin_cancel(run_id)
 
-    def _not_in_v2(self, what, run_id):
-        return AzureError(f"{what} of job {run_id}: azure-ai-ml has no call for it (MLflow does, "
-                          f"with azureml-mlflow); see the job in the studio: "
-                          f"{self.portal_url(run_id)}")
+    def _run_history(self, what, run_id):
+        """The v1 session over the same workspace: a v2 job is a run of the run history
+        azureml-core reads (metrics, files), which azure-ai-ml has no call for."""
+        if self._history is None:
+            try:
+                require_sdk()
+            except AzureSdkMissingError:
+                raise AzureError(
+                    f"{what} of job {run_id}: azure-ai-ml has no call for it; with the `azure` "
+                    f"extra ({INSTALL_HINT}) amlocal reads it through azureml-core, or see the "
+                    f"job in the studio: {self.portal_url(run_id)}") from None
+            from amlocal.backends.azure.session import AzureSession
+            self._history = AzureSession(self.config_path)
+        return self._history
 
     def metrics(self, run_id):
-        raise self._not_in_v2("reading the metrics", run_id)
+        return self._run_history("reading the metrics", run_id).metrics(run_id)
 
     def file_names(self, run_id):
-        raise self._not_in_v2("listing the files", run_id)
+        return self._run_history("listing the files", run_id).file_names(run_id)
 
     def download_file(self, run_id, name, output_file_path):
-        raise self._not_in_v2(f"downloading {name}", run_id)
+        self._run_history(f"downloading {name}", run_id).download_file(run_id, name,
+                                                                       output_file_path)
 
     def read_text_file(self, run_id, name):
-        raise self._not_in_v2(f"reading {name}", run_id)
+        return self._run_history(f"reading {name}", run_id).read_text_file(run_id, name)
 
     def _update_job(self, run_id, change, what):
         job = self._job(run_id)
