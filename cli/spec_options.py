@@ -4,7 +4,6 @@ runs take every one of them), and the one function that makes a RunSpec of them.
 import click
 
 from amlocal.backends import backend_names
-from amlocal.backends.azure.sdk_choice import ENVIRONMENT_VARIABLE as SDK_VARIABLE, SDKS
 from amlocal.backends.base import DEFAULT_EXPERIMENT, DEFAULT_RECIPE, EXECUTORS, EnvironmentSpec, RunSpec
 from amlocal.cli.backends import DEFAULT_BACKEND
 from amlocal.errors import UserInputError
@@ -53,11 +52,13 @@ _OPTIONS = [
     click.option("--workspace-config", type=click.Path(), metavar="PATH",
                  help="--backend azure: the workspace's config.json (or a folder to search from) "
                       "[default: found from the current folder up, as azureml-core finds it]."),
-    click.option("--sdk", type=click.Choice(SDKS),
+    # (The choices of backends/azure/sdk_choice.py, named here: the Azure backend is not
+    # imported unless it is asked for.)
+    click.option("--sdk", type=click.Choice(["v1", "v2"]),
                  help="--backend azure: the Azure ML SDK that sends the run: v1 (azureml-core, "
                       "the `azure` extra: ScriptRunConfig, HyperDrive) or v2 (azure-ai-ml, the "
-                      "`azure-v2` extra: command and sweep jobs) [default: $" + SDK_VARIABLE
-                      + ", else `sdk` in amlocal.toml's [azure] table, else v1]."),
+                      "`azure-v2` extra: command and sweep jobs) [default: $AMLOCAL_AZURE_SDK, else "
+                      "`sdk` in amlocal.toml's [azure] table, else v1]."),
     click.option("--dry-run", is_flag=True,
                  help="--backend azure: print what would be submitted (run configuration, "
                       "Dockerfile, compute, uploads; a sweep's HyperDrive configuration) and send "

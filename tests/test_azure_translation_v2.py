@@ -494,6 +494,14 @@ def test_without_the_extra_sdk_v2_says_which_extra_to_install(amlocal_home, tmp_
         assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_the_command_line_loads_no_azure_backend_until_it_is_asked_for():
+    code = ("import sys, amlocal.cli.main; "
+            "print(sorted(m for m in sys.modules if m.startswith('amlocal.backends.azure')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, timeout=60)
+    assert result.stdout.strip() == "[]"
+
+
 def test_importing_the_cli_and_the_azure_backend_imports_no_azure_ai_ml():
     code = ("import sys, amlocal.cli.main, amlocal.backends.azure; "
             "print(sorted(m for m in sys.modules if m.startswith('azure.ai')))")
