@@ -10,9 +10,29 @@ from types import SimpleNamespace
 
 import pytest
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from click.testing import CliRunner
 
-from amlocal.backends.azure import session_v2 as session_v2_module
+from amlocal.backends.azure import AzureBackend, session_v2 as session_v2_module
 from amlocal.backends.azure.translate_v2 import serialized
+from amlocal.cli.main import cli
+from contract_specs import create_targets
+
+# A sweep as amlocal's HyperDriveConfig._sweep() gives it (what `amlocal sweep` sends).
+SWEEP = {"generator_config": {"name": "RANDOM", "properties": {"seed": 7}, "parameter_space": {
+             "batchsize": ["choice", [[64, 128]]], "--lr": ["loguniform", [-6, -1]]}},
+         "policy_config": {"name": "Bandit", "properties": {
+             "evaluation_interval": 2, "delay_evaluation": 0, "slack_factor": 0.1}},
+         "primary_metric_config": {"name": "Accuracy", "goal": "maximize"},
+         "max_total_runs": 8, "max_concurrent_runs": 2, "max_duration_minutes": 60}
+
+
+def v2_backend(home):
+    """An Azure backend on SDK v2 over `home`, with the contract specs' compute targets."""
+    backend = AzureBackend(home=home, workspace_config=None, sdk="v2")
+    create_targets(backend.store)
+    return backend
+
+
 
 STUDIO = ("https://ml.azure.com/runs/{name}?wsid=/subscriptions/sub-1/resourcegroups/rg-ml/"
           "workspaces/ws-prod&tid=tenant-1")
@@ -158,3 +178,18 @@ def _factory(session_class, workspace):
         return session_class(config_path, ml_client=FakeMLClient(workspace),
                              blob_container=lambda datastore: FakeContainer(workspace, datastore))
     return make
+
+
+def invoke(*args):
+    """`amlocal ARGS` in this process (click's runner)."""
+    return CliRunner().invoke(cli, [str(arg) for arg in args], catch_exceptions=False)
+
+
+@pytest.fixture
+def in_empty_folder(tmp_path, monkeypatch):
+    """No config.json (nor amlocal.toml) is found from here."""
+    folder = tmp_path / "cwd"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    monkeypatch.delenv("AMLOCAL_AZURE_SDK", raising=False)
+    return folder
