@@ -30,31 +30,18 @@ def show_dry_run(backend, spec, sweep=None, as_json=False):
 
 def dry_run_text(document):
     """A dry run's document as text for a terminal; --json gives the document itself."""
-    lines = [f"Dry run: nothing is sent to Azure ML. The submission, as {document['sdk']} makes it:",
-             ""]
-    lines.append(_workspace_line(document.get("workspace"), "submitting"))
-    lines.append(f"Experiment:      {document['experiment']}")
-    snapshot = document.get("snapshot", {})
-    lines.append(f"Source folder:   {document['source_directory']} (snapshot of "
-                 f"{snapshot.get('files', '?')} files, {snapshot.get('bytes', 0) / 2**20:.2f} MB)")
-    lines.append(f"Script:          {document['script']} {' '.join(document['arguments'])}".rstrip())
-    if document["tags"]:
-        lines.append(f"Tags:            {json.dumps(document['tags'])}")
+    if "job" in document:
+        return _v2_dry_run_text(document)
+    script = f"Script:          {document['script']} {' '.join(document['arguments'])}".rstrip()
+    details = [f"Tags:            {json.dumps(document['tags'])}"] if document["tags"] else []
     distribution = _distribution_line(document["run_configuration"])
     if distribution:
-        lines.append(f"Distribution:    {distribution}")
-    compute = document["compute"]
-    lines += ["", f"Compute target:  {compute['name']} (AmlCompute)"]
-    if compute["provisioning"] is None:
-        lines.append(f"  {compute['note']}")
-    else:
-        lines.append(f"  created if the workspace lacks it, from {compute['from']}, with:")
-        lines += ["  " + line for line in json.dumps(compute["provisioning"], indent=2).splitlines()]
-    if document["uploads"]:
-        lines += ["", "Inputs, uploaded first, then mounted ($AZUREML_DATAREFERENCE_<name>):"]
-        for upload in document["uploads"]:
-            lines.append(f"  {upload['input']}: {upload['from']} -> "
-                         f"{upload['datastore']}/{upload['path_on_datastore']}")
+        details.append(f"Distribution:    {distribution}")
+    lines = _submission_lines(
+        document, "submission", "Source folder", [script, *details],
+        lambda provisioning: ["  " + line for line in json.dumps(provisioning,
+                                                                 indent=2).splitlines()],
+        "mounted ($AZUREML_DATAREFERENCE_<name>)")
     environment = document["environment"]
     lines += _environment_lines(environment)
     if document.get("hyperdrive"):
@@ -64,8 +51,56 @@ def dry_run_text(document):
     run_configuration = _dockerfile_shown_above(document["run_configuration"], environment)
     lines += ["", "Run configuration, as azureml-core serializes it into the run definition:", ""]
     lines += json.dumps(run_configuration, indent=2).splitlines()
+    return _with_notes(lines, document)
+
+
+def _v2_dry_run_text(document):
+    """An SDK v2 dry run (translate_v2.Submission.describe(), with its workspace) as text: the
+    jobs as azure-ai-ml serializes them, in the YAML `az ml job create --file` reads."""
+    lines = _submission_lines(
+        document, "job", "Code", [f"Command:         {document['command']}"],
+        lambda provisioning: ["    " + line for line in _yaml(provisioning).splitlines()],
+        "mounted read-only (${{inputs.<name>}})")
+    environment = document["environment"]
+    lines += _environment_lines(environment, f" (version {environment['version']})")
+    if document.get("sweep_job"):
+        lines += ["", "Sweep job, as azure-ai-ml serializes it (its trial is the command job "
+                      "below, one per sampled configuration):", ""]
+        lines += _yaml(document["sweep_job"]).splitlines()
+    lines += ["", "Command job, as azure-ai-ml serializes it:", ""]
+    lines += _yaml(document["job"]).splitlines()
+    return _with_notes(lines, document)
+
+
+def _submission_lines(document, noun, source_label, command_lines, provisioning_lines, mounted):
+    """The lines both SDKs' dry runs open with: the workspace, experiment, source folder and
+    `command_lines`; the compute target (its provisioning as `provisioning_lines` renders it); the
+    inputs and how the run reads them (`mounted`)."""
+    snapshot = document.get("snapshot", {})
+    lines = [f"Dry run: nothing is sent to Azure ML. The {noun}, as {document['sdk']} makes it:",
+             "", _workspace_line(document.get("workspace"), "submitting"),
+             f"Experiment:      {document['experiment']}",
+             f"{source_label + ':':<17}{document['source_directory']} (snapshot of "
+             f"{snapshot.get('files', '?')} files, {snapshot.get('bytes', 0) / 2**20:.2f} MB)",
+             *command_lines]
+    compute = document["compute"]
+    lines += ["", f"Compute target:  {compute['name']} (AmlCompute)"]
+    if compute["provisioning"] is None:
+        lines.append(f"  {compute['note']}")
+    else:
+        lines.append(f"  created if the workspace lacks it, from {compute['from']}, with:")
+        lines += provisioning_lines(compute["provisioning"])
+    if document["uploads"]:
+        lines += ["", f"Inputs, uploaded first, then {mounted}:"]
+        for upload in document["uploads"]:
+            lines.append(f"  {upload['input']}: {upload['from']} -> "
+                         f"{upload['datastore']}/{upload['path_on_datastore']}")
+    return lines
+
+
+def _with_notes(lines, document):
     if document["notes"]:
-        lines += ["", "Notes:"] + [f"  - {note}" for note in document["notes"]]
+        lines = lines + ["", "Notes:"] + [f"  - {note}" for note in document["notes"]]
     return "\n".join(lines)
 
 
@@ -84,8 +119,14 @@ def _distribution_line(configuration):
     return None
 
 
-def _environment_lines(environment):
-    return (["", f"Environment {environment['name']}, which Azure builds from this "
+def _yaml(data):
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=1 << 16).rstrip("\n")
+
+
+def _environment_lines(environment, version=""):
+    return (["", f"Environment {environment['name']}{version}, which Azure builds from this "
                  "Dockerfile:", ""]
             + ["    " + line if line else "" for line in environment["dockerfile"].splitlines()])
 
@@ -129,3 +170,21 @@ def deployment_dry_run_text(document):
     if document["notes"]:
         lines += ["", "Notes:"] + [f"  - {note}" for note in document["notes"]]
     return "\n".join(lines)
+
+
+def online_deployment_dry_run_text(document):
+    """An SDK v2 deployment's dry run (deploy_v2.OnlineDeployment.describe(), with its
+    workspace) as text: the endpoint and the deployment as azure-ai-ml serializes them."""
+    lines = [f"Dry run: nothing is sent to Azure ML. The deployment, as {document['sdk']} makes "
+             "it:", "", _workspace_line(document.get("workspace"), "deploying"),
+             f"Service:         {document['service']} ({document['compute_type']})",
+             f"Model:           {', '.join(document['models'])}",
+             f"Entry script:    {document['entry_script']} in {document['source_directory']}"]
+    environment = document["environment"]
+    lines += _environment_lines(environment, f" (version {environment['version']})")
+    lines += ["", "Managed online endpoint, as azure-ai-ml serializes it:", ""]
+    lines += _yaml(document["endpoint"]).splitlines()
+    lines += ["", "Managed online deployment (all the endpoint's traffic), as azure-ai-ml "
+                  "serializes it:", ""]
+    lines += _yaml(document["deployment"]).splitlines()
+    return _with_notes(lines, document)

@@ -10,7 +10,7 @@ import importlib
 import click
 
 import amlocal
-from amlocal.cli.backends import backends
+from amlocal.cli.backends import backend_named
 from amlocal.cli.dry_run import show_dry_run
 from amlocal.cli.follow import submit_and_follow
 from amlocal.cli.render import EventPrinter
@@ -72,7 +72,7 @@ def cli():
 @cli.command()
 @spec_options
 @click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
-def run(script_args, backend_name, workspace_config, dry_run, detach, quiet_build, as_json,
+def run(script_args, backend_name, workspace_config, sdk, dry_run, detach, quiet_build, as_json,
         **spec):
     """Run SCRIPT from SOURCE_DIR as an Azure ML-style run; arguments after -- go to the script.
 
@@ -86,7 +86,7 @@ def run(script_args, backend_name, workspace_config, dry_run, detach, quiet_buil
           --data-dir '$AZUREML_DATAREFERENCE_mnist'
     """
     spec = run_spec(spec, script_args)
-    backend = backends().get(backend_name, workspace_config=workspace_config)
+    backend = backend_named(backend_name, workspace_config, sdk)
     if dry_run:
         show_dry_run(backend, spec, as_json=as_json)
         return

@@ -75,12 +75,15 @@ def services():
               show_default=True, help="azure: deploy to Azure Container Instances.")
 @click.option("--workspace-config", type=click.Path(), help="The Azure ML workspace's "
               "config.json (--backend azure) [default: found from this folder].")
+@click.option("--sdk", type=click.Choice(["v1", "v2"]),
+              help="--backend azure: v1 deploys to ACI (azureml-core), v2 to a managed online "
+                   "endpoint (azure-ai-ml) [default: as for `amlocal run --sdk`].")
 @click.option("--dry-run", is_flag=True, help="--backend azure: print what would be uploaded "
               "and sent; nothing is sent, no account needed.")
 @json_option
 def deploy(name, models, entry_script, source_dir, recipe, pip_packages, base_image, env_vars,
            kind, port, auth, cpu_cores, memory_gb, tags, description, overwrite, no_wait, timeout,
-           backend, workspace_config, dry_run, as_json):
+           backend, workspace_config, sdk, dry_run, as_json):
     """Deploy registered models as the web service NAME; wait until it is Healthy.
 
     \b
@@ -92,6 +95,8 @@ def deploy(name, models, entry_script, source_dir, recipe, pip_packages, base_im
 
     if backend == "local" and (dry_run or workspace_config):
         raise UserInputError("--dry-run and --workspace-config go with --backend azure")
+    if backend == "local" and sdk:
+        raise UserInputError("--sdk chooses the Azure ML SDK: use it with --backend azure")
     service_models = [parse_model_id(model) for model in models]
     environment = EnvironmentSpec(recipe=recipe, pip_packages=tuple(pip_packages),
                                   base_image=base_image)
@@ -101,6 +106,7 @@ def deploy(name, models, entry_script, source_dir, recipe, pip_packages, base_im
         return deploy_to_azure(
             name, service_models, entry_script, source_dir, environment, kind=kind, port=port,
             dry_run=dry_run, workspace_config=workspace_config, timeout=timeout, as_json=as_json,
+            sdk=sdk,
             cpu_cores=cpu_cores, memory_gb=memory_gb, auth_enabled=auth,
             tags=parse_key_values(tags, "--tag"), description=description,
             environment_variables=parse_key_values(env_vars, "--env"), overwrite=overwrite)

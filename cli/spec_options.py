@@ -65,6 +65,13 @@ _OPTIONS = [
     click.option("--workspace-config", type=click.Path(), metavar="PATH",
                  help="--backend azure: the workspace's config.json (or a folder to search from) "
                       "[default: found from the current folder up, as azureml-core finds it]."),
+    # (The choices of backends/azure/sdk_choice.py, named here: the Azure backend is not
+    # imported unless it is asked for.)
+    click.option("--sdk", type=click.Choice(["v1", "v2"]),
+                 help="--backend azure: the Azure ML SDK that sends the run: v1 (azureml-core, "
+                      "the `azure` extra: ScriptRunConfig, HyperDrive) or v2 (azure-ai-ml, the "
+                      "`azure-v2` extra: command and sweep jobs) [default: $AMLOCAL_AZURE_SDK, else "
+                      "`sdk` in amlocal.toml's [azure] table, else v1]."),
     click.option("--dry-run", is_flag=True,
                  help="--backend azure: print what would be submitted (run configuration, "
                       "Dockerfile, compute, uploads; a sweep's HyperDrive configuration) and send "

@@ -7,7 +7,7 @@ import time
 import click
 
 from amlocal.backends.status import is_terminal
-from amlocal.cli.backends import backends
+from amlocal.cli.backends import backend_named
 from amlocal.cli.follow import submit_and_follow
 from amlocal.cli.dry_run import show_dry_run
 from amlocal.cli.render import echo_status, table
@@ -86,8 +86,8 @@ def parse_policy(text):
 @click.option("--seed", type=int, help="Seed of random or Bayesian sampling, for a repeatable sweep.")
 @click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
 def sweep(script_args, params, sampling, policy, metric, goal, max_total_runs, max_concurrent_runs,
-          max_duration_minutes, seed, backend_name, workspace_config, dry_run, detach, quiet_build,
-          as_json, **spec):
+          max_duration_minutes, seed, backend_name, workspace_config, sdk, dry_run, detach,
+          quiet_build, as_json, **spec):
     """Sweep hyperparameters of SCRIPT (HyperDrive): child runs on the compute target, sampled,
     early-terminated by the policy; arguments after -- go to every child. Every option of
     `amlocal run` applies to each child run.
@@ -109,7 +109,7 @@ def sweep(script_args, params, sampling, policy, metric, goal, max_total_runs, m
         policy=parse_policy(policy), primary_metric_name=metric,
         primary_metric_goal=PrimaryMetricGoal.from_str(goal), max_total_runs=max_total_runs,
         max_concurrent_runs=max_concurrent_runs, max_duration_minutes=max_duration_minutes)
-    backend = backends().get(backend_name, workspace_config=workspace_config)
+    backend = backend_named(backend_name, workspace_config, sdk)
     if dry_run:
         show_dry_run(backend, template, config._sweep(), as_json=as_json)
         return

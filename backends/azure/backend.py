@@ -1,6 +1,8 @@
-"""The Azure backend: the same RunSpec a local run takes, submitted to Azure ML (SDK v1).
+"""The Azure backend: the same RunSpec a local run takes, submitted to Azure ML (SDK v1, or
+with `sdk="v2"` SDK v2, whose path is jobs_v2.py; sdk_choice.py says which by default).
 
     spec --translate_v1 (pure)--> azureml-core objects --AzureSession (the seam)--> Azure ML
+    spec --translate_v2 (pure)--> azure-ai-ml entities --AzureSessionV2 (the seam)--> Azure ML
 
 `AzureBackend.submit` translates the spec, makes sure the compute target exists (created from the
 local target of the same name, if there is one), uploads the named inputs, submits, and records
@@ -26,6 +28,7 @@ from pathlib import Path
 from amlocal.backends import status as run_status
 from amlocal.backends.azure.errors import (AzureComputeError, AzureConfigError, redact,
                                            redact_data, require_sdk)
+from amlocal.backends.azure.sdk_choice import SDKS, chosen_sdk
 from amlocal.backends.base import (Backend, LogLine, RunHandle, StatusChanged, download_target,
                                    downloads_under, ignore_event, not_available)
 from amlocal.backends.history.compute_targets import LOCAL_TARGET, ComputeTargetRecords
@@ -90,12 +93,21 @@ def _required_workspace_config(path):
 class AzureBackend(Backend):
     name = "azure"
 
-    def __init__(self, home=None, workspace_config=None, session=None):
+    def __init__(self, home=None, workspace_config=None, session=None, sdk=None):
         """`workspace_config`: a config.json (or the folder to search from; default: the current
-        folder); `session`: the seam to Azure (default: an AzureSession over that workspace)."""
+        folder); `session`: the seam to Azure (default: an AzureSession over that workspace, an
+        AzureSessionV2 for SDK v2); `sdk`: "v1" or "v2" (default: sdk_choice.chosen_sdk)."""
         self.store = RunStore(home)
         self._workspace_config = workspace_config
         self._session = session
+        self._sdk = sdk
+
+    @property
+    def sdk(self):
+        """The Azure ML SDK this backend speaks, "v1" or "v2" (chosen on first use)."""
+        if self._sdk not in SDKS:
+            self._sdk = chosen_sdk(self._sdk)
+        return self._sdk
 
     @property
     def home(self):
@@ -116,6 +128,10 @@ class AzureBackend(Backend):
                             "from the local target of the same name)", self.name)
 
     def session(self):
+        if self._session is None and self.sdk == "v2":
+            from amlocal.backends.azure.session_v2 import AzureSessionV2
+            config = _required_workspace_config(self._workspace_config)
+            self._session = AzureSessionV2(config["config_file"])
         if self._session is None:
             require_sdk()
             from amlocal.backends.azure.session import AzureSession
@@ -145,20 +161,28 @@ class AzureBackend(Backend):
         The workspace configuration file is read if there is one (to name the workspace), never
         required. Uploads are listed, not made.
         """
-        from amlocal.backends.history.snapshot import snapshot_files
-
         spec = spec.validated()
+        if self.sdk == "v2":
+            from amlocal.backends.azure import jobs_v2
+            return jobs_v2.dry_run(self, spec)
         config = find_workspace_config(self._workspace_config)
         submission = self.translate(spec)
+        return self._dry_run_document(spec, submission.describe(
+            subscription_id=config["subscription_id"] if config else None), config)
+
+    def _dry_run_document(self, spec, described, config=None):
+        """A dry run's document: what a translation describes, with the workspace (a
+        config.json's, if one is found), the snapshot's size and the notes on both."""
+        from amlocal.backends.history.snapshot import snapshot_files
+
+        config = config or find_workspace_config(self._workspace_config)
         files = snapshot_files(spec.source_dir)
-        document = {"backend": self.name, "dry_run": True,
-                    "workspace": config, **submission.describe(
-                        subscription_id=config["subscription_id"] if config else None)}
+        document = {"backend": self.name, "dry_run": True, "workspace": config, **described}
         document["snapshot"] = {"files": len(files), "bytes": sum(size for _, size in files)}
         if config is None:
             document["notes"].append("no workspace configuration file (config.json) was found: "
                                      "submitting needs one")
-        if submission.uploads:
+        if described["uploads"]:
             document["notes"].append(
                 f"inputs are uploaded to the workspace's default datastore ({DEFAULT_DATASTORE} "
                 "unless it was changed) before the run is submitted; files already there are "
@@ -167,7 +191,11 @@ class AzureBackend(Backend):
 
     def dry_run_sweep(self, template, sweep):
         """A sweep's dry run: the child runs' submission, and the HyperDrive configuration
-        (azureml-train-core's real HyperDriveConfig) that would carry it; no network."""
+        (azureml-train-core's real HyperDriveConfig) that would carry it; no network. On SDK v2,
+        the command job and the sweep job over it."""
+        if self.sdk == "v2":
+            from amlocal.backends.azure import jobs_v2
+            return jobs_v2.dry_run(self, template.validated(), sweep=sweep)
         from amlocal.backends.azure import translate_v1
 
         document = self.dry_run(template)
@@ -176,10 +204,14 @@ class AzureBackend(Backend):
         return document
 
     def submit_sweep(self, template, sweep, detach=True):
-        """Submit a sweep to Azure ML as a HyperDrive run; its children run there."""
+        """Submit a sweep to Azure ML as a HyperDrive run (a sweep job on SDK v2); its children
+        run there."""
+        template = template.validated()
+        if self.sdk == "v2":
+            from amlocal.backends.azure import jobs_v2
+            return jobs_v2.submit(self, template, sweep=sweep)
         from amlocal.backends.azure import translate_v1
 
-        template = template.validated()
         submission = self.translate(template)
         session = self.session()
         self._ensure_compute(session, submission.compute, session.workspace_info(), lambda line: None)
@@ -194,11 +226,28 @@ class AzureBackend(Backend):
     def submit(self, spec, on_event=ignore_event, detach=False):
         """Submit `spec` to Azure ML; return its handle (the run goes on in Azure whatever this
         process does: `detach` changes nothing but is accepted, as the interface has it)."""
+        spec = spec.validated()
+        if self.sdk == "v2":
+            from amlocal.backends.azure import jobs_v2
+            return jobs_v2.submit(self, spec, on_event=on_event)
+
+        def send(session, submission, run_id, progress):
+            progress(f"Submitting {spec.script} to experiment {spec.experiment} on "
+                     f"{submission.compute.name}")
+            return session.submit(spec.experiment, submission.config, submission.tags, run_id)
+
+        return self._send(spec, lambda datastore: self.translate(spec, datastore=datastore), send,
+                          on_event)
+
+    def _send(self, spec, translate, send, on_event, sweep=None):
+        """What every submission does, on either SDK: `translate(datastore)` (a spec Azure
+        cannot take is refused before any request), the workspace named, the compute target
+        made sure of, the inputs uploaded, `send(session, submission, run_id, progress)` (the
+        seam's answer: {run_id, status, portal_url}), the run recorded; returns its handle."""
         from amlocal.backends.history.snapshot import snapshot_files
 
-        spec = spec.validated()
         files = snapshot_files(spec.source_dir)
-        submission = self.translate(spec)  # a spec Azure cannot take is refused before any request
+        submission = translate(DEFAULT_DATASTORE)
         run_id = new_run_id(spec.experiment)
 
         def progress(line):
@@ -210,16 +259,15 @@ class AzureBackend(Backend):
                  f"{workspace['resource_group']}, subscription {workspace['subscription_id']})")
         datastore = session.default_datastore()
         if datastore != DEFAULT_DATASTORE:
-            submission = self.translate(spec, datastore=datastore)
+            submission = translate(datastore)
         self._ensure_compute(session, submission.compute, workspace, progress)
         for upload in submission.uploads:
             progress(f"Uploading input {upload.name} ({upload.source}) to "
                      f"{upload.datastore}/{upload.target_path}")
             session.upload_input(upload)
-        progress(f"Submitting {spec.script} to experiment {spec.experiment} on "
-                 f"{submission.compute.name}")
-        result = session.submit(spec.experiment, submission.config, submission.tags, run_id)
-        handle = self._record(spec, submission, result, workspace, datastore, files=files)
+        result = send(session, submission, run_id, progress)
+        handle = self._record(spec, submission, result, workspace, datastore, files=files,
+                              sweep=sweep)
         progress(f"Web View: {_azure_part(self.store.get_run(handle.id))['portal_url']}")
         on_event(StatusChanged(handle.id, self.store.get_status(handle.id)))
         return handle
@@ -233,6 +281,7 @@ class AzureBackend(Backend):
         from amlocal.backends.history.snapshot import snapshot_files, take_snapshot
 
         azure = {
+            "sdk": self.sdk,
             "workspace": workspace,
             "config_file": str(self.session().config_path),
             "portal_url": redact(result.get("portal_url")),
@@ -273,7 +322,7 @@ class AzureBackend(Backend):
                     f"studio, or define it here with `amlocal compute create {plan.name} --vm-size "
                     "SIZE --max-nodes N` and amlocal creates it on Azure with those settings")
             progress(f"Creating compute target {plan.name} ({plan.vm_size}, up to "
-                     f"{plan.provisioning.scale_settings.maximum_node_count} nodes)")
+                     f"{plan.max_nodes} nodes)")
             session.create_compute(plan.name, plan.provisioning)
             return
         if plan.vm_size and vm_size.upper() != plan.vm_size.upper():
@@ -290,8 +339,10 @@ class AzureBackend(Backend):
             from amlocal.errors import RunNotFoundError
             raise RunNotFoundError(f"run {run_id} ran on the {record['backend']} backend, not on Azure")
         if self._workspace_config is None and self._session is None:
-            # The workspace the run was submitted to, wherever this command runs from.
+            # The workspace the run was submitted to, wherever this command runs from, through
+            # the SDK that submitted it.
             self._workspace_config = record["spec"].get("azure", {}).get("config_file")
+            self._sdk = self._sdk or record["spec"].get("azure", {}).get("sdk")
         return AzureRunHandle(self, run_id)
 
     def list_runs(self, experiment=None, limit=None):

@@ -10,6 +10,7 @@ import re
 from amlocal.errors import AmlocalError, UserInputError
 
 INSTALL_HINT = 'pip install "amlocal[azure]"'
+V2_INSTALL_HINT = "pip install 'amlocal[azure-v2]'"
 
 _SECRETS = (
     # SAS tokens in blob URLs (log files, artifacts): keep the URL, drop the query's secrets.
@@ -61,6 +62,19 @@ class AzureSdkMissingError(UserInputError):
             f"`{INSTALL_HINT}` (--backend local needs neither)")
 
 
+class TranslationError(UserInputError):
+    """The run spec (or deployment) asks for something that cannot be sent to Azure as it is."""
+
+
+class AzureSdkV2MissingError(UserInputError):
+    """azure-ai-ml (the `azure-v2` extra) is not installed."""
+
+    def __init__(self, missing):
+        super().__init__(
+            f"--sdk v2 needs the Azure ML SDK v2 package azure-ai-ml, and {missing} cannot be "
+            f"imported: install it with `{V2_INSTALL_HINT}` (or use --sdk v1, the `azure` extra)")
+
+
 class AzureConfigError(UserInputError):
     """No usable workspace configuration file (config.json)."""
 
@@ -83,3 +97,12 @@ def require_sdk():
         import azureml.core  # noqa: F401
     except ImportError as error:
         raise AzureSdkMissingError(getattr(error, "name", None) or "azureml.core") from None
+
+
+def require_v2_sdk():
+    """Import azure-ai-ml, or raise AzureSdkV2MissingError naming the extra to install."""
+    try:
+        import azure.ai.ml  # noqa: F401
+        import azure.identity  # noqa: F401
+    except ImportError as error:
+        raise AzureSdkV2MissingError(getattr(error, "name", None) or "azure.ai.ml") from None

@@ -25,11 +25,8 @@ How the parts of a RunSpec arrive on Azure:
   provisioning configuration used if the cluster has to be created.
 """
 
-import hashlib
 import re
-import shlex
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import azureml.core
 from azureml.core import Environment, ScriptRunConfig
@@ -39,49 +36,22 @@ from azureml.core.runconfig import (DataReferenceConfiguration, DockerConfigurat
                                     MpiConfiguration, PyTorchConfiguration)
 from azureml.core.script_run_config import get_run_config_from_script_run
 
+# The SDK-free parts both translations share, named here too for the callers of v1's.
+from amlocal.backends.azure.dockerfiles import (ENVIRONMENT_PREFIX,  # noqa: F401
+                                                RUN_HISTORY_REQUIREMENT, azure_dockerfile,
+                                                environment_dockerfile, gpu_environment,
+                                                recipe_dockerfile_text)
+from amlocal.backends.azure.errors import TranslationError  # noqa: F401 (deploy_v1 and callers)
+from amlocal.backends.azure.run_parts import (DEFAULT_DATASTORE, INPUTS_PREFIX,  # noqa: F401
+                                              InputUpload, check_compute_name, content_hash,
+                                              existing_cluster_note, input_upload, run_notes,
+                                              uploads_of)
 from amlocal.backends.base import DATAREFERENCE_PREFIX
-from amlocal.backends.recipes import gpu_build, recipe_dir
-from amlocal.errors import UserInputError
 
 SDK_NAME = "azureml-core"
 SDK_VERSION = azureml.core.VERSION
-DEFAULT_DATASTORE = "workspaceblobstore"  # Azure ML's default datastore, unless a user changed it
-INPUTS_PREFIX = "amlocal-inputs"
-ENVIRONMENT_PREFIX = "amlocal-"
-# What the image needs for Run.get_context() to reach run history on Azure (SDK v1's last line).
-RUN_HISTORY_REQUIREMENT = "azureml-core~=1.61.0"
-# Images that exist only on the machine that made them (`amlocal base-image build`).
-_LOCAL_ONLY_IMAGE_PREFIX = "amlocal/"
 
-_COPY_PIP_SETTINGS = re.compile(r"^COPY\s+amlocal-pip/?\s+(\S+?)/?\s*$", re.MULTILINE)
-_COPY_REQUIREMENTS = re.compile(r"^COPY\s+requirements\.txt\s+(\S+)\s*$", re.MULTILINE)
-_BASE_IMAGE_ARG = re.compile(r"^ARG\s+BASE_IMAGE(=\S*)?\s*$", re.MULTILINE)
 _BRACED_REFERENCE = re.compile(r"\$\{" + DATAREFERENCE_PREFIX + r"([A-Za-z0-9_]+)\}(?![A-Za-z0-9_])")
-
-
-class TranslationError(UserInputError):
-    """The run spec asks for something that cannot be sent to Azure as it is."""
-
-
-@dataclass(frozen=True)
-class InputUpload:
-    """One named input: a local path, and where in the datastore it goes."""
-
-    name: str
-    source: Path
-    datastore: str
-    target_path: str  # the folder in the datastore the upload writes into
-    is_file: bool
-
-    @property
-    def path_on_datastore(self):
-        """What the data reference points at: the folder, or the file inside it."""
-        return f"{self.target_path}/{self.source.name}" if self.is_file else self.target_path
-
-    def describe(self):
-        return {"input": self.name, "from": str(self.source), "datastore": self.datastore,
-                "target_path": self.target_path, "path_on_datastore": self.path_on_datastore,
-                "mode": "mount"}
 
 
 @dataclass(frozen=True)
@@ -96,13 +66,16 @@ class ComputePlan:
     def vm_size(self):
         return self.provisioning.vm_size if self.provisioning is not None else None
 
+    @property
+    def max_nodes(self):
+        return (self.provisioning.scale_settings.maximum_node_count
+                if self.provisioning is not None else None)
+
     def describe(self, subscription_id=None):
         if self.provisioning is None:
             return {"name": self.name, "type": "AmlCompute", "create_if_missing": False,
                     "provisioning": None,
-                    "note": f"an existing compute target {self.name!r} in the workspace is used; "
-                            "there is no local compute target of that name to create it from "
-                            f"(`amlocal compute create {self.name} --vm-size ...` defines one)"}
+                    "note": existing_cluster_note(self.name)}
         payload = AmlCompute._build_create_payload(self.provisioning, None, subscription_id)
         return {"name": self.name, "type": "AmlCompute", "create_if_missing": True,
                 "provisioning": payload["properties"]["properties"], "from": self.source}
@@ -144,66 +117,10 @@ class Submission:
 
 # -- the parts ---------------------------------------------------------------------------------
 
-def content_hash(path):
-    """A short digest of a file's or folder's content (names and bytes), for upload paths."""
-    path = Path(path)
-    digest = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(
-        (candidate for candidate in path.rglob("*") if candidate.is_file()),
-        key=lambda candidate: candidate.relative_to(path).as_posix())
-    for file in files:
-        name = file.name if file == path else file.relative_to(path).as_posix()
-        file_digest = hashlib.sha256()
-        with open(file, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                file_digest.update(block)
-        digest.update(b"file\0" + name.encode() + b"\0" + file_digest.digest())
-    return digest.hexdigest()[:16]
-
-
-def input_upload(name, source, datastore=DEFAULT_DATASTORE):
-    source = Path(source)
-    return InputUpload(name=name, source=source, datastore=datastore,
-                       target_path=f"{INPUTS_PREFIX}/{name}/{content_hash(source)}",
-                       is_file=source.is_file())
-
-
-def azure_dockerfile(dockerfile, pip_packages=(), base_image=None):
-    """The Dockerfile Azure builds: `dockerfile` (the local recipe's or the user's text) made
-    self-contained, with azureml-core added for run history. See the module docstring."""
-    if base_image:
-        if base_image.startswith(_LOCAL_ONLY_IMAGE_PREFIX):
-            raise TranslationError(
-                f"base image {base_image} exists only on this machine (amlocal made it): Azure "
-                "cannot pull it; leave --base-image out to use the recipe's public base, or push "
-                "the image to a registry Azure can reach and name it there")
-        if not _BASE_IMAGE_ARG.search(dockerfile):
-            raise TranslationError(f"the Dockerfile has no `ARG BASE_IMAGE` line, so base image "
-                                   f"{base_image} cannot be applied to it")
-        dockerfile = _BASE_IMAGE_ARG.sub(f"ARG BASE_IMAGE={base_image}", dockerfile)
-    dockerfile = _COPY_PIP_SETTINGS.sub(
-        lambda match: (f"# amlocal: the host's pip settings stay on the host; Azure's build uses "
-                       f"its own\nRUN mkdir -p {match.group(1)} && : > {match.group(1)}/pip.conf"),
-        dockerfile)
-    requirements = " ".join(shlex.quote(package) for package in pip_packages)
-    dockerfile = _COPY_REQUIREMENTS.sub(
-        lambda match: ("# amlocal: the run's pip packages (requirements.txt of the local build)\n"
-                       + (f"RUN printf '%s\\n' {requirements} > {match.group(1)}" if requirements
-                          else f"RUN : > {match.group(1)}")),
-        dockerfile)
-    return (dockerfile.rstrip("\n") + "\n\n"
-            "# amlocal: Run.get_context() reaches Azure ML run history through azureml-core\n"
-            f"RUN python -m pip install --no-cache-dir {shlex.quote(RUN_HISTORY_REQUIREMENT)}\n")
-
-
 def environment_for(environment_spec):
     """(Environment, Dockerfile text) for an EnvironmentSpec: from docker/<recipe>/Dockerfile,
     or the spec's own Dockerfile."""
-    own = environment_spec.dockerfile is not None
-    dockerfile = azure_dockerfile(
-        environment_spec.dockerfile if own else recipe_dockerfile_text(environment_spec.recipe),
-        environment_spec.pip_packages, environment_spec.base_image)
-    name = ENVIRONMENT_PREFIX + ("custom" if own else environment_spec.recipe)
+    name, dockerfile = environment_dockerfile(environment_spec)
     environment = Environment.from_dockerfile(name, dockerfile)
     # The image is the environment: Azure runs `python` from it, adding no conda layer.
     environment.python.user_managed_dependencies = True
@@ -213,11 +130,7 @@ def environment_for(environment_spec):
 def compute_plan(name, local_target=None):
     """The AmlCompute target `name`; `local_target` (a local TargetSpec of that name, if the
     history has one) gives the settings to create it with."""
-    if name == "local":
-        raise TranslationError(
-            "the Azure backend runs on an AmlCompute cluster, not on 'local': give "
-            "--compute NAME (compute_target=NAME), a cluster in the workspace or one defined "
-            "with `amlocal compute create NAME --vm-size ...`")
+    check_compute_name(name)
     if local_target is None:
         return ComputePlan(name=name)
     provisioning = AmlCompute.provisioning_configuration(
@@ -235,27 +148,15 @@ def azure_arguments(arguments):
             for arg in arguments]
 
 
-def gpu_environment(spec, local_target=None):
-    """The run's EnvironmentSpec, with the recipe's GPU build where the run asks for GPUs (as the
-    local backend chooses it for nodes with real GPUs: Azure's GPU sizes have real ones)."""
-    environment = spec.environment
-    gpu_recipe = gpu_build(environment.recipe)
-    if (spec.use_gpu and environment.dockerfile is None and gpu_recipe
-            and (local_target is None or local_target.size.gpus > 0)):
-        return replace(environment, recipe=gpu_recipe)
-    return environment
-
-
 def translate(spec, local_target=None, datastore=DEFAULT_DATASTORE):
     """The Submission for a validated RunSpec.
 
     `local_target` is the local compute target named like spec.compute, if there is one;
     `datastore` the name of the workspace's default datastore.
     """
-    notes = []
     environment, dockerfile = environment_for(gpu_environment(spec, local_target))
     compute = compute_plan(spec.compute, local_target)
-    uploads = tuple(input_upload(name, spec.inputs[name], datastore) for name in sorted(spec.inputs))
+    uploads = uploads_of(spec, datastore)
 
     # As an expert writes it: ScriptRunConfig with the target, environment and limits, then the
     # run configuration's node count, variables and data references.
@@ -271,17 +172,7 @@ def translate(spec, local_target=None, datastore=DEFAULT_DATASTORE):
         upload.name: DataReferenceConfiguration(datastore_name=upload.datastore, mode="mount",
                                                 path_on_datastore=upload.path_on_datastore)
         for upload in uploads}
-    if spec.executor == "process":
-        notes.append("executor 'process' is local-only: on AmlCompute the script runs in the "
-                     "environment's Docker image")
-    if spec.use_gpu:
-        notes.append("use_gpu: the GPUs come from the compute target's VM size "
-                     f"({compute.vm_size or 'that of the existing cluster'}); the environment "
-                     f"is {environment.name}")
-    if spec.node_count > 1 and spec.distribution is None:
-        notes.append(f"node_count {spec.node_count}: AmlCompute allocates that many nodes; with no "
-                     "distribution (--distribution mpi or pytorch) amlocal translates no "
-                     "distributed job configuration")
+    notes = run_notes(spec, compute.vm_size, environment.name)
     return Submission(experiment=spec.experiment, config=config, environment=environment,
                       dockerfile=dockerfile, compute=compute, uploads=uploads,
                       tags=dict(spec.tags), notes=tuple(notes))
@@ -299,12 +190,6 @@ def distributed_job_config(spec):
     return PyTorchConfiguration(communication_backend=distribution.communication_backend,
                                 process_count=spec.node_count * distribution.process_count_per_node,
                                 node_count=spec.node_count)
-
-
-def recipe_dockerfile_text(recipe):
-    """The text of docker/<recipe>/Dockerfile, as the local backend builds from it."""
-    return (recipe_dir(recipe) / "Dockerfile").read_text()
-
 
 
 # -- sweeps (HyperDrive) ----------------------------------------------------------------------
