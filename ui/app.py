@@ -141,6 +141,8 @@ class UI:
         run_ids = _compare_ids(request)
         runs = [views.run_details(self.store.get_run(run_id), self.store.run_dir(run_id))
                 for run_id in run_ids]
+        for details in runs:
+            details["created"] = (details["created_at"] or "").replace("T", " ")[:19]
         names = {}
         for run_id in run_ids:
             for item in self.store.metric_summaries(run_id):
@@ -207,8 +209,10 @@ class UI:
         return JSONResponse({key: table[key] for key in ("rows", "total", "page", "pages")})
 
     async def api_status(self, request):
-        record = self.store.get_run(request.path_params["run_id"])
-        return JSONResponse({"status": record["status"],
+        run_id = request.path_params["run_id"]
+        record = self.store.get_run(run_id)
+        names = sorted({item["name"] for item in self.store.metric_summaries(run_id)})
+        return JSONResponse({"status": record["status"], "metric_names": names,
                              "terminal": views.run_status.is_terminal(record["status"]),
                              "stages": [{"name": stage["name"], "status": stage["status"]}
                                         for stage in record["stages"]]})

@@ -130,6 +130,7 @@ def run_page(store, run_id, now):
         "singles": [single for single in singles if not system(single["name"])],
         "system_singles": [single for single in singles if system(single["name"])],
         "blocks": blocks,
+        "metric_names": sorted({item["name"] for item in summaries}),
         "files": run_files(store, run_id),
         "children": children(store, details),
         "log": log_tail(store, run_id),
@@ -279,6 +280,7 @@ def models_page(backend):
     models = backend.models().list()
     for model in models:
         model["created"] = when(model.get("created_at"))
+        model["size"] = size_text(model["size_bytes"]) if "size_bytes" in model else ""
     return {"models": models}
 
 

@@ -114,11 +114,15 @@
       },
     }));
     const data = [xs].concat(spec.runs.map((runId, run) => axes.map((axis) => axis.values[run])));
-    makeChart(element, "", series, data, {
+    function axisLabel(axis) {
+      if (axis.choices) return axis.name + "\n" + axis.choices.length + " choices";
+      return axis.name + "\n" + number(axis.low) + " – " + number(axis.high);
+    }
+    makeChart(element, "axis", series, data, {
       scales: {x: {time: false, range: [-0.05, axes.length - 0.95]}, y: {range: [-0.05, 1.05]}},
       axes: [
-        {values: (u, ticks) => ticks.map((tick) => Number.isInteger(tick) && axes[tick] ? axes[tick].name : ""),
-         splits: () => xs, grid: {stroke: "#9aa4b2", width: 1}},
+        {values: (u, ticks) => ticks.map((tick) => Number.isInteger(tick) && axes[tick] ? axisLabel(axes[tick]) : ""),
+         splits: () => xs, grid: {stroke: "#9aa4b2", width: 1}, size: 56},
         {values: (u, ticks) => ticks.map((tick) => tick === 0 ? "low" : (tick === 1 ? "high" : "")),
          splits: () => [0, 1], size: 50, grid: {stroke: "#eef0f3"}},
       ],
@@ -169,6 +173,11 @@
     function poll() {
       getJSON("/api/runs/" + encodeURIComponent(run.dataset.run) + "/status").then((body) => {
         setStatus(body.status);
+        if (body.metric_names.join("\n") !== run.dataset.metrics) {
+          // a metric the page has no place for yet: the page as it is now
+          window.location.reload();
+          return;
+        }
         document.querySelectorAll("[data-series]").forEach(drawSeries);
         if (!body.terminal) setTimeout(poll, 2000);
       }).catch(() => setTimeout(poll, 5000));
