@@ -338,7 +338,7 @@ for step in range(3):
 
     assert len(children) == 2
     assert all(f"/runs/{child}" in page for child in children)
-    assert "Best loss" in page and "<th>lr</th>" in page and "data-parallel=" in page
+    assert "Best loss" in page and '<th class="num">lr</th>' in page and "data-parallel=" in page
     parallel = json.loads(re.search(r'data-parallel="([^"]+)"', page).group(1).replace("&#34;", '"'))
     assert [axis["name"] for axis in parallel["axes"]] == ["lr", "loss"]
     assert parallel["runs"] == children
@@ -412,3 +412,16 @@ def test_cancel_needs_the_pages_token_and_a_same_origin_request(amlocal_home, tm
     assert status == 200, body
     wait_for(lambda: store.get_status(run_id) == "Canceled", timeout=60)
     assert "canceled from the amlocal UI" in store.get_run(run_id)["error"]
+
+
+def test_values_that_are_not_numbers_are_gaps_in_a_curve(amlocal_home, ui):
+    (run_id,) = record_runs(amlocal_home, 1, experiment="odd")
+    store = RunStore(amlocal_home)
+    for value in (1.0, "diverged", float("nan"), -2, float("-inf"), 3.5):
+        store.add_metric(run_id, "loss", "scalar", value)
+
+    chart = ui.json(f"/api/runs/{run_id}/series?name=loss")
+
+    assert chart["y"] == [1.0, None, None, -2.0, None, 3.5]
+    assert (chart["min"], chart["max"], chart["last"], chart["total"]) == (-2.0, 3.5, 3.5, 6)
+    assert ui.get(f"/runs/{run_id}")[0] == 200

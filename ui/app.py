@@ -12,6 +12,7 @@ import csv
 import hmac
 import io
 import json
+import math
 import secrets
 import time
 from pathlib import Path
@@ -28,7 +29,6 @@ from amlocal.backends.history.run_folder import printable
 from amlocal.backends.history.store import RunStore
 from amlocal.errors import AmlocalError, RunNotFoundError, RunRecordCorruptedError, UserInputError
 from amlocal.ui import views
-from amlocal.ui.series import chart_series, chart_x
 
 HERE = Path(__file__).resolve().parent
 TOKEN_HEADER = "x-amlocal-token"
@@ -40,6 +40,9 @@ SECURITY_HEADERS = [(b"content-security-policy", CSP.encode()),
                     (b"x-frame-options", b"DENY"),
                     (b"cache-control", b"no-store")]
 MAX_IMAGE_BYTES = 20 << 20
+# A chart is a few hundred pixels wide: a longer curve is sent as the smallest and largest value
+# of each of this many stretches (so spikes and dips stay), the full values as CSV or JSON.
+CHART_BUCKETS = 1000
 IMAGE_TYPES = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"),
                (b"GIF87a", "image/gif"), (b"GIF89a", "image/gif"))
 
@@ -220,10 +223,10 @@ class UI:
     async def api_series(self, request):
         run_id = request.path_params["run_id"]
         name = request.query_params.get("name") or ""
-        steps, values = self.store.scalar_series(run_id, name)
-        if not values:
+        series = self.store.scalar_series(run_id, name, buckets=CHART_BUCKETS)
+        if not series["total"]:
             raise UserInputError(f"run {run_id} has no scalar metric {name[:100]!r}")
-        return JSONResponse({"run": run_id, "name": name, **chart_series(steps, values)})
+        return JSONResponse({"run": run_id, "name": name, **_chartable(series)})
 
     async def api_metric_download(self, request):
         run_id = request.path_params["run_id"]
@@ -262,9 +265,9 @@ class UI:
         name = request.query_params.get("name") or ""
         series = []
         for run_id in run_ids:
-            steps, values = self.store.scalar_series(run_id, name)
-            if values:
-                series.append({"run": run_id, **chart_series(steps, values)})
+            found = self.store.scalar_series(run_id, name, buckets=CHART_BUCKETS)
+            if found["total"]:
+                series.append({"run": run_id, **_chartable(found)})
         return JSONResponse({"name": name, "series": series,
                              "uses_steps": all(item["uses_steps"] for item in series)})
 
@@ -289,6 +292,16 @@ class UI:
         if not hmac.compare_digest(token.encode(), self.token.encode()):
             return "this request needs the token of a page of this UI session"
         return None
+
+
+def _chartable(series):
+    """The series with its points counted, and any infinity (JSON has none) as a gap."""
+    series["y"] = [None if value is None or not math.isfinite(value) else value
+                   for value in series["y"]]
+    for key in ("min", "max", "last"):
+        if series[key] is not None and not math.isfinite(series[key]):
+            series[key] = None
+    return {**series, "shown": len(series["y"])}
 
 
 def _compare_ids(request):

@@ -95,17 +95,18 @@ def runs_table(store, filters, now):
 
 def run_page(store, run_id, now):
     """Everything the run's page shows but the curves' values (fetched by the page)."""
-    details = run_details(store.get_run(run_id), store.run_dir(run_id))
-    created = store.get_run(run_id)["created_at"]
+    record = store.get_run(run_id)
+    details = run_details(record, store.run_dir(run_id))
+    created = record["created_at"]
     summaries = store.metric_summaries(run_id)
     curves = [item for item in summaries if item["type"] == "scalar" and item["count"] > 1]
     others = [item for item in summaries if item not in curves]
     records = store.metric_records_named(run_id, {item["name"] for item in others})
     other_keys = {(item["name"], item["type"]) for item in others}
     groups = {}
-    for record in records:
-        if (record["name"], record["type"]) in other_keys:
-            groups.setdefault((record["name"], record["type"]), []).append(record)
+    for row in records:
+        if (row["name"], row["type"]) in other_keys:
+            groups.setdefault((row["name"], row["type"]), []).append(row)
     singles = [rows[0] for (name, kind), rows in groups.items()
                if kind == "scalar" and len(rows) == 1]
     blocks = [metric_blocks.group_blocks(name, kind, rows, run_id)
@@ -121,7 +122,7 @@ def run_page(store, run_id, now):
         "created": when(created),
         "duration": duration_text((details["duration_s"] if details["duration_s"] is not None
                                    else now - created)),
-        "timeline": stage_timeline(store.get_run(run_id), now),
+        "timeline": stage_timeline(record, now),
         "status_history": [{"status": status, "at": when(at), "since": duration_text(at - created)}
                            for status, at in store.status_history(run_id)],
         "tags": visible_tags(details["tags"]),
