@@ -45,6 +45,19 @@ run.log_list("per_class", [0.9, 0.8, 0.95])
 run.log_row("epochs", epoch=1, loss=0.5)
 run.log_confusion_matrix("confusion", {{"schema_type": "confusion_matrix", "schema_version": "1.0.0",
     "data": {{"class_labels": ["cat", "dog"], "matrix": [[5, 1], [2, 7]]}}}})
+run.log_accuracy_table("accuracy", '{{"schema_type": "accuracy_table", "schema_version": "1.0.1", "data": {{"probability_tables": [[[4, 1, 3, 2]]], "percentile_tables": [[[4, 1, 3, 2]]], "probability_thresholds": [0.5], "percentile_thresholds": [50], "class_labels": ["cat"]}}}}')
+run.log_residuals("residuals", {{"schema_type": "residuals", "schema_version": "1.0.0",
+    "data": {{"bin_edges": [-1, 0, 1, 2], "bin_counts": [3, 9, 2]}}}})
+run.log_predictions("predictions", {{"schema_type": "predictions", "schema_version": "1.0.0",
+    "data": {{"bin_edges": [0, 1, 2], "bin_averages": [0.4, 1.6], "bin_errors": [0.1, 0.2], "bin_counts": [5, 5]}}}})
+import struct, zlib
+def chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+pixels = b"".join(b"\\x00" + b"".join(bytes((x * 8, y * 8, 160)) for x in range(32)) for y in range(32))
+with open("gradient.png", "wb") as image:
+    image.write(b"\\x89PNG\\r\\n\\x1a\\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 32, 32, 8, 2, 0, 0, 0))
+                + chunk(b"IDAT", zlib.compress(pixels)) + chunk(b"IEND", b""))
+run.log_image("gradient", path="gradient.png")
 run.log({HOSTILE!r}, 1.0)
 run.tag({HOSTILE!r}, {HOSTILE!r})
 import os
@@ -241,6 +254,11 @@ def test_a_run_page_shows_what_the_script_logged_as_text(logged_run, ui):
     assert "accuracy" in page and "0.93" in page
     assert "per_class" in page and "epochs" in page
     assert 'class="heat"' in page  # the confusion matrix
+    assert "Probability tables" in page and "residuals" in page and "predictions" in page
+    image = re.search(r'<img alt="gradient.png" src="([^"]+)"', page).group(1).replace("&amp;", "&")
+    image_status, image_headers, image_body = ui.get(image)
+    assert image_status == 200 and image_headers["Content-Type"] == "image/png"
+    assert image_body.startswith(b"\x89PNG")
     assert 'id="system"' in page and "system/cpu_utilization_percentage" in page
     assert "trained" in page  # the driver log
     # what the script controlled is text: escaped, never markup
@@ -315,24 +333,42 @@ def test_unknown_runs_and_metrics_are_a_clear_not_found(ui):
 
 # -- sweeps, compare, compute, models, services ---------------------------------------------------------
 
-def test_a_sweep_page_lists_children_with_hyperparameters_and_primary_metric(amlocal_home, tmp_path,
-                                                                           ui):
-    source = write_script(tmp_path / "sweep", "train.py", """
+SWEEP_SCRIPT = """
 import argparse
 from azureml.core.run import Run
 parser = argparse.ArgumentParser()
 parser.add_argument("--lr", type=float)
+parser.add_argument("--batch", type=int)
 args = parser.parse_args()
 run = Run.get_context()
-for step in range(3):
-    run.log("loss", args.lr * (3 - step))
-""")
+for step in range(5):
+    run.log("loss", args.lr * (5 - step) / args.batch)
+"""
+# Each run logs `loss` at steps 0..29, scaled by its first argument.
+COMPARE_SCRIPT = """
+import sys
+from azureml.core.run import Run
+run = Run.get_context()
+for step in range(30):
+    run.log("loss", float(sys.argv[1]) / (step + 1), step=step)
+"""
+
+
+def finished_sweep(folder, runs):
+    """A finished sweep of SWEEP_SCRIPT over lr and batch: (parent id, child ids)."""
+    source = write_script(folder, "train.py", SWEEP_SCRIPT)
     result = invoke("sweep", source, "--script", "train.py", "--executor", "process",
-                    "--param", "lr=uniform(0.1,1)", "--metric", "loss", "--goal", "minimize",
-                    "--max-total-runs", "2", "--seed", "7", "--json")
+                    "--param", "lr=uniform(0.1,1)", "--param", "batch=choice(16,32,64)",
+                    "--metric", "loss", "--goal", "minimize", "--max-total-runs", str(runs),
+                    "--max-concurrent-runs", "2", "--seed", "3", "--json")
     assert result.exit_code == 0, result.output
     parent = last_json(result)["id"]
-    children = RunStore(amlocal_home).children_of(parent)
+    return parent, RunStore().children_of(parent)
+
+
+def test_a_sweep_page_lists_children_with_hyperparameters_and_primary_metric(amlocal_home, tmp_path,
+                                                                           ui):
+    parent, children = finished_sweep(tmp_path / "sweep", 2)
 
     page = ui.page(f"/runs/{parent}")
 
@@ -340,18 +376,13 @@ for step in range(3):
     assert all(f"/runs/{child}" in page for child in children)
     assert "Best loss" in page and '<th class="num">lr</th>' in page and "data-parallel=" in page
     parallel = json.loads(re.search(r'data-parallel="([^"]+)"', page).group(1).replace("&#34;", '"'))
-    assert [axis["name"] for axis in parallel["axes"]] == ["lr", "loss"]
+    assert sorted(axis["name"] for axis in parallel["axes"][:2]) == ["batch", "lr"]
+    assert parallel["axes"][2]["name"] == "loss"
     assert parallel["runs"] == children
 
 
 def test_compare_shows_both_runs_curves_and_the_parameters_that_differ(amlocal_home, tmp_path, ui):
-    source = write_script(tmp_path / "cmp", "train.py", """
-import sys
-from azureml.core.run import Run
-run = Run.get_context()
-for step in range(5):
-    run.log("loss", float(sys.argv[1]) / (step + 1), step=step)
-""")
+    source = write_script(tmp_path / "cmp", "train.py", COMPARE_SCRIPT)
     first = process_run(source, "--", "1.0")["id"]
     second = process_run(source, "--", "2.0")["id"]
 
@@ -361,7 +392,8 @@ for step in range(5):
     assert "Parameters that differ" in page and "<th>arguments</th>" in page
     assert "<td>1.0</td>" in page and "<td>2.0</td>" in page
     assert [series["run"] for series in data["series"]] == [first, second]
-    assert data["series"][1]["y"] == [2.0, 1.0, 2 / 3, 0.5, 0.4]
+    assert data["series"][1]["y"][:5] == [2.0, 1.0, 2 / 3, 0.5, 0.4]
+    assert data["series"][1]["x"] == list(range(30))
     assert ui.page(f"/compare?run={first}&run={second}").count("/runs/") >= 2  # the table's form
     assert ui.get("/compare")[0] == 400
 

@@ -13,7 +13,8 @@ import pytest
 from amlocal.backends.history.store import RunStore
 from conftest import REPO, write_script
 from test_cli import invoke, last_json, wait_for
-from test_ui import HOSTILE, LOGGING_SCRIPT, process_run, running_ui, sleeping_run
+from test_ui import (COMPARE_SCRIPT, HOSTILE, LOGGING_SCRIPT, finished_sweep, process_run,
+                     running_ui, sleeping_run)
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 # the page's own CSP forbids eval, so waits go through locators (expect), not wait_for_function
@@ -119,8 +120,10 @@ for i in range(16):
     assert len(log.inner_text()) > len(before)
     # once it ends, the page shows the run as it ended
     expect(page.locator("#run-status .badge")).to_have_text("Completed", timeout=60_000)
-    page.wait_for_load_state()
-    assert "epoch 15 done" in page.locator("#log-text").inner_text()
+    expect(page.locator("#log-state")).to_have_text("complete", timeout=30_000)
+    expect(page.locator("#log-text")).to_contain_text("epoch 15 done")
+    expect(page.locator("#run")).to_have_attribute("data-terminal", "yes", timeout=30_000)
+    assert page.locator("figure.curve", has_text="progress").count() == 1
     assert page.problems == []
 
 
@@ -130,13 +133,7 @@ def _driver_log(store, run_id):
 
 
 def test_compare_draws_two_runs_on_one_chart(amlocal_home, tmp_path, ui, page):
-    source = write_script(tmp_path / "cmp", "train.py", """
-import sys
-from azureml.core.run import Run
-run = Run.get_context()
-for step in range(30):
-    run.log("loss", float(sys.argv[1]) / (step + 1), step=step)
-""")
+    source = write_script(tmp_path / "cmp", "train.py", COMPARE_SCRIPT)
     first = process_run(source, "--", "1.0")["id"]
     second = process_run(source, "--", "2.5")["id"]
 
@@ -155,24 +152,7 @@ for step in range(30):
 
 def test_a_sweep_page_lists_its_children_and_draws_parallel_coordinates(amlocal_home, tmp_path,
                                                                          ui, page):
-    source = write_script(tmp_path / "sweep", "train.py", """
-import argparse
-from azureml.core.run import Run
-parser = argparse.ArgumentParser()
-parser.add_argument("--lr", type=float)
-parser.add_argument("--batch", type=int)
-args = parser.parse_args()
-run = Run.get_context()
-for step in range(5):
-    run.log("loss", args.lr * (5 - step) / args.batch)
-""")
-    result = invoke("sweep", source, "--script", "train.py", "--executor", "process",
-                    "--param", "lr=uniform(0.1,1)", "--param", "batch=choice(16,32,64)",
-                    "--metric", "loss", "--goal", "minimize", "--max-total-runs", "4",
-                    "--max-concurrent-runs", "2", "--seed", "3", "--json")
-    assert result.exit_code == 0, result.output
-    parent = last_json(result)["id"]
-    children = RunStore(amlocal_home).children_of(parent)
+    parent, children = finished_sweep(tmp_path / "sweep", 4)
 
     page.goto(f"{ui.url}/runs/{parent}")
     page.locator("[data-parallel] canvas").wait_for()
@@ -196,7 +176,7 @@ def test_cancel_from_the_run_page(amlocal_home, tmp_path, ui, page):
 
     wait_for(lambda: store.get_status(run_id) == "Canceled", timeout=60)
     expect(page.locator("#run-status .badge")).to_have_text("Canceled", timeout=30_000)
-    page.wait_for_load_state()
+    expect(page.locator("#cancel")).to_have_count(0, timeout=30_000)  # the page of the ended run
     assert page.problems == []
     screenshot(page, "run-canceled")
 

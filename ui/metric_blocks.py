@@ -14,22 +14,10 @@ A group becomes a list of blocks, plain data that the template renders (escaped)
 import json
 from urllib.parse import quote
 
+from amlocal.backends.history.metric_shapes import (accuracy_rows, confusion_matrix, is_number,
+                                                    text_of)
+
 MAX_TABLE_ROWS = 1000  # longer tables show their first rows; the values are in the JSON download
-
-
-def text_of(value):
-    """A value as a cell shows it: floats to 6 significant digits, containers as JSON."""
-    if value is None or isinstance(value, bool):
-        return str(value)
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, (list, dict)):
-        return json.dumps(value)
-    return str(value)
-
-
-def is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _numbers(values):
@@ -136,16 +124,12 @@ def _images(name, rows, run_id):
 def _confusion(name, rows, run_id):
     blocks = []
     for row in rows:
-        data = _data(row) or {}
-        labels, matrix = data.get("class_labels"), data.get("matrix")
-        valid = (isinstance(labels, list) and labels and isinstance(matrix, list)
-                 and len(matrix) == len(labels)
-                 and all(isinstance(line, list) and len(line) == len(labels)
-                         and all(is_number(cell) for cell in line) for line in matrix))
-        if not valid:
+        checked = confusion_matrix(_data(row) or {})
+        if checked is None:
             blocks += [{"kind": "note", "text": "Not a valid confusion matrix (class_labels and a "
                         "square matrix of numbers expected):"}, _json(row["value"])]
             continue
+        labels, matrix = checked
         top = max(max(line) for line in matrix) or 1
         blocks.append({"kind": "heat", "labels": [text_of(label) for label in labels],
                        "rows": [{"label": text_of(label),
@@ -168,28 +152,13 @@ def _accuracy(name, rows, run_id):
             tables, thresholds = data.get(f"{kind}_tables"), data.get(f"{kind}_thresholds")
             if tables is None:
                 continue
-            lines = _accuracy_rows(tables, thresholds, labels)
+            lines = accuracy_rows(tables, thresholds, labels)
             if lines is None:
                 blocks.append(_json({f"{kind}_tables": tables, f"{kind}_thresholds": thresholds}))
             else:
                 blocks.append({"kind": "note", "text": f"{kind.capitalize()} tables"})
                 blocks.append(_table(["Class", "Threshold", "TP", "FP", "TN", "FN"], lines))
     return blocks
-
-
-def _accuracy_rows(tables, thresholds, labels):
-    if not isinstance(tables, list) or not isinstance(thresholds, list):
-        return None
-    lines = []
-    for index, per_class in enumerate(tables):
-        if not isinstance(per_class, list) or len(per_class) != len(thresholds):
-            return None
-        label = labels[index] if index < len(labels) else index
-        for threshold, counts in zip(thresholds, per_class):
-            if not (isinstance(counts, list) and len(counts) == 4):
-                return None
-            lines.append([label, threshold, *counts])
-    return lines
 
 
 def _residuals(name, rows, run_id):

@@ -10,6 +10,7 @@ import re
 from amlocal.backends import status as run_status
 from amlocal.backends.base import HYPERPARAMETER_TAG_PREFIX
 from amlocal.backends.history.records import run_details
+from amlocal.backends.history.metric_shapes import size_text as shown_size
 from amlocal.backends.history.run_folder import printable
 from amlocal.backends.history.store import DRIVER_LOG
 from amlocal.errors import AmlocalError, UserInputError
@@ -41,13 +42,7 @@ def duration_text(seconds):
 
 
 def size_text(size):
-    if size is None:
-        return "?"
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size} B" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return str(size)
+    return "?" if size is None else shown_size(size)
 
 
 def safe_file_part(text):
@@ -87,7 +82,8 @@ def runs_table(store, filters, now):
         row["duration"] = duration_text((ended if ended is not None else now) - row["created_at"])
         row["tags"] = visible_tags(row["tags"])
     pages = max(1, math.ceil(total / PAGE_SIZE))
-    return {"rows": rows, "total": total, "page": filters["page"], "pages": pages,
+    live = any(not run_status.is_terminal(row["status"]) for row in rows)
+    return {"rows": rows, "total": total, "page": filters["page"], "pages": pages, "live": live,
             "facets": store.run_facets(), "filters": filters}
 
 

@@ -154,7 +154,10 @@
     setTimeout(poll, 1000);
   }
 
+  let reloading = false;
   function finished(run) {
+    if (reloading) return;
+    reloading = true;
     const state = document.getElementById("log-state");
     if (state) state.textContent = "complete";
     // the run's final metrics and files: the page as it is now
@@ -179,7 +182,13 @@
           return;
         }
         document.querySelectorAll("[data-series]").forEach(drawSeries);
-        if (!body.terminal) setTimeout(poll, 2000);
+        if (body.terminal) {
+          // the log's last lines first, when there is a log to follow
+          if (!document.getElementById("log-text")) finished(run);
+          else setTimeout(() => finished(run), 2500);
+          return;
+        }
+        setTimeout(poll, 2000);
       }).catch(() => setTimeout(poll, 5000));
     }
     setTimeout(poll, 2000);
@@ -205,7 +214,24 @@
     });
   }
 
+  // -- the runs table: filters apply on change; a page with live runs refreshes itself ---------
+  function wireRunsTable() {
+    document.querySelectorAll("form.filters select").forEach((select) =>
+      select.addEventListener("change", () => select.form.submit()));
+    const table = document.getElementById("runs-table");
+    if (!table || table.dataset.live !== "yes") return;
+    (function later() {
+      setTimeout(() => {
+        const busy = document.querySelector("#runs-table input:checked") ||
+          (document.activeElement && document.activeElement.form);
+        if (busy) later();  // never throw away the user's selection or typing
+        else window.location.reload();
+      }, 5000);
+    })();
+  }
+
   function start() {
+    wireRunsTable();
     document.querySelectorAll("[data-series]").forEach(drawSeries);
     document.querySelectorAll("[data-static-chart]").forEach(drawStatic);
     document.querySelectorAll("[data-compare]").forEach(drawCompare);
