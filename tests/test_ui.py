@@ -199,7 +199,7 @@ def test_a_port_in_use_is_one_line_of_error(amlocal_home):
 
 # -- the runs table -----------------------------------------------------------------------------------
 
-def record_runs(home, count, experiment="bulk", **overrides):
+def record_runs(home, count, experiment="bulk", backend="local", spec=None, **overrides):
     """`count` finished runs recorded through RunStore in one transaction (no script ran)."""
     store = RunStore(home)
     now = time.time()
@@ -208,8 +208,8 @@ def record_runs(home, count, experiment="bulk", **overrides):
         for index, run_id in enumerate(ids):
             store.run_dir(run_id).mkdir()
             store.insert_run_in(conn, run_id=run_id, experiment=experiment, executor="process",
-                                compute="local", spec={"script": "train.py"},
-                                tags={"index": str(index)}, backend="local", driver_pid=None)
+                                compute="local", spec=spec or {"script": "train.py"},
+                                tags={"index": str(index)}, backend=backend, driver_pid=None)
             conn.execute("UPDATE runs SET created_at = ?, status = ? WHERE id = ?",
                          (now - count + index, overrides.get("status", "Completed"), run_id))
     return ids
@@ -444,6 +444,17 @@ def test_cancel_needs_the_pages_token_and_a_same_origin_request(amlocal_home, tm
     assert status == 200, body
     wait_for(lambda: store.get_status(run_id) == "Canceled", timeout=60)
     assert "canceled from the amlocal UI" in store.get_run(run_id)["error"]
+
+
+def test_an_azure_runs_page_links_to_its_portal_page(amlocal_home, ui):
+    portal = "https://ml.azure.com/runs/cloud_1?wsid=/subscriptions/s/x"
+    (run_id,) = record_runs(amlocal_home, 1, experiment="cloud", backend="azure",
+                            spec={"script": "train.py", "azure": {"portal_url": portal}})
+
+    page = ui.page(f"/runs/{run_id}")
+
+    assert f'<a href="{portal}" rel="noopener noreferrer"' in page
+    assert [row["id"] for row in ui.json("/api/runs?backend=azure")["rows"]] == [run_id]
 
 
 def test_values_that_are_not_numbers_are_gaps_in_a_curve(amlocal_home, ui):

@@ -37,8 +37,10 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';
 SECURITY_HEADERS = [(b"content-security-policy", CSP.encode()),
                     (b"x-content-type-options", b"nosniff"),
                     (b"referrer-policy", b"no-referrer"),
-                    (b"x-frame-options", b"DENY"),
-                    (b"cache-control", b"no-store")]
+                    (b"x-frame-options", b"DENY")]
+# Pages and data are the history as it is now; the assets are kept and revalidated (ETag).
+NO_STORE = (b"cache-control", b"no-store")
+REVALIDATE = (b"cache-control", b"no-cache")
 MAX_IMAGE_BYTES = 20 << 20
 # A chart is a few hundred pixels wide: a longer curve is sent as the smallest and largest value
 # of each of this many stretches (so spikes and dips stay), the full values as CSV or JSON.
@@ -63,13 +65,15 @@ class GuardedApp:
             response = Response(f"unknown host {host[:100]!r}\n", status_code=421,
                                 media_type="text/plain")
             return await response(scope, receive, self._with_headers(send))
-        await self.app(scope, receive, self._with_headers(send))
+        caching = REVALIDATE if scope["path"].startswith("/static/") else NO_STORE
+        await self.app(scope, receive, self._with_headers(send, caching))
 
     @staticmethod
-    def _with_headers(send):
+    def _with_headers(send, caching=NO_STORE):
         async def sending(message):
             if message["type"] == "http.response.start":
-                message = dict(message, headers=[*message.get("headers", []), *SECURITY_HEADERS])
+                message = dict(message, headers=[*message.get("headers", []), *SECURITY_HEADERS,
+                                                 caching])
             await send(message)
         return sending
 

@@ -92,7 +92,7 @@ def runs_table(store, filters, now):
 def run_page(store, run_id, now):
     """Everything the run's page shows but the curves' values (fetched by the page)."""
     record = store.get_run(run_id)
-    details = run_details(record, store.run_dir(run_id))
+    details = {**run_details(record, store.run_dir(run_id)), **backend_view(store, record)}
     created = record["created_at"]
     summaries = store.metric_summaries(run_id)
     curves = [item for item in summaries if item["type"] == "scalar" and item["count"] > 1]
@@ -132,6 +132,20 @@ def run_page(store, run_id, now):
         "children": children(store, details),
         "log": log_tail(store, run_id),
     }
+
+
+def backend_view(store, record):
+    """What a run's own backend adds to its record, read without asking the cloud: an Azure
+    run's portal URL ({} for a local run, or where that backend cannot be loaded here)."""
+    if record["backend"] == "local":
+        return {}
+    from amlocal.backends import open_run
+
+    try:
+        details = open_run(record["id"], home=store.home).get_details(refresh=False)
+    except (AmlocalError, ImportError):
+        return {}
+    return {"portal_url": details.get("portal_url")}
 
 
 def stage_timeline(record, now):
