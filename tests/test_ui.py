@@ -59,6 +59,9 @@ with open("gradient.png", "wb") as image:
                 + chunk(b"IDAT", zlib.compress(pixels)) + chunk(b"IEND", b""))
 run.log_image("gradient", path="gradient.png")
 run.log({HOSTILE!r}, 1.0)
+child = run.child_run(name="fold-1")
+child.log("fold accuracy", 0.8)
+child.complete()
 run.tag({HOSTILE!r}, {HOSTILE!r})
 import os
 os.makedirs("outputs", exist_ok=True)
@@ -225,12 +228,13 @@ def test_the_runs_table_lists_a_run_and_filters_sorts_and_pages(amlocal_home, lo
     assert bulk[0] in second and logged_run["id"] not in second
 
     by_experiment = ui.json("/api/runs?experiment=ui-test")
-    assert [row["id"] for row in by_experiment["rows"]] == [logged_run["id"]]
+    (child,) = RunStore().children_of(logged_run["id"])  # the script's child run
+    assert {row["id"] for row in by_experiment["rows"]} == {logged_run["id"], child}
     assert ui.json("/api/runs?tag=team%3Dvision")["total"] == 1
     assert ui.json("/api/runs?tag=index")["total"] == 60
     assert ui.json("/api/runs?tag=index%3D7")["rows"][0]["id"] == bulk[7]
     assert ui.json("/api/runs?status=Failed")["total"] == 0
-    assert ui.json("/api/runs?backend=local")["total"] == 61
+    assert ui.json("/api/runs?backend=local")["total"] == 62
     oldest_first = ui.json("/api/runs?sort=created&order=asc")["rows"]
     assert oldest_first[0]["id"] == bulk[0]
     assert ui.get("/api/runs?sort=nonsense")[0] == 400
@@ -261,6 +265,8 @@ def test_a_run_page_shows_what_the_script_logged_as_text(logged_run, ui):
     assert image_body.startswith(b"\x89PNG")
     assert 'id="system"' in page and "system/cpu_utilization_percentage" in page
     assert "trained" in page  # the driver log
+    (child,) = RunStore().children_of(run_id)
+    assert "Child runs" in page and f'href="/runs/{child}"' in page
     # what the script controlled is text: escaped, never markup
     assert "<script>alert" not in page and "<img src=x" not in page
     assert page.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 3  # metric, tag key, tag value
@@ -406,6 +412,16 @@ def test_compute_models_and_services_pages(amlocal_home, logged_run, ui):
     models = ui.page("/models")
     assert "vision-model" in models and logged_run["id"] in models
     assert "No web services deployed" in ui.page("/services")
+
+    from amlocal.backends.history.services import ServiceRecords
+
+    ServiceRecords(RunStore(amlocal_home)).create(
+        "scorer", "local", {"models": [{"name": "vision-model", "version": 1}],
+                            "auth_enabled": True},
+        keys={"primary": "SECRET-PRIMARY-KEY", "secondary": "SECRET-SECONDARY-KEY"}, port=32100)
+    services = ui.page("/services")
+    assert "scorer" in services and "vision-model:1" in services and "32100" in services
+    assert "SECRET-" not in services  # a page is no place for a service's keys
 
 
 # -- cancel ---------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 from amlocal.backends.history.store import RunStore
 from conftest import REPO, write_script
 from test_cli import invoke, last_json, wait_for
-from test_ui import (COMPARE_SCRIPT, HOSTILE, LOGGING_SCRIPT, finished_sweep, process_run,
+from test_ui import (COMPARE_SCRIPT, HOSTILE, HOSTILE_FILE, LOGGING_SCRIPT, finished_sweep, process_run,
                      running_ui, sleeping_run)
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -69,6 +69,8 @@ def test_the_run_table_and_a_docker_runs_page(amlocal_home, docker_client, tmp_p
     assert result.exit_code == 0, result.output
     run_id = last_json(result)["id"]
 
+    dialogs = []  # an alert() the script's text smuggled in would open one
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     page.goto(ui.url + "/")
     row = page.locator(f'tr[data-run="{run_id}"]')
     row.wait_for()
@@ -89,7 +91,10 @@ def test_the_run_table_and_a_docker_runs_page(amlocal_home, docker_client, tmp_p
     # what the script controlled shows as text, and ran as nothing
     assert HOSTILE in page.locator("#metrics").inner_text()
     assert HOSTILE in page.locator("#tags").inner_text()
-    assert page.problems == []
+    assert HOSTILE_FILE in page.locator("#files").inner_text()
+    page.locator("figure.image img").wait_for()
+    assert page.locator("figure.image img").evaluate("image => image.naturalWidth") == 32
+    assert page.problems == [] and dialogs == []
     screenshot(page, "run")
 
 

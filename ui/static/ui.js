@@ -29,7 +29,7 @@
         stroke: PALETTE[index % PALETTE.length],
         width: 1.5,
         spanGaps: false,
-        points: {show: data[0].length < 60},
+        points: item.points || {show: data[0].length < 60},
         paths: item.paths,
         fill: item.fill,
         value: item.value || ((u, v) => number(v)),
@@ -83,11 +83,18 @@
   function drawStatic(element) {
     const spec = JSON.parse(element.dataset.staticChart);
     const bars = spec.type === "bars";
+    // bars stand on zero, and the outer ones show whole
+    const half = spec.x.length > 1 ? (spec.x[1] - spec.x[0]) / 2 : 0.5;
+    const extra = bars ? {scales: {
+      x: {time: false, range: (u, low, high) => [low - half, high + half]},
+      y: {range: (u, low, high) => [0, high * 1.1 || 1]},
+    }} : undefined;
     makeChart(element, spec.xlabel, [{
       label: spec.title,
-      paths: bars ? uPlot.paths.bars({size: [0.9, 60]}) : undefined,
+      paths: bars ? uPlot.paths.bars({size: [0.96, Infinity]}) : undefined,
+      points: bars ? {show: false} : undefined,
       fill: bars ? "rgba(37, 99, 235, 0.35)" : undefined,
-    }], [spec.x, spec.y]);
+    }], [spec.x, spec.y], extra);
   }
 
   // -- several runs' curves of one metric on one chart ----------------------------------------
