@@ -12,6 +12,7 @@ import os
 import time
 from pathlib import Path
 
+from amlocal.backends import run_page_url
 from amlocal.backends import status as run_status
 from amlocal.backends.base import (DistributionSpec, LogLine, StageFinished, StageStarted,
                                    downloads_under, run_configuration_fields)
@@ -173,10 +174,14 @@ class Run:
         return details
 
     def get_portal_url(self):
-        """Where to look at the run: its Azure ML studio page, or for a local run its folder in
-        the run history."""
+        """Where to look at the run: its Azure ML studio page, or for a local run its page in
+        the amlocal UI while one serves its history (`amlocal ui`), else its folder."""
         details = self._handle.get_details()
-        return details.get("portal_url") or Path(details["run_dir"]).as_uri()
+        if details.get("portal_url"):
+            return details["portal_url"]
+        run_dir = Path(details["run_dir"])
+        # a local run's folder is <history>/runs/<folder>
+        return run_page_url(details["id"], run_dir.parent.parent) or run_dir.as_uri()
 
     # -- waiting --------------------------------------------------------------------------------
 

@@ -42,6 +42,14 @@ def default_home():
     return history_home()
 
 
+def run_page_url(run_id, home=None):
+    """The run's page in the web UI (`amlocal ui`) while one serves the history at `home`
+    (default: default_home()), else None."""
+    from amlocal.backends.history.ui_address import run_page_url as page_url
+
+    return page_url(default_home() if home is None else home, run_id)
+
+
 def open_run(run_id, home=None):
     """The handle of a run in the local history, from the backend that ran it (an Azure run's
     handle asks Azure; a local run's reads the history)."""

@@ -29,6 +29,7 @@ SUBCOMMANDS = {
     "models": "amlocal.cli.models:models",
     "serve": "amlocal.cli.serve:serve",
     "services": "amlocal.cli.services:services",
+    "ui": "amlocal.cli.ui:ui",
 }
 
 

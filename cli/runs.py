@@ -98,11 +98,16 @@ def show(run_id, as_json):
         echo_json(details)
         return
     click.echo(summary_line(details))
+    if not details.get("portal_url"):
+        from amlocal.backends import run_page_url
+
+        details = {**details, "page_url": run_page_url(details["id"])}  # while `amlocal ui` runs
     waiting = handle.get_detailed_status()["details"]
     if waiting:
         click.echo(f"{'Waiting:':<12} {waiting}")
     for label, key in [("Experiment", "experiment"), ("Backend", "backend"),
-                       ("Portal URL", "portal_url"), ("Compute", "compute"),
+                       ("Portal URL", "portal_url"), ("Run page", "page_url"),
+                       ("Compute", "compute"),
                        ("Executor", "executor"), ("Image", "image"),
                        ("Script", "script"), ("Arguments", "arguments"), ("Inputs", "inputs"),
                        ("Created", "created_at"), ("Exit code", "exit_code")]:

@@ -1,4 +1,5 @@
-"""The installed package carries its payload: every docker/ recipe and the run-side runtime."""
+"""The installed package carries its payload: every docker/ recipe, the run-side runtime and the
+web UI's templates and assets."""
 
 import subprocess
 import sys
@@ -29,6 +30,9 @@ def test_wheel_holds_the_recipes_and_the_runtime(tmp_path):
             "amlocal/backends/local/runtime/shim/azureml/core/run.py",
             "amlocal/backends/local/runtime/opendatasets/azureml/opendatasets/__init__.py",
             "amlocal/cli/main.py"} <= names
+    # the web UI serves its pages and assets from the package: the browser needs no network
+    assert {"amlocal/ui/templates/run.html", "amlocal/ui/static/ui.js",
+            "amlocal/ui/static/uPlot.iife.min.js", "amlocal/ui/static/uPlot.LICENSE"} <= names
     assert not any(name.startswith(("trainer/", "tests/")) for name in names)
 
 

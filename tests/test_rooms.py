@@ -114,3 +114,46 @@ def test_the_run_side_runtime_imports_nothing_of_amlocal():
     # It runs in the script's Python (in a container, or a venv without amlocal): standard
     # library only.
     assert offences(sources("local/runtime"), lambda module: within(module, "amlocal")) == []
+
+
+# The web UI (ui/, amlocal.ui) reads the history through backends/ and is started by one
+# command; nothing else may depend on it.
+UI = REPO / "ui"
+UI_MAY_USE = ("amlocal.backends", "amlocal.errors", "amlocal.validation", "amlocal.ui")
+UI_COMMAND = REPO / "cli" / "ui.py"
+
+
+def plain_imports(path):
+    """[(line, module)] of a file's imports as written; a relative one as "." + its name."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = "." * node.level + (node.module or "")
+            found += [(node.lineno, base)] + [(node.lineno, f"{base}.{alias.name}")
+                                               for alias in node.names]
+    return found
+
+
+def plain_offences(paths, forbidden):
+    return [f"{path.relative_to(REPO)}:{line} imports {module}"
+            for path in paths for line, module in plain_imports(path) if forbidden(module)]
+
+
+def test_the_ui_imports_only_backends_errors_and_validation():
+    paths = sorted(UI.rglob("*.py"))
+    assert plain_offences(paths, lambda module: module.startswith(".")) == []  # absolute only
+    assert plain_offences(paths, lambda module: within(module, "amlocal")
+                          and not within(module, *UI_MAY_USE)) == []
+
+
+def test_nothing_but_its_command_imports_the_ui():
+    others = [path for folder in ("amlocal", "cli", "backends", "service")
+              for path in sorted((REPO / folder).rglob("*.py")) if path != UI_COMMAND]
+
+    def reaches_ui(module):
+        return within(module, "amlocal.ui") or (module.startswith("..") and ".ui" in module)
+
+    assert plain_offences(others, reaches_ui) == []
+    assert plain_offences([UI_COMMAND], reaches_ui) != []

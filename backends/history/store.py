@@ -31,6 +31,7 @@ from pathlib import Path
 
 from amlocal.backends import status as run_status
 from amlocal.backends.base import STAGES
+from amlocal.backends.history.queries import RunQueries
 from amlocal.backends.history.records import iso_time, run_details, run_record
 from amlocal.backends.history.run_files import (FILE_FOLDERS, UPLOADS_FOLDER, RunFile, RunFiles,
                                                 not_run_files, run_file_location, sha256_of_file)
@@ -89,7 +90,7 @@ def run_folder_name(run_id):
     return f"{readable.lstrip('.')}+{digest}"
 
 
-class RunStore(RunFiles):
+class RunStore(RunFiles, RunQueries):
     """The run history at `home`. Cheap to create; safe to use from many processes at once."""
 
     def __init__(self, home=None):

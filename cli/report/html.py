@@ -4,9 +4,10 @@ tables, badges, embedded images, the page's CSS and Content-Security-Policy, and
 import base64
 import datetime
 import html
-import json
 import re
 
+# The text of a value and of a size, shared with the web UI (no store access).
+from amlocal.backends.history.metric_shapes import size_text, text_of
 from amlocal.cli import charts
 
 COLLAPSE_ROWS = 25  # tables longer than this start folded (<details>), all rows still there
@@ -28,17 +29,6 @@ def esc(value):
     if isinstance(value, Markup):
         return value
     return html.escape(_CONTROL.sub("\ufffd", str(value)), quote=True)
-
-
-def text_of(value):
-    """A value as the report shows it (floats with 6 significant digits, JSON for containers)."""
-    if value is None or isinstance(value, bool):
-        return str(value)
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, (list, dict)):
-        return json.dumps(value)
-    return str(value)
 
 
 def value_cell(value):
@@ -101,14 +91,6 @@ def seconds_text(value):
         return f"{int(minutes)} min {seconds:.0f} s"
     hours, minutes = divmod(minutes, 60)
     return f"{int(hours)} h {int(minutes)} min"
-
-
-def size_text(size):
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size} B" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return str(size)
 
 
 def image_mime(data):

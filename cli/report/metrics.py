@@ -5,6 +5,7 @@ curve across runs."""
 import re
 from dataclasses import dataclass
 
+from amlocal.backends.history.metric_shapes import is_number
 from amlocal.cli import charts
 from amlocal.cli.output import png_file, write_atomically
 from amlocal.errors import UserInputError
@@ -63,10 +64,6 @@ def group_metrics(rows):
             groups[key] = MetricGroup(row.name, row.metric_type, [])
         groups[key].rows.append(row)
     return list(groups.values())
-
-
-def is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def curve_points(rows):

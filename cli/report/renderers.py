@@ -6,6 +6,7 @@ import os
 import shlex
 
 from amlocal.backends.base import numeric_values
+from amlocal.backends.history.metric_shapes import accuracy_rows, confusion_matrix
 # Display helpers of the history (text of a stored name, of a stored time), no store access.
 from amlocal.backends.history.run_folder import printable
 from amlocal.backends.history.store import iso_time
@@ -246,17 +247,13 @@ class Report:
     def metric_confusion_matrix(self, group):
         parts = []
         for row in group.rows:
-            data = _artifact_data(row) or {}
-            labels, matrix = data.get("class_labels"), data.get("matrix")
-            valid = (isinstance(labels, list) and isinstance(matrix, list)
-                     and len(matrix) == len(labels) and labels
-                     and all(isinstance(line, list) and len(line) == len(labels)
-                             and all(is_number(cell) for cell in line) for line in matrix))
-            if not valid:
+            checked = confusion_matrix(_artifact_data(row) or {})
+            if checked is None:
                 parts.append(Markup('<p class="note">Not a valid confusion matrix '
                                     "(class_labels and a square matrix of numbers expected):</p>"))
                 parts.append(_json_block(row.value))
                 continue
+            labels, matrix = checked
             parts.append(self.figure(charts.confusion_matrix_figure(group.name, labels, matrix),
                                      f"confusion matrix {group.name}"))
             parts.append(html_table(
@@ -450,16 +447,7 @@ def _numbers(values):
 
 
 def _accuracy_rows(tables, thresholds, labels):
-    """Rows (class, threshold, TP, FP, TN, FN) of an accuracy table; None if it is not shaped so."""
-    if not isinstance(tables, list) or not isinstance(thresholds, list):
-        return None
-    rows = []
-    for index, per_class in enumerate(tables):
-        if not isinstance(per_class, list) or len(per_class) != len(thresholds):
-            return None
-        label = labels[index] if index < len(labels) else index
-        for threshold, counts in zip(thresholds, per_class):
-            if not (isinstance(counts, list) and len(counts) == 4):
-                return None
-            rows.append([text_of(label), value_cell(threshold), *(value_cell(count) for count in counts)])
-    return rows
+    """Table rows (class, threshold, TP, FP, TN, FN) of an accuracy table; None if it is not shaped so."""
+    rows = accuracy_rows(tables, thresholds, labels)
+    return None if rows is None else [[text_of(label), *(value_cell(cell) for cell in cells)]
+                                      for label, *cells in rows]
