@@ -20,6 +20,9 @@ from amlocal.backends.spec import (  # noqa: F401
 from amlocal.errors import UserInputError
 
 STAGES = ("Preparing", "Scaling", "Running", "PostProcessing")
+# Metrics named so are a run's system metrics (its CPU, memory and GPU use, sampled by its
+# driver: local/system_metrics.py), as MLflow names its own; the rest are the script's.
+SYSTEM_METRIC_PREFIX = "system/"
 
 
 # Events a backend reports while a run advances. The CLI renders them; tests collect them.

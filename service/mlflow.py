@@ -47,7 +47,6 @@ from amlocal.validation import check_experiment_name, check_key_values, check_te
 PREFIX = "/mlflow/v1.0" + WS
 API = PREFIX + "/api/2.0/mlflow"
 PARAM_PREFIX = "mlflow.param."
-SYSTEM_METRIC_PREFIX = "system/"
 # MLflow's own limits on one log-batch (mlflow/utils/validation.py).
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_TAGS_PER_BATCH = 100
