@@ -116,14 +116,20 @@ def _allowed(call, run_id):
     return call.claims.allows_run(run_id, lambda child: _parent_of(store, child))
 
 
-def _record(call, run_id=None):
-    """The record of the request's run (after the token is checked against it); 404 if none."""
-    run_id = run_id or _run_id(call)
+def _allowed_run_id(call):
+    """The request's run id, once the token is checked against it."""
+    run_id = _run_id(call)
     if not _allowed(call, run_id):
         raise ServiceError(403, "AuthorizationFailed", f"the token's scope ({call.claims.scope}) "
                            f"does not allow run {run_id}")
+    return run_id
+
+
+def _record(call):
+    """The record of the request's run (after the token is checked against it); 404 if none.
+    Read through the backend: a run whose driver died is reconciled first, as everywhere."""
+    run_id = _allowed_run_id(call)
     try:
-        # Through the backend: a run whose driver died is reconciled first, as everywhere.
         call.service.backend().get_run(run_id)
         return call.service.store.get_run(run_id)
     except RunNotFoundError:
@@ -263,9 +269,13 @@ def _writable(call):
     """The record of the request's run, which must not have ended (MLflow's own rule)."""
     record = _record(call)
     if run_status.is_terminal(record["status"]):
-        raise bad_request(f"The run {record['id']} must be in the 'active' state. Current "
-                          f"state is {record['status']} (it has ended).")
+        raise bad_request(_ended(record["id"], record["status"]))
     return record
+
+
+def _ended(run_id, status):
+    return (f"The run {run_id} must be in the 'active' state. Current state is {status} (it "
+            "has ended).")
 
 
 def _log(call, record, metrics=(), params=(), tags=()):
@@ -278,10 +288,7 @@ def _log(call, record, metrics=(), params=(), tags=()):
     checked_params = {PARAM_PREFIX + _key(param.get("key") if isinstance(param, dict) else None,
                                           "param"): str(param.get("value", ""))
                       for param in params}
-    records = {}
-    for metric in metrics:
-        name, value = _metric_record(metric)
-        records.setdefault(name, []).append(value)
+    records = _metric_records(metrics)  # all checked before anything is written
     try:
         if checked_tags:
             check_key_values({**record["tags"], **checked_tags}, "tag")
@@ -300,6 +307,19 @@ def _log(call, record, metrics=(), params=(), tags=()):
             store.add_properties(run_id, checked_params)
     except UserInputError as error:
         raise bad_request(str(error)) from None
+    return _write_metrics(store, run_id, records)
+
+
+def _metric_records(metrics):
+    records = {}
+    for metric in metrics:
+        name, value = _metric_record(metric)
+        records.setdefault(name, []).append(value)
+    return records
+
+
+def _write_metrics(store, run_id, records):
+    """Write checked MLflow metrics ({name: records}) in one transaction."""
     if records:
         try:
             add_metric_batch(store, run_id, records, MAX_METRIC_NAMES)
@@ -319,10 +339,22 @@ def _list(body, name, largest):
     return values
 
 
+def _log_metrics_only(call, metrics):
+    """Metrics alone: the run's status is all that is read (a script may log thousands)."""
+    records = _metric_records(metrics)
+    run_id = _allowed_run_id(call)
+    try:
+        status = call.service.store.get_status(run_id)
+    except RunNotFoundError:
+        raise not_found(f"Run with id={run_id} not found") from None
+    if run_status.is_terminal(status):
+        raise bad_request(_ended(run_id, status))
+    return _write_metrics(call.service.store, run_id, records)
+
+
 @mlflow_operation("/runs/log-metric", ["POST"])
 def log_metric(call):
-    body = call.json_object()
-    return _log(call, _writable(call), metrics=[body])
+    return _log_metrics_only(call, [call.json_object()])
 
 
 @mlflow_operation("/runs/log-parameter", ["POST"])
@@ -353,6 +385,8 @@ def log_batch(call):
     metrics = _list(body, "metrics", MAX_METRICS_PER_BATCH)
     params = _list(body, "params", MAX_PARAMS_TAGS_PER_BATCH)
     tags = _list(body, "tags", MAX_PARAMS_TAGS_PER_BATCH)
+    if not params and not tags:
+        return _log_metrics_only(call, metrics)
     record = _writable(call) if metrics or params else _record(call)
     return _log(call, record, metrics=metrics, params=params, tags=tags)
 

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from amlocal.backends.local import system_metrics
 from conftest import write_script
 from test_cli import invoke, last_json, run_json
 
@@ -52,9 +53,12 @@ def test_a_process_run_has_its_cpu_and_memory_sampled(amlocal_home, tmp_path, mo
 
 
 @pytest.mark.docker
+@pytest.mark.parametrize("source", ["cgroup files", "engine stats"])
 def test_a_docker_run_has_its_cpu_and_memory_sampled(amlocal_home, docker_client, tmp_path,
-                                                     monkeypatch):
+                                                     monkeypatch, source):
     monkeypatch.setenv("AMLOCAL_SYSTEM_METRICS_S", "0.5")
+    if source == "engine stats":  # as where the engine is on another host: no cgroup files here
+        monkeypatch.setattr(system_metrics, "_CGROUP_LAYOUTS", ())
 
     metrics = check_sampled(busy_run(tmp_path, "docker"))
 

@@ -59,8 +59,54 @@ class _Usage:
         self.memory_limit = memory_limit
 
 
+# Where a container's cgroup is on this host, by cgroup version and Docker's cgroup driver:
+# (CPU file, memory file, memory.stat file), each a format of the container's full id.
+_CGROUP_LAYOUTS = (
+    ("/sys/fs/cgroup/docker/{}/cpu.stat", "/sys/fs/cgroup/docker/{}/memory.current",
+     "/sys/fs/cgroup/docker/{}/memory.stat"),
+    ("/sys/fs/cgroup/system.slice/docker-{}.scope/cpu.stat",
+     "/sys/fs/cgroup/system.slice/docker-{}.scope/memory.current",
+     "/sys/fs/cgroup/system.slice/docker-{}.scope/memory.stat"),
+    ("/sys/fs/cgroup/cpuacct/docker/{}/cpuacct.usage",
+     "/sys/fs/cgroup/memory/docker/{}/memory.usage_in_bytes",
+     "/sys/fs/cgroup/memory/docker/{}/memory.stat"),
+    ("/sys/fs/cgroup/cpuacct/system.slice/docker-{}.scope/cpuacct.usage",
+     "/sys/fs/cgroup/memory/system.slice/docker-{}.scope/memory.usage_in_bytes",
+     "/sys/fs/cgroup/memory/system.slice/docker-{}.scope/memory.stat"),
+)
+
+
+def _cgroup_files(container_id):
+    """The container's (CPU, memory, memory.stat) cgroup files on this host, or None (the
+    engine is elsewhere, or lays its cgroups out otherwise)."""
+    for layout in _CGROUP_LAYOUTS:
+        files = tuple(path.format(container_id) for path in layout)
+        if all(os.path.exists(path) for path in files):
+            return files
+    return None
+
+
+def cgroup_usage(files):
+    """A reading of a container's cgroup files (cgroup v2 or v1), as `docker stats` counts
+    it: memory less the inactive page cache."""
+    cpu_file, memory_file, stat_file = files
+    with open(cpu_file) as handle:
+        text = handle.read()
+    if cpu_file.endswith("cpu.stat"):  # v2: "usage_usec N" among others
+        cpu_seconds = int(dict(line.split() for line in text.splitlines())["usage_usec"]) / 1e6
+    else:  # v1: nanoseconds
+        cpu_seconds = int(text) / 1e9
+    with open(memory_file) as handle:
+        memory = int(handle.read())
+    with open(stat_file) as handle:
+        stat = dict(line.split() for line in handle.read().splitlines())
+    cache = int(stat.get("total_inactive_file", stat.get("inactive_file", 0)))  # v1, v2
+    return _Usage(cpu_seconds, max(memory - cache, 0))
+
+
 def container_usage(container):
-    """The run's container's usage, from the engine's stats (one reading, no wait)."""
+    """The run's container's usage, from the engine's stats (one reading; Docker 20.10 still
+    takes about a second for it after the first)."""
     stats = container.stats(stream=False, one_shot=True)
     cpu = stats.get("cpu_stats", {}).get("cpu_usage", {}).get("total_usage")
     memory = stats.get("memory_stats", {})
@@ -172,8 +218,12 @@ class SystemMetrics:
         self.interval = interval_s() if interval is None else interval
         container = getattr(job, "container", None)
         pid = getattr(job, "pid", None)
-        self._read = ((lambda: container_usage(container)) if container is not None else
-                      (lambda: process_tree_usage(pid)) if pid else None)
+        self._read = None
+        if container is not None:
+            self._read = lambda: self._container_usage(container)
+        elif pid:
+            self._read = lambda: process_tree_usage(pid)
+        self._cgroup = None
         self._stopping = threading.Event()
         self._thread = None
         self.samples = 0
@@ -190,18 +240,33 @@ class SystemMetrics:
         if self._thread is not None:
             self._thread.join(self.interval + _NVIDIA_SMI_TIMEOUT_S)
 
+    def _container_usage(self, container):
+        """From the container's cgroup files where this host has them (microseconds), else
+        from the engine's stats API."""
+        if self._cgroup is None:
+            self._cgroup = _cgroup_files(container.id) or ()
+        if self._cgroup:
+            try:
+                return cgroup_usage(self._cgroup)
+            except (OSError, ValueError, KeyError):
+                self._cgroup = ()  # gone, or not what was expected: ask the engine from now on
+        return container_usage(container)
+
     def _sample_until_stopped(self):
         cores = _usable_cores(self.resources)
         memory_limit = (self.resources.memory_bytes if self.resources is not None and
                         self.resources.memory_bytes else None) or _host_memory_bytes()
         gpu_ids = list(self.resources.gpu_ids) if self.resources is not None else []
         previous = None
+        next_sample = time.monotonic()
         while True:
             try:
                 previous = self._sample(previous, cores, memory_limit, gpu_ids)
             except Exception:  # noqa: BLE001 - a lost sample must never touch the run
                 previous = None
-            if self._stopping.wait(self.interval):
+            # On a schedule, so that a slow reading (the engine's stats) does not stretch it.
+            next_sample = max(next_sample + self.interval, time.monotonic())
+            if self._stopping.wait(next_sample - time.monotonic()):
                 return
 
     def _sample(self, previous, cores, memory_limit, gpu_ids):
