@@ -18,6 +18,8 @@ What lands where, written through the run history:
     artifact a run file (mlflow_artifacts.py: the run's artifact_uri is `mlflow-artifacts:/<run
             id>`, which the client resolves against its tracking URI)
 
+Searching runs and experiments is in mlflow_search.py.
+
 Tokens: the caller's bearer token (MLFLOW_TRACKING_TOKEN), checked as every route checks it; a
 run's token reaches that run (and its children) only. Creating a run needs the workspace's.
 An interactive run that MLflow created (outside any `amlocal run`) is moved through the run
@@ -26,7 +28,6 @@ exit code gives it. Every other MLflow operation answers 501 naming it, in MLflo
 """
 
 import math
-import re
 import time
 
 from starlette.responses import JSONResponse
@@ -37,12 +38,11 @@ from amlocal.backends.history.metric_batches import TooManyMetricNames, add_metr
 from amlocal.backends.history.store import is_plain_run_id
 from amlocal.backends.local.telemetry import end_child_in, start_child_in
 from amlocal.errors import RunNotFoundError, UserInputError
-from amlocal.service import mlflow_artifacts
 from amlocal.service.children import INTERACTIVE, is_driverless
 from amlocal.service.errors import ServiceError, bad_request, not_found
-from amlocal.service.experiments import create_experiment_named, experiment_id, experiments
+from amlocal.service.experiments import experiment_id, experiments
 from amlocal.service.wire import MAX_RUN_ID, WS, operation
-from amlocal.validation import check_experiment_name, check_key_values, check_text
+from amlocal.validation import check_key_values, check_text
 
 PREFIX = "/mlflow/v1.0" + WS
 API = PREFIX + "/api/2.0/mlflow"
@@ -65,7 +65,8 @@ _MLFLOW_ENDINGS = {"FINISHED": run_status.COMPLETED, "FAILED": run_status.FAILED
                    "KILLED": run_status.CANCELED}
 _ERROR_CODES = {400: "INVALID_PARAMETER_VALUE", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
                 404: "RESOURCE_DOES_NOT_EXIST", 409: "RESOURCE_ALREADY_EXISTS",
-                413: "INVALID_PARAMETER_VALUE", 501: "NOT_IMPLEMENTED"}
+                411: "INVALID_PARAMETER_VALUE", 413: "INVALID_PARAMETER_VALUE",
+                501: "NOT_IMPLEMENTED"}
 
 
 def tracking_uri(endpoint, arm_id):
@@ -86,7 +87,7 @@ def mlflow_operation(path, methods, auth="caller"):
 
 # -- the caller and the run ------------------------------------------------------------------
 
-def _parameter(call, name, required=True):
+def parameter(call, name, required=True):
     """A field of the request: the query for GET, the JSON body otherwise."""
     source = call.query if call.method == "GET" else call.json_object()
     value = source.get(name)
@@ -98,7 +99,7 @@ def _parameter(call, name, required=True):
 
 
 def _run_id(call):
-    run_id = _parameter(call, "run_id")
+    run_id = parameter(call, "run_id")
     if not (isinstance(run_id, str) and len(run_id) <= MAX_RUN_ID and is_plain_run_id(run_id)):
         raise bad_request(f"invalid run id {str(run_id)[:100]!r}")
     return run_id
@@ -111,7 +112,7 @@ def _parent_of(store, run_id):
         return None
 
 
-def _allowed(call, run_id):
+def allowed(call, run_id):
     store = call.service.store
     return call.claims.allows_run(run_id, lambda child: _parent_of(store, child))
 
@@ -119,7 +120,7 @@ def _allowed(call, run_id):
 def _allowed_run_id(call):
     """The request's run id, once the token is checked against it."""
     run_id = _run_id(call)
-    if not _allowed(call, run_id):
+    if not allowed(call, run_id):
         raise ServiceError(403, "AuthorizationFailed", f"the token's scope ({call.claims.scope}) "
                            f"does not allow run {run_id}")
     return run_id
@@ -138,7 +139,7 @@ def _record(call):
 
 # -- what MLflow reads ------------------------------------------------------------------------
 
-def _ms(seconds):
+def milliseconds(seconds):
     return int(seconds * 1000) if seconds is not None else None
 
 
@@ -153,7 +154,7 @@ def _number(value):
 
 def _metric_json(name, value, step, logged_at):
     number = value if math.isfinite(value) else str(value)  # proto JSON's "NaN", "Infinity"
-    return {"key": name, "value": number, "timestamp": _ms(logged_at), "step": step}
+    return {"key": name, "value": number, "timestamp": milliseconds(logged_at), "step": step}
 
 
 def metric_history(store, run_id):
@@ -180,8 +181,8 @@ def run_info(service, record):
             "run_name": record["display_name"] or record["id"],
             "experiment_id": experiment_id(service, record["experiment"]),
             "user_id": "amlocal", "status": _STATUS_TO_MLFLOW.get(record["status"], "RUNNING"),
-            "start_time": _ms(record["started_at"] or record["created_at"]),
-            "end_time": _ms(record["ended_at"]),
+            "start_time": milliseconds(record["started_at"] or record["created_at"]),
+            "end_time": milliseconds(record["ended_at"]),
             "artifact_uri": f"mlflow-artifacts:/{record['id']}", "lifecycle_stage": "active"}
 
 
@@ -202,16 +203,16 @@ def get_run(call):
 @mlflow_operation("/metrics/get-history", ["GET"])
 def get_metric_history(call):
     record = _record(call)
-    key = _parameter(call, "metric_key")
+    key = parameter(call, "metric_key")
     values = metric_history(call.service.store, record["id"]).get(key, [])
-    start = _page_start(call.query.get("page_token"))
-    size = _bounded(call.query.get("max_results"), len(values) or 1, MAX_SEARCH_RESULTS)
+    start = page_start(call.query.get("page_token"))
+    size = bounded(call.query.get("max_results"), len(values) or 1, MAX_SEARCH_RESULTS)
     page = values[start:start + size]
     following = start + size if start + size < len(values) else None
     return {"metrics": page, **({"next_page_token": str(following)} if following else {})}
 
 
-def _page_start(token):
+def page_start(token):
     if token in (None, ""):
         return 0
     if not str(token).isdigit():
@@ -219,7 +220,7 @@ def _page_start(token):
     return int(token)
 
 
-def _bounded(value, default, largest):
+def bounded(value, default, largest):
     if value in (None, ""):
         return default
     try:
@@ -329,7 +330,7 @@ def _write_metrics(store, run_id, records):
     return {}
 
 
-def _list(body, name, largest):
+def listed(body, name, largest):
     values = body.get(name) or []
     if not isinstance(values, list):
         raise bad_request(f"{name} must be a list")
@@ -372,7 +373,7 @@ def set_tag(call):
 @mlflow_operation("/runs/delete-tag", ["POST"])
 def delete_tag(call):
     record = _record(call)
-    key = _key(_parameter(call, "key"), "tag")
+    key = _key(parameter(call, "key"), "tag")
     if key not in record["tags"]:
         raise not_found(f"No tag with name: {key} in run with id {record['id']}")
     call.service.store.update_tags(record["id"], remove=[key])
@@ -382,9 +383,9 @@ def delete_tag(call):
 @mlflow_operation("/runs/log-batch", ["POST"])
 def log_batch(call):
     body = call.json_object()
-    metrics = _list(body, "metrics", MAX_METRICS_PER_BATCH)
-    params = _list(body, "params", MAX_PARAMS_TAGS_PER_BATCH)
-    tags = _list(body, "tags", MAX_PARAMS_TAGS_PER_BATCH)
+    metrics = listed(body, "metrics", MAX_METRICS_PER_BATCH)
+    params = listed(body, "params", MAX_PARAMS_TAGS_PER_BATCH)
+    tags = listed(body, "tags", MAX_PARAMS_TAGS_PER_BATCH)
     if not params and not tags:
         return _log_metrics_only(call, metrics)
     record = _writable(call) if metrics or params else _record(call)
@@ -397,7 +398,7 @@ def update_run(call):
     an interactive run MLflow (or start_logging) created moves through the state machine; a
     run a driver runs is the driver's to end, so its status stays as it is."""
     record = _record(call)
-    wanted = _parameter(call, "status", required=False)
+    wanted = parameter(call, "status", required=False)
     if wanted is not None and wanted not in (*_MLFLOW_ENDINGS, "RUNNING", "SCHEDULED"):
         raise bad_request(f"unknown run status {str(wanted)[:40]!r}")
     if wanted and is_driverless(record) and not record["spec"].get("child_of"):
@@ -416,10 +417,10 @@ def create_run(call):
     """A new interactive run (as `Experiment.start_logging()` makes one): Running at once, ended
     by `end_run()`. Needs the workspace's token (a run's token cannot create runs)."""
     body = call.json_object()
-    name = _experiment_name(call, _parameter(call, "experiment_id", required=False) or
+    name = experiment_name(call, parameter(call, "experiment_id", required=False) or
                             experiment_id(call.service, "Default"))
     run_name = body.get("run_name")
-    tags = {str(tag.get("key")): str(tag.get("value", "")) for tag in _list(
+    tags = {str(tag.get("key")): str(tag.get("value", "")) for tag in listed(
         body, "tags", MAX_PARAMS_TAGS_PER_BATCH) if isinstance(tag, dict)}
     try:
         tags = check_key_values(tags, "tag")
@@ -437,7 +438,7 @@ def create_run(call):
     return {"run": run_json(call.service, store.get_run(run_id))}
 
 
-def _experiment_name(call, identifier):
+def experiment_name(call, identifier):
     for name in experiments(call.service):
         if experiment_id(call.service, name) == identifier:
             return name
@@ -446,136 +447,15 @@ def _experiment_name(call, identifier):
     raise not_found(f"No Experiment with id={identifier} exists")
 
 
-@mlflow_operation("/runs/search", ["POST"])
-def search_runs(call):
-    body = call.json_object()
-    wanted = {str(identifier) for identifier in _list(body, "experiment_ids", 1000)}
-    if body.get("order_by"):
-        raise ServiceError(501, "NotImplemented", "search_runs' order_by is not emulated yet "
-                           "(runs come newest first)")
-    matches = run_filter(body.get("filter") or "")
-    start = _page_start(body.get("page_token"))
-    size = _bounded(body.get("max_results"), 1000, MAX_SEARCH_RESULTS)
-    found = []
-    store = call.service.store
-    for record in store.list_runs():
-        if "corrupted" in record or (wanted and experiment_id(
-                call.service, record["experiment"]) not in wanted):
-            continue
-        if not _allowed(call, record["id"]):
-            continue
-        full = store.get_run(record["id"])
-        document = run_json(call.service, full)
-        if matches(document):
-            found.append(document)
-    page = found[start:start + size]
-    following = start + size if start + size < len(found) else None
-    return {"runs": page, **({"next_page_token": str(following)} if following else {})}
-
-
-_CLAUSE = re.compile(r"\s*(metrics|metric|params|param|tags|tag|attributes|attribute|attr|run)"
-                     r"\.(`[^`]+`|\"[^\"]+\"|[\w./-]+)\s*(=|!=|>=|<=|>|<)\s*"
-                     r"('(?:[^']*)'|\"(?:[^\"]*)\"|[-+\w.]+)\s*", re.IGNORECASE)
-_COMPARE = {"=": lambda a, b: a == b, "!=": lambda a, b: a != b, ">": lambda a, b: a > b,
-            ">=": lambda a, b: a >= b, "<": lambda a, b: a < b, "<=": lambda a, b: a <= b}
-
-
-def run_filter(expression):
-    """A predicate on an MLflow run document for a search filter of MLflow's grammar's common
-    part: clauses `metrics.k OP number`, `params.k = 'v'`, `tags.k = 'v'` and
-    `attributes.status | run_name | run_id = 'v'` joined by AND; 501 naming anything else."""
-    tests = []
-    for clause in re.split(r"\s+and\s+", expression.strip(), flags=re.IGNORECASE) if \
-            expression.strip() else []:
-        found = _CLAUSE.fullmatch(clause)
-        if not found:
-            raise ServiceError(501, "NotImplemented",
-                               f"the search filter clause {clause[:200]!r} is not emulated yet")
-        kind, key, operator, value = found.groups()
-        key, value = key.strip("`\""), value.strip("'\"")
-        tests.append(_clause_test(kind.lower(), key, operator, value))
-    return lambda document: all(test(document) for test in tests)
-
-
-def _clause_test(kind, key, operator, value):
-    compare = _COMPARE[operator]
-    if kind.startswith("metric"):
-        try:
-            number = float(value)
-        except ValueError:
-            raise bad_request(f"metric filters compare with a number, not {value!r}") from None
-        return lambda document: any(metric["key"] == key and isinstance(metric["value"], float)
-                                    and compare(metric["value"], number)
-                                    for metric in document["data"]["metrics"])
-    if kind.startswith("param") or kind.startswith("tag"):
-        field = "params" if kind.startswith("param") else "tags"
-        if operator not in ("=", "!="):
-            raise bad_request(f"{field} filters compare with = or !=")
-        return lambda document: any(entry["key"] == key and compare(entry["value"], value)
-                                    for entry in document["data"][field])
-    if key not in ("status", "run_name", "run_id") or operator not in ("=", "!="):
-        raise ServiceError(501, "NotImplemented",
-                           f"the search filter on attributes.{key} {operator} is not emulated yet")
-    return lambda document: compare(document["info"][key], value)
-
-
-# -- experiments ------------------------------------------------------------------------------
-
-def _experiment_json(service, name, created_at):
-    return {"experiment_id": experiment_id(service, name), "name": name,
-            "artifact_location": "mlflow-artifacts:/", "lifecycle_stage": "active",
-            "creation_time": _ms(created_at), "last_update_time": _ms(created_at), "tags": []}
-
-
-@mlflow_operation("/experiments/get", ["GET"])
-def get_experiment(call):
-    identifier = _parameter(call, "experiment_id")
-    name = _experiment_name(call, identifier)
-    known = experiments(call.service)
-    return {"experiment": _experiment_json(call.service, name, known.get(name, time.time()))}
-
-
-@mlflow_operation("/experiments/get-by-name", ["GET"])
-def get_experiment_by_name(call):
-    name = _parameter(call, "experiment_name")
-    known = experiments(call.service)
-    if name not in known:
-        raise not_found(f"Could not find experiment with name '{name}'")
-    return {"experiment": _experiment_json(call.service, name, known[name])}
-
-
-@mlflow_operation("/experiments/create", ["POST"], auth="token")
-def create_experiment(call):
-    name = _parameter(call, "name")
-    try:
-        check_experiment_name(name)
-    except UserInputError as error:
-        raise bad_request(str(error)) from None
-    if name in experiments(call.service):
-        raise ServiceError(409, "Conflict", f"Experiment '{name}' already exists.")
-    create_experiment_named(call.service, name)
-    return {"experiment_id": experiment_id(call.service, name)}
-
-
-@mlflow_operation("/experiments/search", ["POST"])
-def search_experiments(call):
-    body = call.json_object()
-    if body.get("filter"):
-        raise ServiceError(501, "NotImplemented", "search_experiments' filter is not emulated "
-                           "yet")
-    return {"experiments": [_experiment_json(call.service, name, at)
-                            for name, at in sorted(experiments(call.service).items())]}
-
-
 async def _not_emulated(request):
     return mlflow_error(501, "NotImplemented", f"amlocal's MLflow tracking server does not "
                         f"emulate {request.method} {request.url.path} yet")
 
 
-# Last: any other MLflow operation is a 501 in MLflow's shape, naming it.
-_REST = [Route(PREFIX + "/{anything:path}", _not_emulated,
-               methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"])]
+# Any other MLflow operation is a 501 in MLflow's shape, naming it: the last of the MLflow
+# routes (mlflow_artifacts.py, the last MLflow family, puts it after its own).
+NOT_EMULATED = [Route(PREFIX + "/{anything:path}", _not_emulated,
+                      methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"])]
 
 ROUTES = [get_run, get_metric_history, log_metric, log_parameter, set_tag, delete_tag, log_batch,
-          update_run, create_run, search_runs, get_experiment, get_experiment_by_name,
-          create_experiment, search_experiments, *mlflow_artifacts.ROUTES, _REST]
+          update_run, create_run]

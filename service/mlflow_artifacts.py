@@ -27,17 +27,10 @@ from amlocal.service.artifacts import (RunFileBlobs, _chunks, _upload_refusal,
 from amlocal.service.blobs import (ARTIFACT_CONTAINER, MAX_BLOB_BYTES, BlobError, BlobStore,
                                    _receive)
 from amlocal.service.errors import ServiceError, as_service_error, bad_request, not_found
-from amlocal.service.wire import MAX_RUN_ID, WS, caller_claims, operation
+from amlocal.service.mlflow import NOT_EMULATED, PREFIX, mlflow_error
+from amlocal.service.wire import MAX_RUN_ID, caller_claims, operation
 
-ARTIFACTS = "/mlflow/v1.0" + WS + "/api/2.0/mlflow-artifacts/artifacts"
-_STATUS_CODES = {400: "INVALID_PARAMETER_VALUE", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
-                 404: "RESOURCE_DOES_NOT_EXIST", 409: "RESOURCE_ALREADY_EXISTS",
-                 411: "INVALID_PARAMETER_VALUE", 413: "INVALID_PARAMETER_VALUE"}
-
-
-def _error(status, code, message, details=()):
-    return JSONResponse({"error_code": _STATUS_CODES.get(status, "INTERNAL_ERROR"),
-                         "message": message}, status_code=status)
+ARTIFACTS = PREFIX + "/api/2.0/mlflow-artifacts/artifacts"
 
 
 def _allowed(service, claims, run_id):
@@ -86,16 +79,16 @@ async def put_artifact(request):
         finally:
             (blobs.incoming() / temporary).unlink(missing_ok=True)
     except BlobError as error:
-        return _error(error.status, error.code, error.message)
+        return mlflow_error(error.status, error.code, error.message)
     except (ServiceError, AmlocalError) as error:
         refusal = as_service_error(error)
         if refusal is None:
             raise
-        return _error(refusal.status, refusal.code, refusal.message)
+        return mlflow_error(refusal.status, refusal.code, refusal.message)
     return JSONResponse({})
 
 
-@operation(ARTIFACTS + "/{run_id}/{path:path}", ["GET"], errors=_error)
+@operation(ARTIFACTS + "/{run_id}/{path:path}", ["GET"], errors=mlflow_error)
 def download_artifact(call):
     chunks = _chunks(call.service.store, call.run_id, call.params["path"])
     try:
@@ -106,7 +99,7 @@ def download_artifact(call):
                              media_type="application/octet-stream")
 
 
-@operation(ARTIFACTS, ["GET"], auth="caller", errors=_error)
+@operation(ARTIFACTS, ["GET"], auth="caller", errors=mlflow_error)
 def list_artifacts(call):
     """The entries of one folder of a run's artifacts: `path` is <run id>[/<folder>]."""
     path = str(call.query.get("path") or "").strip("/")
@@ -129,4 +122,5 @@ def list_artifacts(call):
 
 
 ROUTES = [download_artifact, list_artifacts,
-          [Route(ARTIFACTS + "/{run_id}/{path:path}", put_artifact, methods=["PUT"])]]
+          [Route(ARTIFACTS + "/{run_id}/{path:path}", put_artifact, methods=["PUT"])],
+          NOT_EMULATED]
