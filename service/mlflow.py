@@ -34,6 +34,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from amlocal.backends import status as run_status
+from amlocal.backends.base import DEFAULT_EXPERIMENT
 from amlocal.backends.history.metric_batches import TooManyMetricNames, add_metric_batch
 from amlocal.backends.history.store import is_plain_run_id
 from amlocal.backends.local.telemetry import end_child_in, start_child_in
@@ -47,6 +48,7 @@ from amlocal.validation import check_key_values, check_text
 PREFIX = "/mlflow/v1.0" + WS
 API = PREFIX + "/api/2.0/mlflow"
 PARAM_PREFIX = "mlflow.param."
+MLFLOW_DEFAULT_EXPERIMENT_ID = "0"
 # MLflow's own limits on one log-batch (mlflow/utils/validation.py).
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_TAGS_PER_BATCH = 100
@@ -418,7 +420,7 @@ def create_run(call):
     by `end_run()`. Needs the workspace's token (a run's token cannot create runs)."""
     body = call.json_object()
     name = experiment_name(call, parameter(call, "experiment_id", required=False) or
-                            experiment_id(call.service, "Default"))
+                           MLFLOW_DEFAULT_EXPERIMENT_ID)
     run_name = body.get("run_name")
     tags = {str(tag.get("key")): str(tag.get("value", "")) for tag in listed(
         body, "tags", MAX_PARAMS_TAGS_PER_BATCH) if isinstance(tag, dict)}
@@ -438,12 +440,22 @@ def create_run(call):
     return {"run": run_json(call.service, store.get_run(run_id))}
 
 
+def known_experiments(service):
+    """{name: created time} of the workspace's experiments, with MLflow's default one (which an
+    MLflow server always has), the run history's `Default`."""
+    known = experiments(service)
+    known.setdefault(DEFAULT_EXPERIMENT, min(known.values(), default=time.time()))
+    return known
+
+
 def experiment_name(call, identifier):
-    for name in experiments(call.service):
+    """The name of the experiment with id `identifier`; MLflow's id of its default experiment,
+    "0", is `Default`'s too."""
+    if identifier == MLFLOW_DEFAULT_EXPERIMENT_ID:
+        return DEFAULT_EXPERIMENT
+    for name in known_experiments(call.service):
         if experiment_id(call.service, name) == identifier:
             return name
-    if identifier == experiment_id(call.service, "Default"):
-        return "Default"  # MLflow's default experiment is there before it has runs
     raise not_found(f"No Experiment with id={identifier} exists")
 
 

@@ -12,15 +12,16 @@ from amlocal.errors import UserInputError
 from amlocal.service.errors import ServiceError, bad_request, not_found
 from amlocal.service.experiments import create_experiment_named, experiment_id, experiments
 from amlocal.service.mlflow import (MAX_SEARCH_RESULTS, allowed, bounded, experiment_name,
-                                    listed, milliseconds, mlflow_operation, page_start,
-                                    parameter, run_json)
+                                    known_experiments, listed, milliseconds, mlflow_operation,
+                                    page_start, parameter, run_json)
 from amlocal.validation import check_experiment_name
 
 
 @mlflow_operation("/runs/search", ["POST"])
 def search_runs(call):
     body = call.json_object()
-    wanted = {str(identifier) for identifier in listed(body, "experiment_ids", 1000)}
+    wanted = {experiment_id(call.service, experiment_name(call, str(identifier)))
+              for identifier in listed(body, "experiment_ids", 1000)}
     if body.get("order_by"):
         raise ServiceError(501, "NotImplemented", "search_runs' order_by is not emulated yet "
                            "(runs come newest first)")
@@ -102,14 +103,14 @@ def _experiment_json(service, name, created_at):
 def get_experiment(call):
     identifier = parameter(call, "experiment_id")
     name = experiment_name(call, identifier)
-    known = experiments(call.service)
+    known = known_experiments(call.service)
     return {"experiment": _experiment_json(call.service, name, known.get(name, time.time()))}
 
 
 @mlflow_operation("/experiments/get-by-name", ["GET"])
 def get_experiment_by_name(call):
     name = parameter(call, "experiment_name")
-    known = experiments(call.service)
+    known = known_experiments(call.service)
     if name not in known:
         raise not_found(f"Could not find experiment with name '{name}'")
     return {"experiment": _experiment_json(call.service, name, known[name])}
@@ -135,7 +136,7 @@ def search_experiments(call):
         raise ServiceError(501, "NotImplemented", "search_experiments' filter is not emulated "
                            "yet")
     return {"experiments": [_experiment_json(call.service, name, at)
-                            for name, at in sorted(experiments(call.service).items())]}
+                            for name, at in sorted(known_experiments(call.service).items())]}
 
 
 ROUTES = [search_runs, get_experiment, get_experiment_by_name, create_experiment,
