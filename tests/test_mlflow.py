@@ -6,6 +6,7 @@ emulator its driver serves, service/mlflow.py), so `mlflow.log_*` lands in the s
 """
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -243,3 +244,31 @@ def test_the_endpoints_answer_without_waiting_for_delayed_acks():
                      launcher._listener(f"127.0.0.1:{free}")):
         with listener:
             assert listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
+def test_artifact_names_that_leave_the_run_or_exist_are_refused(emulator, tmp_path):
+    import requests
+
+    from amlocal import Workspace
+
+    uri = Workspace.from_config().get_mlflow_tracking_uri()
+    client = mlflow.tracking.MlflowClient(uri)
+    run_id = client.create_run("0").info.run_id
+    client.log_text(run_id, "first", "kept.txt")
+    headers = {"Authorization": f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}"}
+    artifacts = f"{uri}/api/2.0/mlflow-artifacts/artifacts/{run_id}/"
+
+    answers = {name: requests.put(artifacts + name, data=b"x", headers=headers, timeout=30)
+               for name in ("..%2F..%2Fescaped.txt", "a/..%2F..%2F..%2Fescaped.txt",
+                            "kept.txt", "%2Fabsolute.txt")}
+
+    assert {name: answer.status_code for name, answer in answers.items()} == {
+        "..%2F..%2Fescaped.txt": 400, "a/..%2F..%2F..%2Fescaped.txt": 400, "kept.txt": 409,
+        "%2Fabsolute.txt": 400}, {name: answer.text for name, answer in answers.items()}
+    assert all(answer.json()["error_code"] in ("INVALID_PARAMETER_VALUE",
+                                               "RESOURCE_ALREADY_EXISTS")
+               for answer in answers.values())
+    assert not list(emulator.home.rglob("escaped.txt"))
+    assert last_json(invoke("runs", "files", run_id, "--json")) == ["kept.txt"]
+    with RunStore(emulator.home).open_verified_file(run_id, "kept.txt") as handle:
+        assert handle.read() == b"first"

@@ -82,3 +82,22 @@ def test_a_bad_interval_is_refused_before_the_run_exists(amlocal_home, tmp_path,
     assert result.exit_code == 2
     assert "AMLOCAL_SYSTEM_METRICS_S must be a number between 0 and 3600" in result.output
     assert last_json(invoke("runs", "list", "--json")) == []
+
+
+def test_system_metrics_do_not_count_against_a_runs_metric_names(amlocal_home):
+    from amlocal.backends.history.metric_batches import TooManyMetricNames, add_metric_batch
+    from amlocal.backends.history.store import RunStore
+
+    store = RunStore(amlocal_home)
+    run_id = store.create_run(experiment="limits", executor="process", compute="local",
+                              spec={}, fill_snapshot=lambda folder: folder.mkdir())
+    now = time.time()
+    add_metric_batch(store, run_id, {name: [("scalar", 1.0, 0, now)] for name in (CPU, MEMORY)},
+                     50)
+
+    # Azure ML's 50 names of the script's own, as the metrics route allows them.
+    add_metric_batch(store, run_id, {f"m{index}": [("scalar", 1.0, None, now)]
+                                     for index in range(50)}, 50)
+    with pytest.raises(TooManyMetricNames):
+        add_metric_batch(store, run_id, {"one_more": [("scalar", 1.0, None, now)]}, 50)
+    assert len(store.get_metrics(run_id)) == 52
