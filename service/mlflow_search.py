@@ -96,7 +96,8 @@ def _clause_test(kind, key, operator, value):
 def _experiment_json(service, name, created_at):
     return {"experiment_id": experiment_id(service, name), "name": name,
             "artifact_location": "mlflow-artifacts:/", "lifecycle_stage": "active",
-            "creation_time": milliseconds(created_at), "last_update_time": milliseconds(created_at), "tags": []}
+            "creation_time": milliseconds(created_at),
+            "last_update_time": milliseconds(created_at), "tags": []}
 
 
 @mlflow_operation("/experiments/get", ["GET"])
