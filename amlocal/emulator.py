@@ -181,3 +181,17 @@ def workspace(endpoint=None, home=None):
     home = home or default_home()
     endpoint, names = _target(endpoint, home)
     return Workspace(*names, auth=auth(endpoint, home))
+
+
+def mlflow_tracking_uri(endpoint=None, home=None):
+    """The MLflow tracking URI of the run history `home` ($AMLOCAL_HOME), served by the emulator
+    at `endpoint` (default: the `amlocal serve` running for it); EmulatorNotRunningError when
+    none answers. MLflow's client sends MLFLOW_TRACKING_TOKEN as its bearer token, so this
+    process's MLFLOW_TRACKING_TOKEN is set to a workspace token (good for 24 hours)."""
+    from amlocal.service.mlflow import tracking_uri
+
+    home = home or default_home()
+    endpoint, _names = _target(endpoint, home)
+    os.environ["MLFLOW_TRACKING_TOKEN"] = TokenIssuer(
+        emulator_dir(home) / "token-secret").issue(WORKSPACE_SCOPE)
+    return tracking_uri(endpoint, service_config.WorkspaceIdentity.of_home(home).arm_id)

@@ -181,6 +181,24 @@ class Workspace:
 
         return {service.name: service for service in Webservice.list(self)}
 
+    def get_mlflow_tracking_uri(self, _with_auth=False):
+        """The URI an MLflow client uses to log into and read this workspace's run history
+        (`mlflow.set_tracking_uri(ws.get_mlflow_tracking_uri())`): `amlocal serve` must be
+        running for it (EmulatorNotRunningError, in one line, otherwise). This process's
+        MLFLOW_TRACKING_TOKEN is set to the workspace's token, which MLflow sends."""
+        from amlocal.emulator import mlflow_tracking_uri, serving_home
+
+        config = getattr(self, "_azure_config", None)
+        if config and serving_home(config):  # an emulator's workspace: the emulator serves it
+            home, endpoint = serving_home(config)
+            return mlflow_tracking_uri(endpoint, home)
+        if config:
+            raise WorkspaceException(
+                f"workspace {self.name!r} is on Azure ML: its MLflow tracking URI comes from "
+                "azureml-core with azureml-mlflow (azureml.core.Workspace."
+                "get_mlflow_tracking_uri())")
+        return mlflow_tracking_uri(home=self._home)
+
     def get_default_datastore(self):
         from amlocal.datastore import Datastore
 

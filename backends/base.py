@@ -22,6 +22,9 @@ from amlocal.backends.distribution import distribution_of, run_configuration_fie
 from amlocal.errors import UserInputError
 
 STAGES = ("Preparing", "Scaling", "Running", "PostProcessing")
+# Metrics named so are a run's system metrics (its CPU, memory and GPU use, sampled by its
+# driver: local/system_metrics.py), as MLflow names its own; the rest are the script's.
+SYSTEM_METRIC_PREFIX = "system/"
 
 
 # Events a backend reports while a run advances. The CLI renders them; tests collect them.

@@ -2,6 +2,7 @@
 
 import click
 
+from amlocal.backends.base import SYSTEM_METRIC_PREFIX
 from amlocal.backends.history.run_folder import printable
 from amlocal.backends.status import is_terminal
 from amlocal.cli.backends import backends
@@ -173,13 +174,23 @@ def wait(run_id, timeout, quiet, as_json):
 @click.argument("run_id")
 @json_option
 def metrics(run_id, as_json):
-    """Metrics the run logged: each name with its values in logging order."""
+    """Metrics the run logged (run.log and mlflow.log_metric alike): each name with its values
+    in logging order; then the run's system metrics (CPU, memory, GPU), under their own heading."""
     values_by_name = _handle(run_id).get_metrics()
     if as_json:
         echo_json(values_by_name)
         return
+    system = {name: values for name, values in values_by_name.items()
+              if name.startswith(SYSTEM_METRIC_PREFIX)}
     for name, values in values_by_name.items():
-        click.echo(f"{name}: {', '.join(format_value(value) for value in values)}")
+        if name not in system:
+            click.echo(f"{name}: {', '.join(format_value(value) for value in values)}")
+    if system:
+        if len(system) < len(values_by_name):
+            click.echo()
+        click.echo("System metrics (sampled by amlocal while the script ran):")
+        for name, values in system.items():
+            click.echo(f"  {name}: {', '.join(format_value(value) for value in values)}")
 
 
 @runs.command()

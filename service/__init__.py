@@ -25,6 +25,9 @@ puts the families together and `server.py` runs it (`amlocal serve`).
     environments.py a run definition's environment as a local image
     models.py       model management over amlocal's model registry
     events.py       run events (start, complete, fail, cancel); children.py child and interactive runs
+    mlflow.py       MLflow's tracking REST API over the same runs (log metrics, params, tags; get;
+                    update); mlflow_search.py search runs, experiments; mlflow_artifacts.py
+                    MLflow's proxied artifacts as run files
     server.py       `amlocal serve`: the app and the blob route's proxy on one event loop
 
 Every other operation answers 501, naming its method and path.

@@ -14,14 +14,16 @@ from starlette.routing import Route
 from amlocal.backends.history.store import RunStore
 from amlocal.validation import one_line
 from amlocal.service import (artifacts, blobs, children, compute, datastores, events, execution,
-                             experiments, history, metrics, models, snapshots, workspace)
+                             experiments, history, metrics, mlflow, mlflow_artifacts,
+                             mlflow_search, models, snapshots, workspace)
 from amlocal.service.config import WorkspaceIdentity, emulator_dir
 from amlocal.service.errors import error_response
 from amlocal.service.tokens import TokenIssuer, WORKSPACE_SCOPE
 
 # blobs first: its routes are chosen by the Host header, before any path route.
 FAMILIES = (blobs, workspace, experiments, compute, history, children, metrics, artifacts,
-            snapshots, datastores, execution, models, events)
+            snapshots, datastores, execution, models, events, mlflow, mlflow_search,
+            mlflow_artifacts)
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 REQUEST_LOG = "requests.log"
 

@@ -96,12 +96,17 @@ def get_experiment(call):
     return find_experiment(call.service, call.params["experiment_name"])
 
 
+def create_experiment_named(service, name):
+    """Create experiment `name` (a checked name) before any run has it; kept if it exists."""
+    with _created_experiments(service, change=True) as created:
+        created.setdefault(name, time.time())
+
+
 @operation(HISTORY + "/experiments/{experiment_name}", ["POST"])
 def create_experiment(call):
     name = call.params["experiment_name"]
     check_experiment_name(name)
-    with _created_experiments(call.service, change=True) as created:
-        created.setdefault(name, time.time())
+    create_experiment_named(call.service, name)
     return find_experiment(call.service, name)
 
 

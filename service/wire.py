@@ -165,6 +165,12 @@ def _caller(service, request):
                            "the run history this emulator serves: the same AMLOCAL_HOME)") from None
 
 
+def caller_claims(service, request):
+    """The Claims of a request's bearer token (401 with Azure's body without a valid one), for
+    a route that streams its body and so is not an `operation`."""
+    return _caller(service, request)
+
+
 def _check_workspace(call):
     if all(name in call.params for name in _WORKSPACE_PARAMS):
         if not call.service.identity.matches(*(call.params[name] for name in _WORKSPACE_PARAMS)):

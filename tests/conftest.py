@@ -18,6 +18,12 @@ from pathlib import Path
 
 import pytest
 
+# Runs sample their CPU and memory into their metrics every 5 s (backends/local/system_metrics
+# .py): off for the suite, so a test that checks a run's metrics exactly is not at the mercy of
+# how long the run took; tests/test_system_metrics.py turns it on. Set here, before any fixture
+# starts a process (`amlocal serve`, a supervisor), so that every one of them inherits it.
+os.environ.setdefault("AMLOCAL_SYSTEM_METRICS_S", "0")
+
 REPO = Path(__file__).resolve().parents[1]
 TRAINER_DIR = REPO / "trainer"
 MNIST_DIR = REPO / "tests" / "data" / "mnist-10k"

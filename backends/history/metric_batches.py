@@ -10,6 +10,8 @@ together).
 import heapq
 import json
 
+from amlocal.backends.base import SYSTEM_METRIC_PREFIX
+
 _INSERT = ("INSERT INTO metrics (run_id, name, position, metric_type, value, step, description, "
            "logged_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
 
@@ -25,11 +27,13 @@ class TooManyMetricNames(Exception):
 def add_metric_batch(store, run_id, records, max_names):
     """Add `records` ({name: [(type, value, step, logged_at)]}) to run `run_id` of the run
     history `store` in one transaction; TooManyMetricNames (and nothing written) when the run
-    would then have more than `max_names` metric names."""
+    would then have more than `max_names` metric names. The run's system metrics (sampled by
+    amlocal, named SYSTEM_METRIC_PREFIX...) do not count: the script did not log them."""
     with store.transaction() as conn:
         known = {row["name"] for row in conn.execute(
             "SELECT DISTINCT name FROM metrics WHERE run_id = ?", (run_id,))}
-        names = known | set(records)
+        names = {name for name in known | set(records)
+                 if not name.startswith(SYSTEM_METRIC_PREFIX)}
         if len(names) > max_names:
             raise TooManyMetricNames(len(names))
         for name, metric_records in records.items():

@@ -18,6 +18,7 @@ from amlocal.backends.local.lifecycle import (POLL_INTERVAL_S, RunDriver, max_pr
                                                stop_grace_s)
 from amlocal.backends.local.opendatasets import with_open_datasets
 from amlocal.backends.local.recovery import reconcile_run, start_supervisor
+from amlocal.backends.local.system_metrics import interval_s as system_metrics_interval_s
 from amlocal.backends.history.run_folder import write_file
 from amlocal.backends.history.snapshot import snapshot_files, take_snapshot
 from amlocal.backends.history.store import BUILD_LOG, DRIVER_LOG, RunStore, run_details
@@ -82,7 +83,8 @@ class LocalBackend(Backend):
         spec = spec.validated()
         if run_id is not None:
             self.store.check_new_run_id(run_id)
-        stop_grace_s(), max_preemptions()  # a bad AMLOCAL_* setting is refused before the run exists
+        # A bad AMLOCAL_* setting is refused before the run exists.
+        stop_grace_s(), max_preemptions(), system_metrics_interval_s()
         executor_name = self._choose_executor(spec.executor)
         if executor_name == "docker":
             recipe_dir(spec.environment.recipe)

@@ -119,6 +119,7 @@ class RunDriver:
         self.run = None  # the LocalRun, its typed spec read once from the record when driving starts
         self.job = None
         self.endpoint = None  # the emulator served to the script while it runs (run_endpoint.py)
+        self.system_metrics = None  # its CPU, memory and GPU use, sampled (system_metrics.py)
         self._killed = False
         self._open_stage = None  # a stage whose end could not be recorded (the disk was full)
         self._requeued = False  # a preempted run runs its Scaling and Running stages again
@@ -379,6 +380,9 @@ class RunDriver:
         self.job = self.executor.start(self.run, RUNTIME_DIR, prepared, self._emit_driver_line,
                                        resources, endpoint=self.endpoint)
         self.store.update_run(self.run_id, **self.job.identity())
+        from amlocal.backends.local.system_metrics import SystemMetrics
+
+        self.system_metrics = SystemMetrics(self.store, self.run_id, self.job, resources).start()
         return self._follow_script(time.time())
 
     def _follow_script(self, started_at):
@@ -492,6 +496,9 @@ class RunDriver:
             self._emit(StatusChanged(self.run_id, target))
 
     def _release_job(self):
+        if self.system_metrics is not None:  # before the container that it reads goes
+            self.system_metrics.stop()
+            self.system_metrics = None
         if self.job is not None:
             if not self.job.wait(0):
                 self._stop_job()
