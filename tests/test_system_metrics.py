@@ -101,3 +101,22 @@ def test_system_metrics_do_not_count_against_a_runs_metric_names(amlocal_home):
     with pytest.raises(TooManyMetricNames):
         add_metric_batch(store, run_id, {"one_more": [("scalar", 1.0, None, now)]}, 50)
     assert len(store.get_metrics(run_id)) == 52
+
+
+@pytest.mark.docker
+def test_a_distributed_run_is_sampled_over_all_its_nodes(amlocal_home, docker_client, tmp_path,
+                                                          monkeypatch):
+    """Two nodes each holding 80 MB: the run's memory is theirs together, against both nodes'
+    limits together."""
+    monkeypatch.setenv("AMLOCAL_SYSTEM_METRICS_S", "0.5")
+    source = write_script(tmp_path / "src", "train.py", BUSY)
+    invoke("compute", "create", "two-nodes", "--vm-size", "STANDARD_D1_V2", "--max-nodes", "2")
+
+    result, record = run_json(source, "--script", "train.py", "--compute", "two-nodes",
+                              "--node-count", "2", "--distribution", "pytorch", [])
+
+    assert result.exit_code == 0 and record["status"] == "Completed", result.output
+    metrics = last_json(invoke("runs", "metrics", record["id"], "--json"))
+    assert 160 <= max(metrics[MEMORY]) < 2000, metrics[MEMORY]
+    # STANDARD_D1_V2 nodes have 3.5 GiB each: 160 MB is about 2% of the two together, 4% of one.
+    assert max(metrics["system/system_memory_usage_percentage"]) < 3.5, metrics

@@ -382,6 +382,8 @@ class RunDriver:
         self.store.update_run(self.run_id, **self.job.identity())
         from amlocal.backends.local.system_metrics import SystemMetrics
 
+        if isinstance(resources, tuple):  # a distributed run's nodes: sampled together
+            resources = combine_node_resources(list(resources), host=self.compute.host)
         self.system_metrics = SystemMetrics(self.store, self.run_id, self.job, resources).start()
         return self._follow_script(time.time())
 

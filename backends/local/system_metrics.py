@@ -117,6 +117,18 @@ def container_usage(container):
     return _Usage(cpu / 1e9, max(memory["usage"] - cache, 0), memory.get("limit"))
 
 
+def _usage_together(readings):
+    """One reading of several containers' (a distributed run's nodes); None if one has none."""
+    if not readings or any(reading is None for reading in readings):
+        return None
+    if len(readings) == 1:
+        return readings[0]
+    limits = [reading.memory_limit for reading in readings]
+    return _Usage(sum(reading.cpu_seconds for reading in readings),
+                  sum(reading.memory_bytes for reading in readings),
+                  sum(limits) if all(limits) else None)
+
+
 def _process_table():
     """{pid: (parent pid, CPU ticks incl. reaped children's, resident pages)} of every process
     this host's /proc shows (those that end while it is read are left out)."""
@@ -216,14 +228,19 @@ class SystemMetrics:
         self.run_id = run_id
         self.resources = resources
         self.interval = interval_s() if interval is None else interval
-        container = getattr(job, "container", None)
+        # A distributed run's job has a container per node: the run's use is theirs together,
+        # against the nodes' resources together.
+        containers = list(getattr(job, "containers", None) or ())
+        if getattr(job, "container", None) is not None:
+            containers = [job.container]
         pid = getattr(job, "pid", None)
         self._read = None
-        if container is not None:
-            self._read = lambda: self._container_usage(container)
+        if containers:
+            self._read = lambda: _usage_together(
+                [self._container_usage(container) for container in containers])
         elif pid:
             self._read = lambda: process_tree_usage(pid)
-        self._cgroup = None
+        self._cgroups = {}  # container id -> its cgroup files, () where the engine is asked
         self._stopping = threading.Event()
         self._thread = None
         self.samples = 0
@@ -243,13 +260,14 @@ class SystemMetrics:
     def _container_usage(self, container):
         """From the container's cgroup files where this host has them (microseconds), else
         from the engine's stats API."""
-        if self._cgroup is None:
-            self._cgroup = _cgroup_files(container.id) or ()
-        if self._cgroup:
+        if container.id not in self._cgroups:
+            self._cgroups[container.id] = _cgroup_files(container.id) or ()
+        if self._cgroups[container.id]:
             try:
-                return cgroup_usage(self._cgroup)
+                return cgroup_usage(self._cgroups[container.id])
             except (OSError, ValueError, KeyError):
-                self._cgroup = ()  # gone, or not what was expected: ask the engine from now on
+                # gone, or not what was expected: ask the engine from now on
+                self._cgroups[container.id] = ()
         return container_usage(container)
 
     def _sample_until_stopped(self):
