@@ -199,3 +199,41 @@ def test_the_compute_models_and_services_pages(amlocal_home, tmp_path, ui, page)
     page.get_by_role("link", name="Runs").click()
     page.wait_for_url(ui.url + "/")
     assert page.problems == []
+
+
+@pytest.mark.docker
+def test_a_run_logging_through_azureml_and_mlflow_shows_both_on_its_page(
+        amlocal_home, docker_client, tmp_path, ui, page, monkeypatch):
+    """Issue 15's end-to-end check: a Docker run whose script logs with run.log and with
+    mlflow.log_metric (mlflow-skinny in its image), sampled by the driver meanwhile, is in the
+    run table, and its page shows both metrics, the system metrics and its stages."""
+    from test_mlflow import SCRIPT as MLFLOW_SCRIPT
+
+    monkeypatch.setenv("AMLOCAL_SYSTEM_METRICS_S", "0.2")
+    source = write_script(tmp_path / "src", "train.py",
+                          MLFLOW_SCRIPT + "import time\ntime.sleep(1.5)\n")
+    result = invoke("run", source, "--script", "train.py", "--executor", "docker",
+                    "--pip", "mlflow-skinny", "--experiment", "both-ways", "--json")
+    assert result.exit_code == 0, result.output
+    run_id = last_json(result)["id"]
+    metrics = last_json(invoke("runs", "metrics", run_id, "--json"))
+    assert metrics["aml_metric"] == [0.0, 0.5, 1.0] and metrics["mlflow_metric"] == [0.0, 2.0, 4.0]
+
+    page.goto(ui.url + "/")
+    row = page.locator(f'tr[data-run="{run_id}"]')
+    row.wait_for()
+    assert "Completed" in row.inner_text() and "both-ways" in row.inner_text()
+
+    page.goto(f"{ui.url}/runs/{run_id}")
+    for name in ("aml_metric", "mlflow_metric"):
+        curve = page.locator("#metrics figure.curve", has_text=name)
+        expect(curve.locator("canvas")).to_have_count(1)
+        assert "3 values" in curve.inner_text()
+    expect(page.locator("#system figure.curve",
+                        has_text="system/cpu_utilization_percentage").locator("canvas")).to_have_count(1)
+    stages = page.locator("table.stages tbody tr")
+    assert [stages.nth(index).inner_text().split()[0] for index in range(stages.count())] == [
+        "Preparing", "Scaling", "Running", "PostProcessing"]
+    assert all("Completed" in stages.nth(index).inner_text() for index in range(4))
+    assert page.problems == []
+    screenshot(page, "run-azureml-and-mlflow")
