@@ -4,6 +4,7 @@ Importing this package imports no azureml module; the translation (translate_v1.
 seam to Azure (session.py) import azureml-core when they are first used.
 """
 
-from amlocal.backends.azure.backend import AzureBackend, AzureRunHandle
+from amlocal.backends.azure.backend import AzureBackend
+from amlocal.backends.azure.run_handle import AzureRunHandle
 
 __all__ = ["AzureBackend", "AzureRunHandle"]
