@@ -95,14 +95,14 @@ def show(run_id, as_json):
 
         children_text, children_json = sweep_view(handle)
         details = {**details, **children_json}
-    if as_json:
-        echo_json(details)
-        return
-    click.echo(summary_line(details))
     if not details.get("portal_url"):
         from amlocal.backends import run_page_url
 
         details = {**details, "page_url": run_page_url(details["id"])}  # while `amlocal ui` runs
+    if as_json:
+        echo_json(details)
+        return
+    click.echo(summary_line(details))
     waiting = handle.get_detailed_status()["details"]
     if waiting:
         click.echo(f"{'Waiting:':<12} {waiting}")

@@ -160,11 +160,13 @@ def test_the_ui_names_its_address_first_and_run_pages_while_it_runs(amlocal_home
 
         assert address == {"url": server.url, "pid": server.process.pid}
         assert f"Run page:    {page}" in shown.stdout
+        assert last_json(invoke("runs", "show", run_id, "--json"))["page_url"] == page
         assert portal == page
         assert server.get(f"/runs/{run_id}")[0] == 200
 
     assert not (amlocal_home / "ui.json").exists()
     assert "Run page" not in invoke("runs", "show", run_id).stdout
+    assert last_json(invoke("runs", "show", run_id, "--json"))["page_url"] is None
     from amlocal.core import Workspace
 
     assert Workspace.from_config(path=str(amlocal_home)).get_run(run_id).get_portal_url() \

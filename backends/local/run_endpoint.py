@@ -241,6 +241,9 @@ class RunEndpoint:
             "MLFLOW_TRACKING_TOKEN": token,
             # The run reaches nothing but its endpoint: MLflow's usage reports stay unsent.
             "MLFLOW_DISABLE_TELEMETRY": "true",
+            # MLflow's "View run at <tracking URI>/#/..." would name this endpoint, where no UI
+            # answers; `amlocal runs show` and `amlocal ui` name the run's page.
+            "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
         }
         if base_environment is None:
             variables |= {"HTTPS_PROXY": self.blob_proxy, "NO_PROXY": "127.0.0.1",
