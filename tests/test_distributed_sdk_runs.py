@@ -1,8 +1,8 @@
 """Issue 14's end-to-end checks through the SDK shapes, on real Docker: a 2-node ChainerMN run
 (the distributed trainer, `naive` communicator, CPU) submitted in the estimator form
-(Chainer(node_count=2, distributed_training=Mpi())), and a 2-node MPI run submitted as
-ScriptRunConfig + MpiConfiguration (an mpi4py probe on the plain python recipe, which gets Open
-MPI and mpi4py for an MPI run). Both ranks run in different containers, agree on what they
+(Chainer(node_count=2, distributed_training=Mpi())), and a 2-node run submitted as
+ScriptRunConfig + MpiConfiguration (a probe reducing with mpi4py and with ChainerMN's `naive`
+communicator, in an environment whose pip requirements ask for Chainer, so on the chainer recipe). Both ranks run in different containers, agree on what they
 reduced, and rank 0's metrics, outputs and both ranks' logs are the run's."""
 
 import re
@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from amlocal.core import Experiment, ScriptRunConfig, Workspace
+from amlocal.core import Environment, Experiment, ScriptRunConfig, Workspace
 from amlocal.core.compute import AmlCompute, ComputeTarget
 from amlocal.core.runconfig import MpiConfiguration
 from amlocal.train.dnn import Chainer, Mpi
@@ -68,10 +68,15 @@ def test_a_chainermn_run_in_the_estimator_form_trains_on_two_node_containers(
     assert leftovers(docker_client, run.id) == ([], [])
 
 
-def test_an_mpi_run_from_script_run_config_runs_a_rank_in_each_node_container(
+def test_a_chainermn_run_from_script_run_config_runs_a_rank_in_each_node_container(
         amlocal_home, docker_client, tmp_path):
     source = write_script(tmp_path / "src", "probe.py", MPI_PROBE)
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("chainer==7.8.1\n")
+    environment = Environment.from_pip_requirements("chainermn", str(requirements))
+    environment.environment_variables = {"PROBE_CHAINERMN": "1"}
     config = ScriptRunConfig(str(source), "probe.py", compute_target="cpu2",
+                             environment=environment,
                              distributed_job_config=MpiConfiguration(process_count_per_node=1,
                                                                      node_count=2))
 
@@ -84,6 +89,7 @@ def test_an_mpi_run_from_script_run_config_runs_a_rank_in_each_node_container(
     by_rank = {int(seen["rank"]): seen for seen in fields}
     assert set(by_rank) == {0, 1} and by_rank[0]["host"] != by_rank[1]["host"]
     assert by_rank[0]["allreduce"] == by_rank[1]["allreduce"] == "3"
+    assert by_rank[0]["chainermn"] == by_rank[1]["chainermn"] == "30"
     assert run.get_metrics()["allreduce"] == 3
     assert "outputs/rank0.txt" in run.get_file_names()
     assert leftovers(docker_client, run.id) == ([], [])
