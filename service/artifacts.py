@@ -95,11 +95,18 @@ def download(call):
     if not claims.allows_reading_run(call.run_id):
         raise ServiceError(403, "AuthorizationFailure",
                            "the content URL's signature is for another run")
-    chunks = _chunks(call.service.store, call.run_id, call.params["path"])
+    return streamed_run_file(call.service.store, call.run_id, call.params["path"], "file")
+
+
+def streamed_run_file(store, run_id, name, noun):
+    """Run `run_id`'s file `name` as a streamed answer; 404 naming the run's `noun` ("file",
+    "artifact") if it has none of that name. The file is opened and checked before the answer
+    starts, so a refusal is a status, not a broken stream."""
+    chunks = _chunks(store, run_id, name)
     try:
-        first = next(chunks)  # opens and checks the file before the answer starts
+        first = next(chunks)
     except UserInputError:
-        raise not_found(f"run {call.run_id} has no file {call.params['path']!r}") from None
+        raise not_found(f"run {run_id} has no {noun} {name!r}") from None
     return StreamingResponse(itertools.chain([first], chunks),
                              media_type="application/octet-stream")
 

@@ -14,16 +14,14 @@ An artifact is the run file of the same name, as on Azure ML (`outputs/model.pkl
 and go through the run-folder door (RunFileBlobs), so nothing lands outside the run's folder.
 """
 
-import itertools
-
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import JSONResponse, StreamingResponse
+from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from amlocal.backends.history.store import is_plain_run_id
-from amlocal.errors import AmlocalError, RunNotFoundError, UserInputError
-from amlocal.service.artifacts import (RunFileBlobs, _chunks, _upload_refusal,
-                                       artifact_blob_name)
+from amlocal.errors import AmlocalError, RunNotFoundError
+from amlocal.service.artifacts import (RunFileBlobs, _upload_refusal, artifact_blob_name,
+                                       streamed_run_file)
 from amlocal.service.blobs import (ARTIFACT_CONTAINER, MAX_BLOB_BYTES, BlobError, BlobStore,
                                    _receive)
 from amlocal.service.errors import ServiceError, as_service_error, bad_request, not_found
@@ -90,13 +88,7 @@ async def put_artifact(request):
 
 @operation(ARTIFACTS + "/{run_id}/{path:path}", ["GET"], errors=mlflow_error)
 def download_artifact(call):
-    chunks = _chunks(call.service.store, call.run_id, call.params["path"])
-    try:
-        first = next(chunks)  # opens and checks the file before the answer starts
-    except UserInputError:
-        raise not_found(f"run {call.run_id} has no artifact {call.params['path']!r}") from None
-    return StreamingResponse(itertools.chain([first], chunks),
-                             media_type="application/octet-stream")
+    return streamed_run_file(call.service.store, call.run_id, call.params["path"], "artifact")
 
 
 @operation(ARTIFACTS, ["GET"], auth="caller", errors=mlflow_error)

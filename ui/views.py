@@ -8,7 +8,7 @@ import math
 import re
 
 from amlocal.backends import status as run_status
-from amlocal.backends.base import HYPERPARAMETER_TAG_PREFIX
+from amlocal.backends.base import HYPERPARAMETER_TAG_PREFIX, SYSTEM_METRIC_PREFIX
 from amlocal.backends.history.records import run_details
 from amlocal.backends.history.metric_shapes import size_text as shown_size
 from amlocal.backends.history.run_folder import printable
@@ -18,7 +18,6 @@ from amlocal.ui import metric_blocks
 
 PAGE_SIZE = 50
 LOG_TAIL_BYTES = 64 << 10
-SYSTEM_PREFIX = "system/"  # MLflow's system metrics (system/cpu_utilization_percentage, ...)
 
 
 def when(timestamp):
@@ -109,7 +108,7 @@ def run_page(store, run_id, now):
               for (name, kind), rows in groups.items() if not (kind == "scalar" and len(rows) == 1)]
 
     def system(name):
-        return name.startswith(SYSTEM_PREFIX)
+        return name.startswith(SYSTEM_METRIC_PREFIX)
 
     return {
         "run": details,

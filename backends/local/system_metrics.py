@@ -32,6 +32,7 @@ import time
 
 from amlocal.backends.base import SYSTEM_METRIC_PREFIX as PREFIX
 from amlocal.backends.history.metric_batches import add_metric_batch
+from amlocal.backends.local.compute import host_resources
 from amlocal.validation import setting
 
 CPU = PREFIX + "cpu_utilization_percentage"
@@ -199,23 +200,12 @@ def gpu_readings(gpu_ids):
     return readings
 
 
-def _host_memory_bytes():
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
 def _usable_cores(resources):
     if resources is not None and resources.cpuset:
         return len(resources.cpuset.split(","))
     if resources is not None and resources.nano_cpus:
         return resources.nano_cpus / 1e9
-    return len(os.sched_getaffinity(0))
+    return len(host_resources().cores)
 
 
 class SystemMetrics:
@@ -273,7 +263,7 @@ class SystemMetrics:
     def _sample_until_stopped(self):
         cores = _usable_cores(self.resources)
         memory_limit = (self.resources.memory_bytes if self.resources is not None and
-                        self.resources.memory_bytes else None) or _host_memory_bytes()
+                        self.resources.memory_bytes else None) or host_resources().memory_bytes
         gpu_ids = list(self.resources.gpu_ids) if self.resources is not None else []
         previous = None
         next_sample = time.monotonic()
