@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up this machine for amlocal, idempotently: a Docker engine that answers, mmdebstrap, a
-# virtual environment (.venv) with amlocal, pytest, the azure extra and Chainer (for the process
+# virtual environment (.venv) with amlocal, pytest, the azure extras and Chainer (for the process
 # executor), and a base image for the environment recipes (pulled, or built from Debian packages
 # where no registry is reachable). Linux (Debian/Ubuntu) with root or sudo for the system parts.
 set -euo pipefail
@@ -9,10 +9,12 @@ cd "$(dirname "$0")/.."
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# 1. System packages: the Docker engine and mmdebstrap (for a registry-free base image).
+# 1. System packages: the Docker engine, mmdebstrap (for a registry-free base image) and Chromium
+#    (the web UI's browser tests drive it through Playwright, which downloads no browser here).
 missing=()
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]} with apt-get"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -40,9 +42,9 @@ log "Docker engine $(docker version --format '{{.Server.Version}}') answers"
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/pip install -q --upgrade pip
-# The `azure` extra (azureml-core, azureml-train-core: about 250 MB) too, so that the tests of the
-# Azure backend's translation run here; amlocal itself never needs it for local runs.
-.venv/bin/pip install -q -e ".[test,azure]"
+# The `azure` and `azure-v2` extras (azureml-core, azureml-train-core, azure-ai-ml) too, so that
+# the tests of both Azure translations run here; amlocal itself never needs them for local runs.
+.venv/bin/pip install -q -e ".[test,azure,azure-v2]"
 if ! .venv/bin/pip show chainer >/dev/null 2>&1; then
     .venv/bin/pip install -q "setuptools<70" wheel
     .venv/bin/pip install -q --no-build-isolation chainer==7.8.1
